@@ -1,0 +1,175 @@
+"""Checkpoints: full training state for exact resumption, and reference-format weight files.
+
+Full state (one file per save, newest ``keep`` kept) holds the four networks, both optimizers,
+the schedule, both image pools, every RNG state, the data position and the config. Every file
+is written to a temporary name and renamed, so a crash never leaves a half-written checkpoint
+under a real name. Everything is loaded with ``torch.load(weights_only=True)``: nothing from
+a user's file is unpickled.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "cyclegan/full-state"
+VERSION = 1
+STATE_DIR = "state"
+_STATE_RE = re.compile(r"^state_iter(\d+)\.pt$")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated zip, bad pickle, forbidden global: all mean "unusable"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------- RNG states
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- full state
+def state_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Full-state checkpoints of a run, newest first."""
+    folder = Path(run_dir) / STATE_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STATE_RE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save_state(run_dir: str | os.PathLike, state: dict, keep: int) -> Path:
+    state = {"format": FORMAT, "version": VERSION, **state}
+    path = atomic_save(state, Path(run_dir) / STATE_DIR / f"state_iter{state['total_iters']:010d}.pt")
+    for old in state_files(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    state = safe_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cyclegan full-state checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: written by a newer cyclegan (format version {state['version']})")
+    return state
+
+
+def load_latest_state(run_dir: str | os.PathLike) -> Optional[tuple[Path, dict]]:
+    """The newest loadable full state; unreadable newer ones are reported and passed over."""
+    for path in state_files(run_dir):
+        try:
+            return path, load_state(path)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
+    return None
+
+
+# ---------------------------------------------------------------- reference-format weights
+def clean_state_dict(state_dict: dict[str, torch.Tensor], net: Optional[nn.Module] = None) -> dict:
+    """Strip DDP/compile prefixes; drop InstanceNorm running stats that old reference files carry."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        cleaned[key] = value
+    if net is not None:
+        modules = dict(net.named_modules())
+        for key in list(cleaned):
+            owner, _, leaf = key.rpartition(".")
+            if leaf in ("running_mean", "running_var", "num_batches_tracked") and \
+                    isinstance(modules.get(owner), nn.InstanceNorm2d) and not modules[owner].track_running_stats:
+                del cleaned[key]
+    return cleaned
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    while hasattr(net, "module") or hasattr(net, "_orig_mod"):
+        net = getattr(net, "module", None) or getattr(net, "_orig_mod")
+    return net
+
+
+def save_reference_weights(run_dir: str | os.PathLike, nets: dict[str, nn.Module], label: str) -> list[Path]:
+    """``<run_dir>/<label>_net_<name>.pth``: plain CPU state_dicts, as the reference writes them."""
+    paths = []
+    for name, net in nets.items():
+        sd = {k: v.detach().cpu() for k, v in clean_state_dict(unwrap(net).state_dict()).items()}
+        paths.append(atomic_save(sd, Path(run_dir) / f"{label}_net_{name}.pth"))
+    return paths
+
+
+def load_reference_weights(net: nn.Module, path: str | os.PathLike) -> None:
+    sd = safe_load(path)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: not a state_dict of tensors")
+    target = unwrap(net)
+    sd = clean_state_dict(sd, target)
+    expected = target.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = sorted(k for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        details = "; ".join(part for part in (
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}" if unexpected else "",
+            f"shape mismatch {wrong[:3]}" if wrong else "") if part)
+        raise CheckpointError(f"{path}: does not fit this network ({details}); check --netG/--netD/--ngf/--ndf/"
+                              f"--norm/--input_nc/--output_nc")
+    target.load_state_dict(sd)

@@ -1,0 +1,255 @@
+"""The one schema for every option: names, types, defaults and allowed values.
+
+Names and defaults follow the reference ``train.py``/``test.py`` so existing commands work as
+they are. A YAML file uses the same keys; command-line flags override the file. Everything is
+validated at load, and errors name the bad key and value.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .networks import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
+
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+GAN_MODES = ("lsgan", "vanilla", "wgangp")
+LR_POLICIES = ("linear", "step", "plateau", "cosine")
+AMP_MODES = ("none", "bf16", "fp16")
+BUILTIN_PAIRS = ("zebra", "fruit", "seasons")  # kept in step with synth.PAIRS (checked in tests)
+
+
+class ConfigError(ValueError):
+    """A bad option: the message names the key and the value."""
+
+
+def opt(default, help: str, choices=None, minimum=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+
+
+@dataclass
+class Config:
+    # --- experiment and data (reference names) ---
+    dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair")
+    name: str = opt("experiment_name", "run name: checkpoints go to <checkpoints_dir>/<name>")
+    checkpoints_dir: str = opt("./checkpoints", "where runs are stored")
+    phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read")
+    direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"))
+    serial_batches: bool = opt(False, "take images in order; otherwise B is drawn at random")
+    num_threads: int = opt(4, "data-loading worker processes", minimum=0)
+    batch_size: int = opt(1, "images per iteration (per worker)", minimum=1)
+    load_size: int = opt(286, "scale images to this size", minimum=1)
+    crop_size: int = opt(256, "then crop to this size", minimum=1)
+    max_dataset_size: float = opt(math.inf, "use at most this many images per domain", minimum=1)
+    preprocess: str = opt("resize_and_crop", "image scaling and cropping", choices=PREPROCESS_MODES)
+    no_flip: bool = opt(False, "do not flip images horizontally for augmentation")
+    input_nc: int = opt(3, "channels of domain A images (1: grayscale)", choices=(1, 3))
+    output_nc: int = opt(3, "channels of domain B images (1: grayscale)", choices=(1, 3))
+    # --- networks ---
+    netG: str = opt("resnet_9blocks", "generator architecture", choices=GENERATORS)
+    netD: str = opt("basic", "discriminator architecture", choices=DISCRIMINATORS)
+    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1)
+    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1)
+    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1)
+    norm: str = opt("instance", "normalization layers", choices=NORMS)
+    init_type: str = opt("normal", "weight initialisation", choices=INIT_TYPES)
+    init_gain: float = opt(0.02, "scale of normal/xavier/orthogonal initialisation", minimum=0.0)
+    no_dropout: bool = opt(True, "no dropout in the generator (CycleGAN default; --dropout turns it on)")
+    # --- objective ---
+    gan_mode: str = opt("lsgan", "adversarial loss", choices=GAN_MODES)
+    lambda_A: float = opt(10.0, "weight of cycle loss A -> B -> A", minimum=0.0)
+    lambda_B: float = opt(10.0, "weight of cycle loss B -> A -> B", minimum=0.0)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B", minimum=0.0)
+    lambda_gp: float = opt(10.0, "gradient-penalty weight for gan_mode wgangp", minimum=0.0)
+    pool_size: int = opt(50, "generated images kept for the discriminators (0: no pool)", minimum=0)
+    # --- optimisation ---
+    lr: float = opt(0.0002, "Adam learning rate", minimum=0.0)
+    beta1: float = opt(0.5, "Adam beta1", minimum=0.0)
+    lr_policy: str = opt("linear", "learning-rate schedule", choices=LR_POLICIES)
+    n_epochs: int = opt(100, "epochs at the initial learning rate", minimum=0)
+    n_epochs_decay: int = opt(100, "epochs of decay to zero", minimum=0)
+    lr_decay_iters: int = opt(50, "epochs between x0.1 steps for lr_policy step", minimum=1)
+    epoch_count: int = opt(1, "number of the first epoch", minimum=1)
+    seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0)
+    # --- saving and resuming ---
+    save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1)
+    save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1)
+    save_by_iter: bool = opt(False, "also keep reference weights named iter_<n> at each latest save")
+    continue_train: bool = opt(False, "continue from the latest checkpoint of this run")
+    epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>")
+    load_iter: int = opt(0, "if > 0, load the checkpoint of this iteration (iter_<n>)", minimum=0)
+    keep_checkpoints: int = opt(3, "full-state checkpoints kept (older ones are deleted)", minimum=1)
+    print_freq: int = opt(100, "log losses every this many training images", minimum=1)
+    # --- this implementation ---
+    device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    amp: str = opt("none", "mixed precision on CUDA", choices=AMP_MODES)
+    channels_last: bool = opt(False, "channels-last memory format")
+    tensorboard: bool = opt(True, "write TensorBoard event files under the run folder")
+    image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1)
+    eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations")
+    builtin: str = opt("fruit", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
+    builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
+    builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
+    # --- test ---
+    results_dir: str = opt("./results/", "where test results go")
+    num_test: int = opt(50, "how many test images to run", minimum=1)
+    aspect_ratio: float = opt(1.0, "aspect ratio of saved result images", minimum=0.0)
+    eval: bool = opt(False, "use eval mode (batch norm, dropout) at test time")
+    model: str = opt("cycle_gan", "cycle_gan: both directions from testA/testB; test: one generator", choices=("cycle_gan", "test"))
+    model_suffix: str = opt("", "with --model test, loads latest_net_G<suffix>.pth")
+
+    # ------------------------------------------------------------------
+    @property
+    def total_epochs(self) -> int:
+        return self.n_epochs + self.n_epochs_decay
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoints_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if math.isinf(d["max_dataset_size"]):
+            d["max_dataset_size"] = "inf"  # keeps YAML and checkpoints free of float specials
+        return d
+
+
+# Options whose reference default differs at test time (test_options.py).
+TEST_DEFAULTS = {"phase": "test", "load_size": 256, "no_flip": True, "serial_batches": True, "num_threads": 0,
+                 "batch_size": 1}
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Convert a value from YAML or a checkpoint to the schema's type, or raise naming the key."""
+    hint = _HINTS[key]
+    optional = typing.get_origin(hint) is typing.Union
+    base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be empty")
+    bad = ConfigError(f"{key}: {value!r} is not a valid {base.__name__}")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad
+    if base is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if base is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad
+
+
+def validate(cfg: Config) -> Config:
+    for key, f in FIELDS.items():
+        value = getattr(cfg, key)
+        choices, minimum = f.metadata["choices"], f.metadata["minimum"]
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        if minimum is not None and value is not None and value < minimum:
+            raise ConfigError(f"{key}: {value!r} is below the minimum {minimum}")
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{key}: NaN is not allowed")
+    if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.load_size < cfg.crop_size:
+        raise ConfigError(f"crop_size: {cfg.crop_size} is larger than load_size {cfg.load_size} "
+                          f"with preprocess {cfg.preprocess}")
+    if cfg.netG.startswith("unet") and cfg.preprocess != "none":
+        downs = 8 if cfg.netG == "unet_256" else 7
+        if cfg.crop_size % 2**downs:
+            raise ConfigError(f"crop_size: {cfg.crop_size} must be a multiple of {2**downs} for netG {cfg.netG}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda or cuda:N")
+    if cfg.total_epochs < 1:
+        raise ConfigError(f"n_epochs: n_epochs + n_epochs_decay must be at least 1 (got {cfg.n_epochs} + "
+                          f"{cfg.n_epochs_decay})")
+    return cfg
+
+
+def from_dict(values: dict[str, Any], base: Optional[dict[str, Any]] = None, source: str = "config") -> Config:
+    """Build a validated Config from schema defaults, then ``base``, then ``values``."""
+    merged: dict[str, Any] = {}
+    for layer in (base or {}), values:
+        for key, value in layer.items():
+            if key not in FIELDS:
+                close = difflib.get_close_matches(key, FIELDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{key}: unknown option in {source}{hint}")
+            merged[key] = _coerce(key, value)
+    return validate(Config(**merged))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {str(path)!r} must hold a mapping of option: value")
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None) -> None:
+    """One flag per schema field. Flags default to SUPPRESS so only what the user typed overrides."""
+    defaults = defaults or {}
+    parser.add_argument("--config", help="YAML file with options (flags override it)")
+    for key, f in FIELDS.items():
+        default = defaults.get(key, f.default)
+        help_text = f"{f.metadata['help']} (default: {default})"
+        hint = _HINTS[key]
+        if hint is bool:
+            parser.add_argument(f"--{key}", action="store_const", const=True, default=argparse.SUPPRESS,
+                                help=help_text)
+            parser.add_argument(f"--no-{key}", dest=key, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=help_text, metavar=key.upper())
+    parser.add_argument("--dropout", dest="no_dropout", action="store_const", const=False,
+                        default=argparse.SUPPRESS, help="use dropout in the generator")
+
+
+def from_args(args: argparse.Namespace, defaults: Optional[dict[str, Any]] = None) -> Config:
+    """Schema defaults < command defaults < --config file < flags."""
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    base = dict(defaults or {})
+    for key in file_values:
+        if key not in FIELDS:
+            from_dict({key: None}, source=f"config file {args.config}")  # raises with a hint
+    base.update(file_values)
+    return from_dict(given, base=base, source="command line")

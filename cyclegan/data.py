@@ -1,0 +1,258 @@
+"""Image listing, decoding and augmentation for unaligned domains A and B.
+
+Decoding and transforms are plain functions over bytes, PIL images and NumPy arrays, so the
+local loader here and a streaming loader elsewhere apply exactly the same preprocessing.
+Randomness (crop position, flip, B pairing, order) is a pure function of (seed, epoch, index):
+an epoch can be replayed from any position, which is what makes resumption exact.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+from .config import Config
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail to decode, not load half grey
+IMG_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm"}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on; the message names the folder or file."""
+
+
+class BadImageWarning(UserWarning):
+    """Some files were skipped because they could not be decoded."""
+
+
+class BadImage(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- decoding
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and float images scaled to 8-bit grayscale instead of clipped to white."""
+    arr = np.asarray(img, dtype=np.float64)
+    peak = arr.max() if arr.size else 0
+    if img.mode == "F" and peak <= 1.0:
+        arr = arr * 255.0
+    elif peak > 255:
+        arr = arr / 257.0  # 16-bit range onto 8-bit
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, F, ...) to 'L' (1 channel) or 'RGB' (3)."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = _to_8bit(img)
+    elif img.mode == "P":
+        img = img.convert("RGBA")  # palette transparency is only honoured through RGBA
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def decode_image(data: bytes, channels: int, name: str = "<bytes>") -> Image.Image:
+    """Decode fully (so truncation shows now, not mid-epoch) and convert to ``channels``."""
+    if not data:
+        raise BadImage(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return to_channels(img, channels)
+    except Exception as e:  # PIL raises many types for bad input: all mean "not a usable image"
+        raise BadImage(f"{name}: {type(e).__name__}: {e}") from None
+
+
+def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
+    return decode_image(Path(path).read_bytes(), channels, str(path))
+
+
+# ---------------------------------------------------------------- transforms
+def resized_size(cfg: Config, width: int, height: int) -> tuple[int, int]:
+    """Size after the resize stage of ``cfg.preprocess`` (before cropping)."""
+    if "resize" in cfg.preprocess:
+        return cfg.load_size, cfg.load_size
+    if "scale_width" in cfg.preprocess:
+        if width == cfg.load_size and height >= cfg.crop_size:
+            return width, height
+        return cfg.load_size, int(max(cfg.load_size * height / width, cfg.crop_size))
+    if cfg.preprocess == "none":  # generators need sizes divisible by 4
+        return max(4, int(round(width / 4) * 4)), max(4, int(round(height / 4) * 4))
+    return width, height
+
+
+def check_size(cfg: Config, width: int, height: int, name: str) -> None:
+    if "crop" in cfg.preprocess:
+        w, h = resized_size(cfg, width, height)
+        if w < cfg.crop_size or h < cfg.crop_size:
+            raise DataError(f"{name}: image is {width}x{height}, smaller than crop_size {cfg.crop_size} "
+                            f"after preprocess {cfg.preprocess}")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    crop_x: int
+    crop_y: int
+    flip: bool
+
+
+def augment_params(cfg: Config, width: int, height: int, rng: np.random.Generator) -> AugmentParams:
+    """Random crop corner and flip, drawn from ``rng`` (deterministic per sample)."""
+    w, h = resized_size(cfg, width, height)
+    x = int(rng.integers(0, max(0, w - cfg.crop_size) + 1))
+    y = int(rng.integers(0, max(0, h - cfg.crop_size) + 1))
+    flip = bool(rng.random() > 0.5)
+    return AugmentParams(x, y, flip and not cfg.no_flip)
+
+
+def transform(img: Image.Image, cfg: Config, params: AugmentParams) -> np.ndarray:
+    """Resize, crop, flip, then to float32 CHW in [-1, 1] (the reference's ToTensor + Normalize(0.5, 0.5))."""
+    size = resized_size(cfg, *img.size)
+    if size != img.size:
+        img = img.resize(size, Image.BICUBIC)
+    if "crop" in cfg.preprocess:
+        c = cfg.crop_size
+        img = img.crop((params.crop_x, params.crop_y, params.crop_x + c, params.crop_y + c))
+    if params.flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+def sample_rng(seed: int, epoch: int, index: int, domain: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index, domain])
+
+
+def preprocess(img: Image.Image, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    return transform(img, cfg, augment_params(cfg, *img.size, rng))
+
+
+# ---------------------------------------------------------------- listing and validation
+def list_files(folder: str | os.PathLike, max_size: float = math.inf) -> list[str]:
+    """Every non-hidden file below ``folder``, sorted (the reference walks the tree the same way)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder does not exist")
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return files[: int(min(len(files), max_size))]
+
+
+@dataclass
+class Domain:
+    folder: str
+    paths: list[str]
+    sizes: list[tuple[int, int]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def scan_domain(folder: str | os.PathLike, channels: int, cfg: Config, workers: int = 4) -> Domain:
+    """Decode every file once: keep the good ones, record the bad ones, reject images too small to crop."""
+    files = list_files(folder, cfg.max_dataset_size)
+
+    def probe(path):
+        try:
+            img = load_image(path, channels)
+            return path, img.size, None
+        except BadImage as e:
+            return path, None, str(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(probe, files))
+    domain = Domain(str(folder), [], [])
+    for path, size, reason in results:
+        if reason is None:
+            check_size(cfg, *size, path)
+            domain.paths.append(path)
+            domain.sizes.append(size)
+        else:
+            domain.skipped.append((path, reason))
+    if not domain.paths:
+        what = f"none of its {len(files)} files could be decoded" if files else "it is empty"
+        raise DataError(f"{folder}: no usable image ({what})")
+    return domain
+
+
+def warn_skipped(domains: Sequence[Domain]) -> int:
+    skipped = [s for d in domains for s in d.skipped]
+    if skipped:
+        listing = "\n".join(f"  {reason}" for _, reason in skipped)
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s):\n{listing}", BadImageWarning, stacklevel=2)
+    return len(skipped)
+
+
+# ---------------------------------------------------------------- pairing
+def epoch_plan(n_A: int, n_B: int, seed: int, epoch: int, serial: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the A and B image of every sample of an epoch of max(n_A, n_B) samples.
+
+    As in the reference: samples in shuffled order (in order with serial_batches); A cycles
+    through its images; B is drawn at random (cycles in order with serial_batches).
+    """
+    length = max(n_A, n_B)
+    rng = np.random.default_rng([seed, epoch, 7])
+    order = np.arange(length) if serial else rng.permutation(length)
+    a_idx = order % n_A
+    b_idx = order % n_B if serial else rng.integers(0, n_B, size=length)
+    return a_idx, b_idx
+
+
+class UnalignedDataset(torch.utils.data.Dataset):
+    """Domains A and B from ``<dataroot>/<phase>A`` and ``<phase>B``; one epoch is max(|A|, |B|) pairs."""
+
+    def __init__(self, cfg: Config, phase: Optional[str] = None, scan_workers: int = 4):
+        self.cfg = cfg
+        phase = phase or cfg.phase
+        root = Path(cfg.dataroot)
+        # In model terms A has input_nc channels and B output_nc; BtoA trains G_A on folder B.
+        self.channels = {"A": cfg.input_nc, "B": cfg.output_nc}
+        folder_A, folder_B = (f"{phase}A", f"{phase}B") if cfg.direction == "AtoB" else (f"{phase}B", f"{phase}A")
+        self.A = scan_domain(root / folder_A, cfg.input_nc, cfg, scan_workers)
+        self.B = scan_domain(root / folder_B, cfg.output_nc, cfg, scan_workers)
+        self.skipped = warn_skipped([self.A, self.B])
+        self.set_epoch(cfg.epoch_count)
+
+    @property
+    def epoch_length(self) -> int:
+        return max(len(self.A.paths), len(self.B.paths))
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Serve the samples of ``epoch`` from position ``start`` on."""
+        self.epoch, self.start = epoch, start
+        self.a_idx, self.b_idx = epoch_plan(len(self.A.paths), len(self.B.paths), self.cfg.seed, epoch,
+                                            self.cfg.serial_batches)
+
+    def __len__(self) -> int:
+        return self.epoch_length - self.start
+
+    def __getitem__(self, i: int) -> dict:
+        i += self.start
+        a_path, b_path = self.A.paths[self.a_idx[i]], self.B.paths[self.b_idx[i]]
+        a = preprocess(load_image(a_path, self.channels["A"]), self.cfg, sample_rng(self.cfg.seed, self.epoch, i, 0))
+        b = preprocess(load_image(b_path, self.channels["B"]), self.cfg, sample_rng(self.cfg.seed, self.epoch, i, 1))
+        return {"A": torch.from_numpy(a), "B": torch.from_numpy(b), "A_paths": a_path, "B_paths": b_path}
+
+
+class SingleDataset(torch.utils.data.Dataset):
+    """One folder of images, for ``--model test`` (one direction)."""
+
+    def __init__(self, cfg: Config, folder: str | os.PathLike, channels: int):
+        self.cfg = cfg
+        self.channels = channels
+        self.domain = scan_domain(folder, channels, cfg)
+        self.skipped = warn_skipped([self.domain])
+
+    def __len__(self) -> int:
+        return len(self.domain.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        path = self.domain.paths[i]
+        img = preprocess(load_image(path, self.channels), self.cfg, sample_rng(self.cfg.seed, 0, i, 0))
+        return {"A": torch.from_numpy(img), "A_paths": path}

@@ -1,0 +1,231 @@
+"""The training loop on one process: data, steps, logging, checkpoints, resumption.
+
+Knows nothing of Ray; the distributed layer calls ``Trainer`` from inside each worker.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError
+from .data import UnalignedDataset
+from .evaluate import has_ideal, score_translation
+from .model import LOSS_NAMES, CycleGAN
+from .synth import write_pair
+
+log = logging.getLogger("cyclegan")
+
+# Options that change the shape of the networks: a checkpoint only resumes a run that agrees on them.
+ARCHITECTURE_KEYS = ("netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "input_nc", "output_nc", "no_dropout")
+
+
+def builtin_dataroot(cfg: Config) -> Path:
+    """Write (once) and return the built-in pair that a run without --dataroot trains on."""
+    root = Path(cfg.checkpoints_dir) / "_builtin" / f"{cfg.builtin}_{cfg.builtin_size}px_{cfg.builtin_count}"
+    if not (root / "pair.json").exists():
+        n_test = max(8, cfg.builtin_count // 10)
+        write_pair(cfg.builtin, root, size=cfg.builtin_size, n_train=cfg.builtin_count, n_test=n_test, seed=0)
+    return root
+
+
+def crossed(total: int, step: int, every: int) -> bool:
+    """True when the count moved past a multiple of ``every`` in the last ``step``."""
+    return total // every > (total - step) // every
+
+
+@dataclass
+class Progress:
+    """Where the run is: ``epoch`` is the epoch in progress, ``epoch_iter`` images done in it."""
+    epoch: int
+    epoch_iter: int = 0
+    total_iters: int = 0
+    epoch_loss_G: float = 0.0  # sum over the epoch, for the plateau schedule
+    epoch_steps: int = 0
+    history: list = field(default_factory=list)  # per-step losses (kept only when asked)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
+                 keep_history: bool = False, is_main: bool = True):
+        if not cfg.dataroot:
+            cfg = _replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+        self.cfg = cfg
+        self.is_main = is_main
+        self.progress_bar = progress_bar and is_main
+        self.keep_history = keep_history
+        self.run_dir = cfg.run_dir
+        self.dataset = UnalignedDataset(cfg)
+        self.model = CycleGAN(cfg, device=device)
+        self.progress = Progress(epoch=cfg.epoch_count)
+        self.writer = None
+        if cfg.continue_train:
+            self._resume()
+        if is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                            purge_step=self.progress.total_iters or None)
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self) -> None:
+        cfg = self.cfg
+        if cfg.epoch == "latest" and cfg.load_iter == 0:
+            found = ckpt.load_latest_state(self.run_dir)
+            if found is not None:
+                path, state = found
+                self.restore(state)
+                log.info("resumed from %s (epoch %d, %d images into it)", path, self.progress.epoch,
+                         self.progress.epoch_iter)
+                return
+        # No full state: the reference behaviour, weights only, starting at --epoch_count.
+        label = f"iter_{cfg.load_iter}" if cfg.load_iter > 0 else cfg.epoch
+        for name, net in self.model.networks().items():
+            path = self.run_dir / f"{label}_net_{name}.pth"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: nothing to continue from (no full-state checkpoint in "
+                                        f"{self.run_dir / ckpt.STATE_DIR} either)")
+            ckpt.load_reference_weights(net, path)
+        warnings.warn(f"continuing from reference-format weights '{label}' only: optimizer, schedule and "
+                      f"image pools start fresh at epoch {cfg.epoch_count}", RuntimeWarning, stacklevel=3)
+
+    def restore(self, state: dict) -> None:
+        saved = state["config"]
+        for key in ARCHITECTURE_KEYS:
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ConfigError(f"{key}: {getattr(self.cfg, key)!r} differs from the checkpoint's "
+                                  f"{saved.get(key)!r}; a run resumes only with the same networks")
+        self.model.load_training_state(state["model"])
+        ckpt.set_rng_state(state["rng"])
+        p = state["progress"]
+        self.progress = Progress(epoch=p["epoch"], epoch_iter=p["epoch_iter"], total_iters=p["total_iters"],
+                                 epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
+
+    def state(self) -> dict:
+        p = self.progress
+        return {"config": self.cfg.to_dict(), "model": self.model.training_state(), "rng": ckpt.rng_state(),
+                "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
+                             "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps},
+                "total_iters": p.total_iters}
+
+    # ------------------------------------------------------------------ saving
+    def save(self, reference_labels: tuple[str, ...] = ("latest",)) -> Optional[Path]:
+        """Full state (atomic, with retention) and reference-format weights; main process only."""
+        if not self.is_main:
+            return None
+        path = ckpt.save_state(self.run_dir, self.state(), keep=self.cfg.keep_checkpoints)
+        for label in reference_labels:
+            ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
+        return path
+
+    # ------------------------------------------------------------------ logging
+    def _log_scalars(self, window: dict[str, list[float]], lr: float) -> None:
+        step = self.progress.total_iters
+        for name, values in window.items():
+            self.writer.add_scalar(f"loss/{name}", sum(values) / len(values), step)
+        self.writer.add_scalar("lr", lr, step)
+
+    def _log_images(self) -> None:
+        import torchvision
+        v = self.model.visuals
+
+        def row(names):
+            tiles = [v[n][0].detach().float().cpu() for n in names if v.get(n) is not None]
+            tiles = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in tiles]
+            return torchvision.utils.make_grid([(t + 1) / 2 for t in tiles], nrow=len(tiles), padding=2)
+        step = self.progress.total_iters
+        self.writer.add_image("images/A", row(["real_A", "fake_B", "rec_A", "idt_B"]), step)
+        self.writer.add_image("images/B", row(["real_B", "fake_A", "rec_B", "idt_A"]), step)
+
+    # ------------------------------------------------------------------ loop
+    def batches(self, epoch: int, start: int):
+        """Batches of ``epoch`` from image ``start`` on (the distributed layer overrides this)."""
+        self.dataset.set_epoch(epoch, start=start)
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.cfg.batch_size, shuffle=False,
+                                           num_workers=self.cfg.num_threads, drop_last=False,
+                                           pin_memory=self.model.device.type == "cuda")
+
+    def epoch_length(self) -> int:
+        return self.dataset.epoch_length
+
+    def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
+        cfg, model, p = self.cfg, self.model, self.progress
+        window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
+        while p.epoch <= cfg.total_epochs:
+            lr = model.set_epoch_lr(p.epoch)
+            bar = tqdm(total=self.epoch_length(), initial=p.epoch_iter, unit="img", leave=False,
+                       desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar)
+            for batch in self.batches(p.epoch, p.epoch_iter):
+                losses = model.optimize(batch["A"], batch["B"])
+                n = batch["A"].shape[0]
+                p.epoch_iter += n
+                p.total_iters += n
+                p.epoch_loss_G += losses["G_A"] + losses["G_B"] + losses["cycle_A"] + losses["cycle_B"] + \
+                    losses["idt_A"] + losses["idt_B"]
+                p.epoch_steps += 1
+                if self.keep_history:
+                    p.history.append(losses)
+                for name, value in losses.items():
+                    window[name].append(value)
+                bar.update(n)
+                bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("G_A", "D_A", "cycle_A")}, refresh=False)
+                if self.writer is not None and crossed(p.total_iters, n, cfg.print_freq):
+                    self._log_scalars(window, lr)
+                    window = {name: [] for name in LOSS_NAMES}
+                if self.writer is not None and crossed(p.total_iters, n, cfg.image_log_freq):
+                    self._log_images()
+                if crossed(p.total_iters, n, cfg.save_latest_freq) and p.epoch_iter < self.epoch_length():
+                    labels = ("latest", f"iter_{p.total_iters}") if cfg.save_by_iter else ("latest",)
+                    path = self.save(labels)
+                    if on_save and path:
+                        on_save(self, path)
+            bar.close()
+            finished = p.epoch
+            model.end_epoch(p.epoch_loss_G / max(1, p.epoch_steps))
+            p.epoch, p.epoch_iter, p.epoch_loss_G, p.epoch_steps = p.epoch + 1, 0, 0.0, 0
+            if self.writer is not None and any(window.values()):
+                self._log_scalars({k: v for k, v in window.items() if v}, lr)
+                window = {name: [] for name in LOSS_NAMES}
+            if finished % cfg.save_epoch_freq == 0 or finished == cfg.total_epochs:
+                path = self.save(("latest", str(finished)) if finished % cfg.save_epoch_freq == 0 else ("latest",))
+                if on_save and path:
+                    on_save(self, path)
+            if self.is_main:
+                log.info("end of epoch %d / %d: %d images, lr %.7f", finished, cfg.total_epochs, p.total_iters, lr)
+        return self.finish()
+
+    def finish(self) -> dict:
+        result: dict = {"epochs": self.cfg.total_epochs, "total_iters": self.progress.total_iters,
+                        "skipped_images": self.dataset.skipped}
+        if self.cfg.eval_at_end and has_ideal(self.cfg.dataroot) and self.is_main:
+            scores = score_translation(self.model.G_A, self.model.G_B, self.cfg.dataroot, self.cfg.input_nc,
+                                       self.cfg.output_nc, self.model.device)
+            result["eval"] = scores
+            if self.writer is not None:
+                for key in ("l1", "psnr", "identity_l1"):
+                    self.writer.add_scalar(f"eval/{key}", scores[key], self.progress.total_iters)
+        if self.writer is not None:
+            self.writer.close()
+        if self.is_main:
+            (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def _replace(cfg: Config, **changes) -> Config:
+    import dataclasses
+    return dataclasses.replace(cfg, **changes)
+
+
+def train(cfg: Config, **kwargs) -> dict:
+    return Trainer(cfg, **kwargs).run()
