@@ -94,7 +94,7 @@ class Config:
     tensorboard: bool = opt(True, "write TensorBoard event files under the run folder")
     image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1)
     eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations")
-    builtin: str = opt("fruit", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
+    builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
     builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
     # --- test ---

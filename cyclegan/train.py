@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +165,8 @@ class Trainer:
         while p.epoch <= cfg.total_epochs:
             lr = model.set_epoch_lr(p.epoch)
             bar = tqdm(total=self.epoch_length(), initial=p.epoch_iter, unit="img", leave=False,
-                       desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar)
+                       desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar,
+                       mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs get a line per 30 s
             for batch in self.batches(p.epoch, p.epoch_iter):
                 losses = model.optimize(batch["A"], batch["B"])
                 n = batch["A"].shape[0]

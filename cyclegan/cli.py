@@ -1,0 +1,136 @@
+"""The ``cyclegan`` command: train, test, eval, bench and data, with the reference's flag names."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+
+from . import config as config_mod
+from .config import ConfigError, TEST_DEFAULTS
+
+
+def _train(args) -> int:
+    from .train import Trainer
+    cfg = config_mod.from_args(args)
+    result = Trainer(cfg).run()
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    if result.get("skipped_images"):
+        print(f"skipped {result['skipped_images']} unreadable image(s)")
+    if "eval" in result:
+        e = result["eval"]
+        print(f"eval: L1 to the ideal translation {e['l1']:.4f} (identity {e['identity_l1']:.4f}), "
+              f"PSNR {e['psnr']:.2f} dB (identity {e['identity_psnr']:.2f} dB); lower L1 is better")
+    print(json.dumps(result))
+
+
+def _test_config(args):
+    """Test-time options: the reference's test defaults; load_size follows crop_size unless given as a
+    flag (a config file's load_size is a training setting); without --dataroot, the built-in pair."""
+    import dataclasses
+    from .train import builtin_dataroot
+    cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
+    if "load_size" not in vars(args):
+        cfg = dataclasses.replace(cfg, load_size=cfg.crop_size)
+    return cfg if cfg.dataroot else dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+
+
+def _test(args) -> int:
+    from .translate import run_test
+    cfg = _test_config(args)
+    page = run_test(cfg)
+    print(f"results: {page}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import score_translation
+    from .model import CycleGAN
+    from .translate import load_weights
+    cfg = _test_config(args)
+    model = CycleGAN(cfg, train=False)
+    for name in ("G_A", "G_B"):
+        load_weights(cfg, getattr(model, name), name)
+    result = score_translation(model.G_A, model.G_B, cfg.dataroot, cfg.input_nc, cfg.output_nc, model.device)
+    print(f"L1 to the ideal translation {result['l1']:.4f} (identity {result['identity_l1']:.4f}), "
+          f"PSNR {result['psnr']:.2f} dB (identity {result['identity_psnr']:.2f} dB)")
+    print(json.dumps(result))
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import main as bench_main
+    cfg = config_mod.from_args(args)
+    bench_main(cfg, args.warmup, args.iters)
+    return 0
+
+
+def _synth(args) -> int:
+    from .synth import write_pair
+    out = write_pair(args.pair, args.out, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    print(f"wrote built-in pair {args.pair!r} to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .synth import PAIRS
+    parser = argparse.ArgumentParser(prog="cyclegan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a CycleGAN (reference train.py flags)")
+    config_mod.add_arguments(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("test", help="translate test images into results/<name>/<phase>_<epoch>/ (test.py flags)")
+    config_mod.add_arguments(p, TEST_DEFAULTS)
+    p.set_defaults(func=_test)
+
+    p = sub.add_parser("eval", help="score a run's generators against a built-in pair's ideal translations")
+    config_mod.add_arguments(p, TEST_DEFAULTS)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("bench", help="seconds per training iteration on random tensors")
+    config_mod.add_arguments(p)
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations; the median is reported (default: 10)")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("data", help="datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("synth", help="write a built-in domain pair (offline, deterministic)")
+    s.add_argument("pair", choices=sorted(PAIRS), help="; ".join(f"{k}: {v[2]}" for k, v in PAIRS.items()))
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--size", type=int, default=64, help="image size in pixels (default: 64)")
+    s.add_argument("--n_train", type=int, default=200, help="training images per domain (default: 200)")
+    s.add_argument("--n_test", type=int, default=20, help="test images per domain (default: 20)")
+    s.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    s.set_defaults(func=_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"{cat.__name__}: {msg}\n"
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .checkpoint import CheckpointError
+        from .data import DataError
+        if isinstance(e, (CheckpointError, DataError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``cyclegan test``: translate test images and write the reference's results page.
+
+Layout, as the reference writes it:
+``<results_dir>/<name>/<phase>_<epoch>/images/<stem>_<visual>.png`` and ``.../index.html``.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt
+from .config import Config
+from .data import SingleDataset, UnalignedDataset
+from .model import CycleGAN
+from .networks import define_G
+
+log = logging.getLogger("cyclegan")
+
+
+def tensor_to_image(t: torch.Tensor) -> Image.Image:
+    """[-1, 1] CHW tensor to an 8-bit PIL image (the reference's tensor2im)."""
+    arr = ((t.detach().float().cpu().clamp(-1, 1).numpy() + 1) / 2 * 255.0).round().astype(np.uint8)
+    arr = arr.transpose(1, 2, 0)
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+
+
+def save_image(t: torch.Tensor, path: Path, aspect_ratio: float = 1.0) -> None:
+    img = tensor_to_image(t)
+    w, h = img.size
+    if aspect_ratio > 1.0:
+        img = img.resize((w, int(h * aspect_ratio)), Image.BICUBIC)
+    elif aspect_ratio < 1.0:
+        img = img.resize((int(w / aspect_ratio), h), Image.BICUBIC)
+    img.save(path)
+
+
+def write_index(web_dir: Path, title: str, rows: list[tuple[str, list[str]]], width: int = 256) -> Path:
+    """index.html in the reference's shape: per image a header, then one table row of its visuals."""
+    out = [f"<!DOCTYPE html>\n<html>\n<head>\n<title>{html.escape(title)}</title>\n</head>\n<body>"]
+    for stem, files in rows:
+        out.append(f"<h3>{html.escape(stem)}</h3>")
+        out.append('<table border="1" style="table-layout: fixed;">\n<tr>')
+        for name in files:
+            label = name[len(stem) + 1:-4] if name.startswith(stem + "_") else name
+            src = html.escape(f"images/{name}")
+            out.append(f'<td halign="center" style="word-wrap: break-word;" valign="top"><p><a href="{src}">'
+                       f'<img style="width:{width}px" src="{src}"></a><br><p>{html.escape(label)}</p></p></td>')
+        out.append("</tr>\n</table>")
+    out.append("</body>\n</html>\n")
+    path = web_dir / "index.html"
+    path.write_text("\n".join(out))
+    return path
+
+
+def epoch_label(cfg: Config) -> str:
+    return f"iter_{cfg.load_iter}" if cfg.load_iter > 0 else cfg.epoch
+
+
+def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Module:
+    """Load ``<checkpoints_dir>/<name>/<epoch>_net_<name>.pth`` into ``net``; eval mode with --eval."""
+    path = cfg.run_dir / f"{epoch_label(cfg)}_net_{name}.pth"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint (check --name, --checkpoints_dir, --epoch)")
+    ckpt.load_reference_weights(net, path)
+    return net.eval() if cfg.eval else net
+
+
+def run_test(cfg: Config) -> Path:
+    """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
+    from .model import resolve_device
+    device = resolve_device(cfg.device)
+    web_dir = Path(cfg.results_dir) / cfg.name / f"{cfg.phase}_{epoch_label(cfg)}"
+    image_dir = web_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    if cfg.model == "test":
+        # One direction from one folder: --dataroot is the folder itself (as in the reference), or a
+        # dataset root whose <phase>A (AtoB) or <phase>B (BtoA) is used.
+        root = Path(cfg.dataroot)
+        side = "A" if cfg.direction == "AtoB" else "B"
+        folder = root / f"{cfg.phase}{side}" if (root / f"{cfg.phase}{side}").is_dir() else root
+        G = define_G(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.netG, cfg.norm, not cfg.no_dropout)
+        G = load_weights(cfg, G, f"G{cfg.model_suffix}").to(device)
+        dataset = SingleDataset(cfg, folder, cfg.input_nc)
+
+        def visuals(batch):
+            real = batch["A"].to(device)
+            with torch.no_grad():
+                return {"real": real, "fake": G(real)}, batch["A_paths"]
+    else:
+        model = CycleGAN(cfg, device=device, train=False)
+        for name in ("G_A", "G_B"):
+            load_weights(cfg, getattr(model, name), name)
+        dataset = UnalignedDataset(cfg)
+
+        def visuals(batch):
+            return model.translate(batch["A"], batch["B"]), batch["A_paths"]
+
+    total = len(dataset)
+    if cfg.num_test < total:
+        warnings.warn(f"--num_test {cfg.num_test} translates only {cfg.num_test} of the {total} test images; "
+                      f"raise it to translate them all", UserWarning, stacklevel=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=cfg.num_threads)
+    rows = []
+    for i, batch in enumerate(loader):
+        if i >= cfg.num_test:
+            break
+        images, paths = visuals(batch)
+        stem = Path(paths[0]).stem
+        files = []
+        for label, tensor in images.items():
+            name = f"{stem}_{label}.png"
+            save_image(tensor[0], image_dir / name, cfg.aspect_ratio)
+            files.append(name)
+        rows.append((stem, files))
+        if i % 5 == 0:
+            log.info("processing (%04d)-th image... %s", i, paths[0])
+    return write_index(web_dir, f"Experiment = {cfg.name}, Phase = {cfg.phase}, Epoch = {epoch_label(cfg)}", rows)
