@@ -1,0 +1,75 @@
+"""The config schema: reference defaults, YAML + flags layering, errors that name key and value."""
+import math
+
+import pytest
+
+from cyclegan.cli import build_parser
+from cyclegan.config import BUILTIN_PAIRS, Config, ConfigError, from_args, from_dict
+from cyclegan.synth import PAIRS
+
+
+def parse(argv):
+    return build_parser().parse_args(argv)
+
+
+def test_defaults_are_the_reference_defaults():
+    c = Config()
+    assert (c.netG, c.netD, c.norm, c.gan_mode, c.ngf, c.ndf, c.n_layers_D) == \
+        ("resnet_9blocks", "basic", "instance", "lsgan", 64, 64, 3)
+    assert (c.lambda_A, c.lambda_B, c.lambda_identity, c.pool_size) == (10.0, 10.0, 0.5, 50)
+    assert (c.lr, c.beta1, c.lr_policy, c.n_epochs, c.n_epochs_decay) == (0.0002, 0.5, "linear", 100, 100)
+    assert (c.load_size, c.crop_size, c.batch_size, c.preprocess) == (286, 256, 1, "resize_and_crop")
+    assert (c.save_latest_freq, c.save_epoch_freq, c.checkpoints_dir) == (5000, 5, "./checkpoints")
+    assert c.no_dropout is True and math.isinf(c.max_dataset_size)
+
+
+def test_builtin_choices_match_the_pairs():
+    assert set(BUILTIN_PAIRS) == set(PAIRS)
+
+
+def test_flags_override_the_file_which_overrides_defaults(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("netG: unet_128\nngf: 32\nlambda_A: 5\nno_flip: true\n")
+    cfg = from_args(parse(["train", "--config", str(path), "--ngf", "16", "--no_flip"]))
+    assert (cfg.netG, cfg.ngf, cfg.lambda_A, cfg.no_flip, cfg.ndf) == ("unet_128", 16, 5.0, True, 64)
+
+
+def test_reference_boolean_flags():
+    cfg = from_args(parse(["train", "--serial_batches", "--continue_train", "--dropout"]))
+    assert cfg.serial_batches and cfg.continue_train and cfg.no_dropout is False
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"netG": "resnet_7blocks"}, "netG: 'resnet_7blocks' is not one of"),
+    ({"ngf": "wide"}, "ngf: 'wide' is not a valid int"),
+    ({"lambda_A": -1}, "lambda_A: -1.0 is below the minimum"),
+    ({"pool_size": 1.5}, "pool_size: 1.5 is not a valid int"),
+    ({"lamda_A": 10}, "lamda_A: unknown option in config (did you mean 'lambda_A'?)"),
+    ({"load_size": 200, "crop_size": 256}, "crop_size: 256 is larger than load_size 200"),
+    ({"netG": "unet_256", "crop_size": 200, "load_size": 286}, "crop_size: 200 must be a multiple of 256"),
+    ({"n_epochs": 0, "n_epochs_decay": 0}, "n_epochs: n_epochs + n_epochs_decay must be at least 1"),
+    ({"amp": "fp8"}, "amp: 'fp8' is not one of"),
+])
+def test_bad_values_name_the_key_and_value(values, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(values)
+    assert message in str(e.value)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("pool_sise: 10\n")
+    with pytest.raises(ConfigError, match=r"pool_sise: unknown option in config file .*bad.yaml"):
+        from_args(parse(["train", "--config", str(path)]))
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    from cyclegan.cli import main
+    assert main(["train", "--netD", "huge"]) == 2
+    assert "netD: 'huge' is not one of basic, n_layers, pixel" in capsys.readouterr().err
+
+
+def test_round_trip_through_a_checkpoint_dict():
+    cfg = from_dict({"ngf": 8, "max_dataset_size": 100})
+    assert from_dict(cfg.to_dict()) == cfg
+    assert from_dict(Config().to_dict()) == Config()

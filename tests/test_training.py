@@ -1,0 +1,151 @@
+"""Training: the learning-rate schedule, exact resumption, checkpoint fallback, the golden loss curve."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cyclegan import checkpoint as ckpt
+from cyclegan.config import from_dict
+from cyclegan.model import CycleGAN, lr_factor
+from cyclegan.train import Trainer
+
+GOLDEN = Path(__file__).parent / "golden" / "loss_curve.json"
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_after(n_saves):
+    seen = []
+
+    def on_save(trainer, path):
+        seen.append(path)
+        if len(seen) == n_saves:
+            raise Crash(f"simulated crash after {path.name}")
+    return on_save
+
+
+def weights(trainer):
+    return {f"{n}.{k}": v.clone() for n, net in trainer.model.networks().items() for k, v in net.state_dict().items()}
+
+
+def test_linear_lr_is_exact_at_every_epoch():
+    cfg = from_dict({"n_epochs": 3, "n_epochs_decay": 4})
+    assert [lr_factor(cfg, e) for e in range(1, 8)] == pytest.approx([1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    assert lr_factor(cfg, 8) == pytest.approx(0.0)  # zero only after the last decay epoch
+
+
+def test_step_and_cosine_schedules():
+    step = from_dict({"lr_policy": "step", "lr_decay_iters": 2, "n_epochs": 3, "n_epochs_decay": 3})
+    assert [lr_factor(step, e) for e in range(1, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cos = from_dict({"lr_policy": "cosine", "n_epochs": 2, "n_epochs_decay": 2})
+    assert [lr_factor(cos, e) for e in range(1, 5)] == pytest.approx([1, 0.8535534, 0.5, 0.1464466])
+
+
+def test_epoch_count_continues_the_schedule():
+    cfg = from_dict({"n_epochs": 2, "n_epochs_decay": 3, "lr": 0.01, "ngf": 4, "ndf": 4, "netG": "resnet_6blocks"})
+    model = CycleGAN(cfg)
+    assert [round(model.set_epoch_lr(e), 6) for e in (1, 2, 3, 4, 5)] == [0.01, 0.01, 0.0075, 0.005, 0.0025]
+    assert model.optimizer_D.param_groups[0]["lr"] == pytest.approx(0.0025)
+
+
+def test_resume_mid_epoch_is_bit_identical(tiny_cfg):
+    # 10 images per epoch, 2 epochs; a latest save every 4 images: crash after the save at image 8.
+    full = Trainer(tiny_cfg(name="full", save_latest_freq=4), progress_bar=False)
+    full.run()
+    cfg = tiny_cfg(name="resumed", save_latest_freq=4)
+    with pytest.raises(Crash):
+        Trainer(cfg, progress_bar=False).run(on_save=crash_after(2))
+    saved = ckpt.load_latest_state(cfg.run_dir)[1]["progress"]
+    assert (saved["epoch"], saved["epoch_iter"], saved["total_iters"]) == (1, 8, 8)
+    resumed = Trainer(tiny_cfg(name="resumed", save_latest_freq=4, continue_train=True), progress_bar=False)
+    assert resumed.progress.epoch_iter == 8
+    resumed.run()
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for opt in ("optimizer_G", "optimizer_D"):
+        sa, sb = getattr(full.model, opt).state_dict()["state"], getattr(resumed.model, opt).state_dict()["state"]
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert torch.equal(torch.cat(full.model.fake_B_pool.images), torch.cat(resumed.model.fake_B_pool.images))
+
+
+def test_resume_at_an_epoch_boundary_keeps_the_schedule(tiny_cfg):
+    base = dict(n_epochs=1, n_epochs_decay=2, lr_policy="plateau")
+    full = Trainer(tiny_cfg(name="full", **base), progress_bar=False)
+    full.run()
+    with pytest.raises(Crash):
+        Trainer(tiny_cfg(name="boundary", **base), progress_bar=False).run(on_save=crash_after(1))
+    resumed = Trainer(tiny_cfg(name="boundary", continue_train=True, **base), progress_bar=False)
+    assert (resumed.progress.epoch, resumed.progress.epoch_iter) == (2, 0)
+    resumed.run()
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.model.plateau.state_dict()["best"] == resumed.model.plateau.state_dict()["best"]
+
+
+def test_checkpoints_are_atomic_rotated_and_in_reference_format(tiny_cfg):
+    cfg = tiny_cfg(name="files", save_latest_freq=2, keep_checkpoints=2, save_by_iter=True)
+    Trainer(cfg, progress_bar=False).run()
+    run = cfg.run_dir
+    states = ckpt.state_files(run)
+    assert [p.name for p in states] == ["state_iter0000000020.pt", "state_iter0000000018.pt"]
+    assert not list(run.rglob("*.tmp"))
+    for label in ("latest", "1", "2", "iter_4"):
+        for net in ("G_A", "G_B", "D_A", "D_B"):
+            sd = torch.load(run / f"{label}_net_{net}.pth", weights_only=True)
+            assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    state = ckpt.load_state(states[0])
+    assert set(state["model"]) >= {"nets", "optimizer_G", "optimizer_D", "scheduler", "pools"}
+    assert set(state["rng"]) >= {"python", "numpy", "torch"} and state["config"]["name"] == "files"
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_cfg):
+    cfg = tiny_cfg(name="corrupt", save_latest_freq=4)
+    with pytest.raises(Crash):
+        Trainer(cfg, progress_bar=False).run(on_save=crash_after(3))  # saves at 4, 8, then epoch end (10)
+    newest = ckpt.state_files(cfg.run_dir)[0]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])  # truncated mid-write by a crash
+    with pytest.warns(RuntimeWarning, match=r"state_iter0000000010.pt: unreadable checkpoint.*falling back"):
+        resumed = Trainer(tiny_cfg(name="corrupt", save_latest_freq=4, continue_train=True), progress_bar=False)
+    assert (resumed.progress.epoch, resumed.progress.epoch_iter) == (1, 8)
+
+
+def test_checkpoint_files_are_never_unpickled(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+    path = tmp_path / "state" / "state_iter0000000001.pt"
+    path.parent.mkdir()
+    torch.save({"format": ckpt.FORMAT, "evil": Payload()}, path)
+    with pytest.raises(ckpt.CheckpointError, match="unreadable checkpoint"):
+        ckpt.load_state(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_resuming_with_other_networks_is_refused(tiny_cfg):
+    Trainer(tiny_cfg(name="arch"), progress_bar=False).run()
+    from cyclegan.config import ConfigError
+    with pytest.raises(ConfigError, match=r"ngf: 8 differs from the checkpoint's 4"):
+        Trainer(tiny_cfg(name="arch", ngf=8, continue_train=True), progress_bar=False)
+
+
+def test_golden_loss_curve(tiny_cfg):
+    """Per-iteration losses of a tiny seeded CPU run. Any numerical change to the objective shows here.
+    After an intended change: CYCLEGAN_UPDATE_GOLDEN=1 pytest tests/test_training.py -k golden."""
+    trainer = Trainer(tiny_cfg(name="golden", n_epochs=1, n_epochs_decay=1, gan_mode="lsgan"),
+                      progress_bar=False, keep_history=True)
+    trainer.run()
+    curve = trainer.progress.history
+    assert len(curve) == 20
+    if os.environ.get("CYCLEGAN_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(curve, indent=1))
+    golden = json.loads(GOLDEN.read_text())
+    assert len(golden) == len(curve)
+    for step, (want, got) in enumerate(zip(golden, curve)):
+        for name in want:
+            assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), f"step {step} loss {name}"
