@@ -239,13 +239,33 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, 
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=help_text, metavar=key.upper())
+    add_reference_only_arguments(parser)
     parser.add_argument("--dropout", dest="no_dropout", action="store_const", const=False,
                         default=argparse.SUPPRESS, help="use dropout in the generator")
+
+
+# Reference flags for its visdom display, HTML refresh and device list: accepted so that existing
+# command lines run unchanged. Display and HTML options do nothing here (TensorBoard replaces them).
+REFERENCE_ONLY_FLAGS = ("display_id", "display_freq", "display_ncols", "display_server", "display_env",
+                        "display_port", "display_winsize", "update_html_freq", "no_html", "verbose", "suffix",
+                        "use_wandb", "wandb_project_name", "gpu_ids", "dataset_mode", "isTrain")
+
+
+def add_reference_only_arguments(parser: argparse.ArgumentParser) -> None:
+    for key in REFERENCE_ONLY_FLAGS:
+        if key in ("no_html", "verbose", "use_wandb"):
+            parser.add_argument(f"--{key}", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def from_args(args: argparse.Namespace, defaults: Optional[dict[str, Any]] = None) -> Config:
     """Schema defaults < command defaults < --config file < flags."""
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    gpu_ids = getattr(args, "gpu_ids", None)
+    if gpu_ids is not None and "device" not in given:  # reference: --gpu_ids -1 is CPU, 0 the first GPU
+        first = str(gpu_ids).split(",")[0].strip()
+        given["device"] = "cpu" if first.startswith("-") else f"cuda:{first}"
     file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
     base = dict(defaults or {})
     for key in file_values:

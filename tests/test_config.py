@@ -73,3 +73,10 @@ def test_round_trip_through_a_checkpoint_dict():
     cfg = from_dict({"ngf": 8, "max_dataset_size": 100})
     assert from_dict(cfg.to_dict()) == cfg
     assert from_dict(Config().to_dict()) == Config()
+
+
+def test_reference_command_lines_run_unchanged():
+    cfg = from_args(parse(["train", "--dataroot", "./datasets/maps", "--name", "maps_cyclegan", "--model",
+                           "cycle_gan", "--display_id", "-1", "--gpu_ids", "-1", "--no_html"]))
+    assert (cfg.name, cfg.device) == ("maps_cyclegan", "cpu")
+    assert from_args(parse(["test", "--gpu_ids", "1,2"])).device == "cuda:1"
