@@ -10,7 +10,9 @@ import math
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from .config import Config
 from .losses import GANLoss, ImagePool, gradient_penalty
@@ -52,6 +54,7 @@ class CycleGAN(nn.Module):
         self.G_A = define_G(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.netG, **g_args)
         self.G_B = define_G(cfg.output_nc, cfg.input_nc, cfg.ngf, cfg.netG, **g_args)
         self.is_train = train
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if train:
             d_args = dict(n_layers_D=cfg.n_layers_D, norm=cfg.norm, init_type=cfg.init_type, init_gain=cfg.init_gain)
             self.D_A = define_D(cfg.output_nc, cfg.ndf, cfg.netD, **d_args)
@@ -59,9 +62,10 @@ class CycleGAN(nn.Module):
             self.criterion_gan = GANLoss(cfg.gan_mode)
             self.criterion_cycle = nn.L1Loss()
             self.criterion_idt = nn.L1Loss()
-            self.fake_A_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 1)
-            self.fake_B_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 2)
-            self.gp_rng = torch.Generator(device=self.device).manual_seed(cfg.seed + 3)
+            rank_seed = cfg.seed + 10 * (dist.get_rank() if self.world_size > 1 else 0)  # own draws per process
+            self.fake_A_pool = ImagePool(cfg.pool_size, seed=rank_seed + 1)
+            self.fake_B_pool = ImagePool(cfg.pool_size, seed=rank_seed + 2)
+            self.gp_rng = torch.Generator(device=self.device).manual_seed(rank_seed + 3)
             betas = (cfg.beta1, 0.999)
             self.optimizer_G = torch.optim.Adam(list(self.G_A.parameters()) + list(self.G_B.parameters()),
                                                 lr=cfg.lr, betas=betas)
@@ -70,6 +74,9 @@ class CycleGAN(nn.Module):
             self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer_G, mode="min", factor=0.2,
                                                                        threshold=0.01, patience=5)
                             if cfg.lr_policy == "plateau" else None)
+        if self.world_size > 1 and cfg.norm == "batch":  # batch statistics over all processes' images
+            for name, net in self.networks().items():
+                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(net))
         self.to(self.device)
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -111,6 +118,22 @@ class CycleGAN(nn.Module):
             for group in self.optimizer_D.param_groups:  # both optimizers follow one schedule
                 group["lr"] = self.optimizer_G.param_groups[0]["lr"]
 
+    def average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Data parallelism: every process steps with the mean gradient over all processes.
+
+        One all-reduce of the flattened gradients per optimizer. (DDP's wrapper does not fit this
+        step: each generator runs up to three times per iteration and the discriminators are frozen
+        for the generators' backward pass.)
+        """
+        if self.world_size == 1:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(mean)
+
     # ------------------------------------------------------------------ objective
     def discriminator_loss(self, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """(GAN(D(real), real) + GAN(D(fake), fake)) / 2, plus the gradient penalty for wgangp."""
@@ -147,6 +170,7 @@ class CycleGAN(nn.Module):
                 loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
             loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
         self.scaler.scale(loss_G).backward()
+        self.average_gradients(self.optimizer_G)
         self.scaler.step(self.optimizer_G)
 
         # Discriminators, on generated images drawn through the history pools.
@@ -156,6 +180,7 @@ class CycleGAN(nn.Module):
             loss_D_A = self.discriminator_loss(self.D_A, real_B, self.fake_B_pool.query(fake_B))
             loss_D_B = self.discriminator_loss(self.D_B, real_A, self.fake_A_pool.query(fake_A))
         self.scaler.scale(loss_D_A + loss_D_B).backward()
+        self.average_gradients(self.optimizer_D)
         self.scaler.step(self.optimizer_D)
         self.scaler.update()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -56,21 +57,23 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
-                 keep_history: bool = False, is_main: bool = True):
+                 keep_history: bool = False, dataset=None):
         if not cfg.dataroot:
             cfg = _replace(cfg, dataroot=str(builtin_dataroot(cfg)))
         self.cfg = cfg
-        self.is_main = is_main
-        self.progress_bar = progress_bar and is_main
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        self.is_main = self.rank == 0  # only the first process writes files
+        self.progress_bar = progress_bar and self.is_main
         self.keep_history = keep_history
         self.run_dir = cfg.run_dir
-        self.dataset = UnalignedDataset(cfg)
+        self.dataset = dataset if dataset is not None else UnalignedDataset(cfg)
         self.model = CycleGAN(cfg, device=device)
         self.progress = Progress(epoch=cfg.epoch_count)
         self.writer = None
         if cfg.continue_train:
             self._resume()
-        if is_main:
+        if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             if cfg.tensorboard:
@@ -108,23 +111,39 @@ class Trainer:
                                   f"{saved.get(key)!r}; a run resumes only with the same networks")
         self.model.load_training_state(state["model"])
         ckpt.set_rng_state(state["rng"])
+        if "ranks" in state:  # data parallel: each process takes back its own pools and random streams
+            own = state["ranks"][self.rank % len(state["ranks"])]
+            self.model.fake_A_pool.load_state_dict(own["pools"]["fake_A"], self.model.device)
+            self.model.fake_B_pool.load_state_dict(own["pools"]["fake_B"], self.model.device)
+            self.model.gp_rng.set_state(own["gp_rng"])
+            ckpt.set_rng_state(own["rng"])
         p = state["progress"]
         self.progress = Progress(epoch=p["epoch"], epoch_iter=p["epoch_iter"], total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
 
     def state(self) -> dict:
+        """The full training state. Under data parallelism every process must call it (it gathers)."""
         p = self.progress
-        return {"config": self.cfg.to_dict(), "model": self.model.training_state(), "rng": ckpt.rng_state(),
-                "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
-                             "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps},
-                "total_iters": p.total_iters}
+        model_state = self.model.training_state()
+        state = {"config": self.cfg.to_dict(), "model": model_state, "rng": ckpt.rng_state(),
+                 "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
+                              "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps},
+                 "total_iters": p.total_iters}
+        if self.world_size > 1:
+            own = {"pools": model_state["pools"], "gp_rng": model_state["gp_rng"].cpu(), "rng": state["rng"]}
+            gathered: list = [None] * self.world_size
+            dist.all_gather_object(gathered, own)
+            state["ranks"] = gathered
+        return state
 
     # ------------------------------------------------------------------ saving
     def save(self, reference_labels: tuple[str, ...] = ("latest",)) -> Optional[Path]:
-        """Full state (atomic, with retention) and reference-format weights; main process only."""
+        """Full state (atomic, with retention) and reference-format weights, written by the main process.
+        Every process calls it at the same step; the others return None."""
+        state = self.state()
         if not self.is_main:
             return None
-        path = ckpt.save_state(self.run_dir, self.state(), keep=self.cfg.keep_checkpoints)
+        path = ckpt.save_state(self.run_dir, state, keep=self.cfg.keep_checkpoints)
         for label in reference_labels:
             ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
         return path
@@ -189,7 +208,7 @@ class Trainer:
                 if crossed(p.total_iters, n, cfg.save_latest_freq) and p.epoch_iter < self.epoch_length():
                     labels = ("latest", f"iter_{p.total_iters}") if cfg.save_by_iter else ("latest",)
                     path = self.save(labels)
-                    if on_save and path:
+                    if on_save:
                         on_save(self, path)
             bar.close()
             finished = p.epoch
@@ -200,7 +219,7 @@ class Trainer:
                 window = {name: [] for name in LOSS_NAMES}
             if finished % cfg.save_epoch_freq == 0 or finished == cfg.total_epochs:
                 path = self.save(("latest", str(finished)) if finished % cfg.save_epoch_freq == 0 else ("latest",))
-                if on_save and path:
+                if on_save:
                     on_save(self, path)
             if self.is_main:
                 log.info("end of epoch %d / %d: %d images, lr %.7f", finished, cfg.total_epochs, p.total_iters, lr)
