@@ -14,7 +14,11 @@ from .config import ConfigError, TEST_DEFAULTS
 def _train(args) -> int:
     from .train import Trainer
     cfg = config_mod.from_args(args)
-    result = Trainer(cfg).run()
+    if cfg.distributed:
+        from .distributed.train import run
+        result = run(cfg, given={k for k in vars(args) if k in config_mod.FIELDS})
+    else:
+        result = Trainer(cfg).run()
     _print_result(result)
     return 0
 

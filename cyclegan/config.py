@@ -97,6 +97,18 @@ class Config:
     builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
     builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
+    # --- distributed (Ray) ---
+    num_workers: int = opt(0, "0: train in this process; N: Ray Train with N workers (s3://, gs://, --address "
+                              "or --storage_path imply at least 1)", minimum=0)
+    use_gpu: Optional[bool] = opt(None, "one GPU per Ray worker (default: when the cluster has GPUs)")
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
+    address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)")
+    storage_path: Optional[str] = opt(None, "where Ray Train keeps checkpoints: a folder or s3://bucket/prefix "
+                                            "(default: <checkpoints_dir>/ray)")
+    storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
+                                               "region, endpoint_url (default: the AWS_* variables)")
+    max_failures: int = opt(-1, "restarts after worker or node loss (-1: without limit)", minimum=-1)
+    resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>")
     # --- test ---
     results_dir: str = opt("./results/", "where test results go")
     num_test: int = opt(50, "how many test images to run", minimum=1)
@@ -114,8 +126,16 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.checkpoints_dir) / self.name
 
+    @property
+    def distributed(self) -> bool:
+        remote = any(str(v or "").startswith(("s3://", "gs://", "gcs://"))
+                     for v in (self.dataroot, self.storage_path, self.resume))
+        return self.num_workers > 0 or remote or bool(self.address) or bool(self.resume)
+
     def to_dict(self) -> dict[str, Any]:
+        """All options; storage_options (which may hold credentials) is left out: files and logs never see it."""
         d = dataclasses.asdict(self)
+        d["storage_options"] = None
         if math.isinf(d["max_dataset_size"]):
             d["max_dataset_size"] = "inf"  # keeps YAML and checkpoints free of float specials
         return d
@@ -232,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, 
         default = defaults.get(key, f.default)
         help_text = f"{f.metadata['help']} (default: {default})"
         hint = _HINTS[key]
-        if hint is bool:
+        if hint in (bool, Optional[bool]):
             parser.add_argument(f"--{key}", action="store_const", const=True, default=argparse.SUPPRESS,
                                 help=help_text)
             parser.add_argument(f"--no-{key}", dest=key, action="store_const", const=False,

@@ -178,6 +178,10 @@ class Trainer:
     def epoch_length(self) -> int:
         return self.dataset.epoch_length
 
+    def after_step(self) -> bool:
+        """Hook after every step; True asks for a checkpoint now (the distributed layer's spot notice)."""
+        return False
+
     def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
@@ -205,7 +209,8 @@ class Trainer:
                     window = {name: [] for name in LOSS_NAMES}
                 if self.writer is not None and crossed(p.total_iters, n, cfg.image_log_freq):
                     self._log_images()
-                if crossed(p.total_iters, n, cfg.save_latest_freq) and p.epoch_iter < self.epoch_length():
+                urgent = self.after_step()
+                if (urgent or crossed(p.total_iters, n, cfg.save_latest_freq)) and p.epoch_iter < self.epoch_length():
                     labels = ("latest", f"iter_{p.total_iters}") if cfg.save_by_iter else ("latest",)
                     path = self.save(labels)
                     if on_save:

@@ -36,3 +36,69 @@ def tiny_cfg(tiny_pair, tmp_path):
 
 def replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
+
+
+# ---------------------------------------------------------------- services for the distributed tests
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API server (moto's standalone server) on 127.0.0.1, as s3fs's own tests use.
+    The AWS_* variables point at it for the whole session; the server is stopped by its pid."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start on port {port}")
+            time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    yield endpoint
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server):
+    import s3fs
+    return s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_server},
+                             skip_instance_cache=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray instance for the whole test session, on loopback, with its own temp folder."""
+    import ray
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=str(temp),
+             configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,142 @@
+"""Domains A and B as Ray Data streams, from local disk or object storage.
+
+The core's pairing plan (``data.epoch_plan``) decides which A and B image every sample of an
+epoch uses, from (seed, epoch) alone; each worker takes every world_size-th sample of it.
+Ray Data tasks then read, decode and augment (the core's ``decode_image`` and ``preprocess``)
+in parallel, off the training workers, in plan order. So a distributed run is reproducible and
+resumes mid-epoch exactly, like a local one.
+
+Undecodable objects are found once at start by a parallel scan (also a Ray Data job), skipped,
+counted and listed; they never reach an epoch, so every worker takes the same number of steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import pyarrow.fs as pafs
+import torch
+
+from ..config import Config, from_dict
+from ..data import (BadImage, DataError, Domain, check_size, decode_image, epoch_plan, preprocess, sample_rng,
+                    warn_skipped)
+from . import storage
+
+
+@dataclass
+class RemoteDomains:
+    """What the core trainer needs to know of a dataset: both domains, their epoch length, skips."""
+    A: Domain
+    B: Domain
+    skipped: int
+
+    @property
+    def epoch_length(self) -> int:
+        return max(len(self.A.paths), len(self.B.paths))
+
+
+def _read(path: str, root_uri: str, options: dict) -> bytes:
+    fs, _ = storage.resolve(root_uri, options)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[str]:
+    fs, path = storage.resolve(uri, options)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=False))
+    except FileNotFoundError:
+        raise DataError(f"{uri}: no such folder or prefix") from None
+    except OSError as e:
+        text = str(e)
+        if "NoSuchBucket" in text or "does not exist" in text:
+            raise DataError(f"{uri}: the bucket does not exist") from None
+        if any(w in text for w in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+            raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
+        raise DataError(f"{uri}: cannot list ({text.splitlines()[0]})") from None
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
+                   and not i.base_name.startswith("."))
+    if not files:
+        raise DataError(f"{uri}: no objects under this prefix")
+    return files[: int(min(len(files), max_size))]
+
+
+def _probe(batch: dict, root_uri: str, options: dict, channels: int) -> dict:
+    widths, heights, reasons = [], [], []
+    for path in batch["path"]:
+        try:
+            img = decode_image(_read(path, root_uri, options), channels, path)
+            widths.append(img.size[0]); heights.append(img.size[1]); reasons.append("")
+        except (BadImage, OSError) as e:
+            widths.append(0); heights.append(0); reasons.append(str(e))
+    return {"path": batch["path"], "width": np.array(widths), "height": np.array(heights),
+            "reason": np.array(reasons, dtype=object)}
+
+
+def scan(uri: str, channels: int, cfg: Config, options: dict) -> Domain:
+    """Decode every object once, in parallel Ray tasks: keep the good, record the bad."""
+    import ray.data
+    files = list_objects(uri, options, cfg.max_dataset_size)
+    rows = ray.data.from_items([{"path": p} for p in files]).map_batches(
+        _probe, batch_size=16, fn_kwargs={"root_uri": uri, "options": options, "channels": channels},
+        num_cpus=0.5).take_all()
+    rows.sort(key=lambda r: r["path"])
+    domain = Domain(uri, [], [])
+    for r in rows:
+        if r["reason"]:
+            domain.skipped.append((r["path"], r["reason"]))
+        else:
+            check_size(cfg, int(r["width"]), int(r["height"]), r["path"])
+            domain.paths.append(r["path"])
+            domain.sizes.append((int(r["width"]), int(r["height"])))
+    if not domain.paths:
+        raise DataError(f"{uri}: no usable image (none of its {len(files)} objects could be decoded)")
+    return domain
+
+
+def scan_domains(cfg: Config, options: dict) -> RemoteDomains:
+    root = cfg.dataroot.rstrip("/")
+    side_A, side_B = ("A", "B") if cfg.direction == "AtoB" else ("B", "A")
+    a = scan(f"{root}/{cfg.phase}{side_A}", cfg.input_nc, cfg, options)
+    b = scan(f"{root}/{cfg.phase}{side_B}", cfg.output_nc, cfg, options)
+    return RemoteDomains(a, b, warn_skipped([a, b]))
+
+
+def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: str, options: dict) -> dict:
+    cfg = from_dict(cfg_dict)
+    out_A, out_B = [], []
+    for i, a_path, b_path in zip(batch["i"], batch["a"], batch["b"]):
+        a = decode_image(_read(a_path, root_A, options), cfg.input_nc, a_path)
+        b = decode_image(_read(b_path, root_B, options), cfg.output_nc, b_path)
+        out_A.append(preprocess(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
+        out_B.append(preprocess(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
+    return {"A": np.stack(out_A), "B": np.stack(out_B)}
+
+
+def samples_per_worker(domains: RemoteDomains, world_size: int) -> int:
+    """Every worker takes the same number of samples (the remainder of an epoch is dropped)."""
+    return domains.epoch_length // world_size
+
+
+def epoch_batches(domains: RemoteDomains, cfg: Config, options: dict, epoch: int, start: int, rank: int,
+                  world_size: int, prefetch_batches: int = 2) -> Iterator[dict]:
+    """This worker's batches of ``epoch``, from its sample ``start`` on, in plan order."""
+    import ray.data
+    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches)
+    count = samples_per_worker(domains, world_size)
+    rows = [{"i": i, "a": domains.A.paths[a_idx[i]], "b": domains.B.paths[b_idx[i]]}
+            for i in (rank + world_size * k for k in range(start, count))]
+    if not rows:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # plan order: what makes a run reproducible
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 16))).map_batches(
+        _load_pairs, batch_size=16, num_cpus=0.25,
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "epoch": epoch, "root_A": domains.A.folder,
+                   "root_B": domains.B.folder, "options": options})
+    for batch in ds.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=prefetch_batches):
+        yield {"A": batch["A"], "B": batch["B"]}
