@@ -70,6 +70,7 @@ class Trainer:
         self.dataset = dataset if dataset is not None else UnalignedDataset(cfg)
         self.model = CycleGAN(cfg, device=device)
         self.progress = Progress(epoch=cfg.epoch_count)
+        self.resumed_from: Optional[dict] = None  # where the last restore picked the run up
         self.writer = None
         if cfg.continue_train:
             self._resume()
@@ -118,6 +119,7 @@ class Trainer:
             self.model.gp_rng.set_state(own["gp_rng"])
             ckpt.set_rng_state(own["rng"])
         p = state["progress"]
+        self.resumed_from = {k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}
         self.progress = Progress(epoch=p["epoch"], epoch_iter=p["epoch_iter"], total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
 
@@ -232,7 +234,7 @@ class Trainer:
 
     def finish(self) -> dict:
         result: dict = {"epochs": self.cfg.total_epochs, "total_iters": self.progress.total_iters,
-                        "skipped_images": self.dataset.skipped}
+                        "skipped_images": self.dataset.skipped, "resumed_from": self.resumed_from}
         if self.cfg.eval_at_end and has_ideal(self.cfg.dataroot) and self.is_main:
             scores = score_translation(self.model.G_A, self.model.G_B, self.cfg.dataroot, self.cfg.input_nc,
                                        self.cfg.output_nc, self.model.device)

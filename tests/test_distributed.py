@@ -69,3 +69,100 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
         list_objects(f"s3://{bucket}/nothing-here", {})
     with pytest.raises(DataError, match=r"s3://no-such-bucket/data: "):
         list_objects("s3://no-such-bucket/data", {})
+
+
+# ---------------------------------------------------------------- fault tolerance
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+FT = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, seed=3, num_workers=2,
+          cpus_per_worker=0.5, n_epochs=4, n_epochs_decay=2, save_latest_freq=2, save_epoch_freq=1,
+          keep_checkpoints=3, tensorboard=False)
+
+
+def ft_cfg(tiny_pair, tmp_path, name, **kw):
+    return from_dict(dict(FT, dataroot=str(tiny_pair), name=name, checkpoints_dir=str(tmp_path / "ck"),
+                          storage_path=str(tmp_path / "storage"), **kw))
+
+
+def final_weights(cfg):
+    run = Path(cfg.checkpoints_dir) / cfg.name
+    return {n: torch.load(run / f"latest_net_{n}.pth", weights_only=True) for n in ("G_A", "G_B", "D_A", "D_B")}
+
+
+def assert_same_weights(a, b):
+    for net in a:
+        assert a[net].keys() == b[net].keys()
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
+
+
+def checkpoints_in(storage_run: Path) -> list:
+    return sorted(storage_run.glob("checkpoint_*/state.pt"))
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tiny_pair, tmp_path_factory):
+    from cyclegan.distributed.train import run
+    cfg = ft_cfg(tiny_pair, tmp_path_factory.mktemp("uninterrupted"), "whole")
+    result = run(cfg, progress_bar=False)
+    assert result["resumed_from"] is None and result["total_iters"] == 30  # 6 epochs x 5 samples per worker
+    return final_weights(cfg)
+
+
+def test_a_killed_worker_is_replaced_and_the_run_resumes_exactly(uninterrupted, tiny_pair, tmp_path):
+    from ray.util.state import list_actors
+    from cyclegan.distributed.train import run
+    cfg = ft_cfg(tiny_pair, tmp_path, "killed")
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run(cfg, progress_bar=False)), daemon=True)
+    thread.start()
+    wait_for(lambda: len(checkpoints_in(tmp_path / "storage" / "killed")) >= 2, 240, "two checkpoints")
+    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+    assert workers, "no training worker found"
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    thread.join(timeout=400)
+    assert not thread.is_alive(), "the run did not finish after the worker was killed"
+    result = outcome["result"]
+    assert result["resumed_from"] is not None and result["resumed_from"]["total_iters"] > 0
+    assert result["total_iters"] == 30
+    assert_same_weights(final_weights(cfg), uninterrupted)
+
+
+def test_after_the_driver_dies_resume_finishes_with_the_same_weights(uninterrupted, ray_session, tiny_pair,
+                                                                     tmp_path):
+    from cyclegan.distributed.train import run
+    address = ray_session.get_runtime_context().gcs_address
+    flags = ["--dataroot", str(tiny_pair), "--name", "driver", "--checkpoints_dir", str(tmp_path / "ck"),
+             "--storage_path", str(tmp_path / "storage"), "--address", address, "--no-tensorboard"]
+    for key, value in FT.items():
+        if key != "tensorboard":
+            flags += [f"--{key}", str(value)]
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", *flags], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(checkpoints_in(tmp_path / "storage" / "driver")) >= 3, 240, "three checkpoints")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    time.sleep(3)  # let Ray reap the dead driver's controller and workers
+    cfg = from_dict({"resume": str(tmp_path / "storage" / "driver"), "address": address,
+                     "checkpoints_dir": str(tmp_path / "ck")})
+    result = run(cfg, given={"address", "checkpoints_dir"}, progress_bar=False)
+    assert result["resumed_from"]["total_iters"] > 0 and result["total_iters"] == 30
+    resumed = from_dict(dict(FT, name="driver", checkpoints_dir=str(tmp_path / "ck")))
+    assert_same_weights(final_weights(resumed), uninterrupted)
