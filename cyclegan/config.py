@@ -102,6 +102,8 @@ class Config:
                               "or --storage_path imply at least 1)", minimum=0)
     use_gpu: Optional[bool] = opt(None, "one GPU per Ray worker (default: when the cluster has GPUs)")
     cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
+    worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
+                                                '{"spot_gpu": 1} to place workers on one node type')
     address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)")
     storage_path: Optional[str] = opt(None, "where Ray Train keeps checkpoints: a folder or s3://bucket/prefix "
                                             "(default: <checkpoints_dir>/ray)")

@@ -73,7 +73,9 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
 
 # ---------------------------------------------------------------- fault tolerance
 import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
+import tempfile  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -166,3 +168,48 @@ def test_after_the_driver_dies_resume_finishes_with_the_same_weights(uninterrupt
     assert result["resumed_from"]["total_iters"] > 0 and result["total_iters"] == 30
     resumed = from_dict(dict(FT, name="driver", checkpoints_dir=str(tmp_path / "ck")))
     assert_same_weights(final_weights(resumed), uninterrupted)
+
+
+def run_scenario(scenario, tiny_pair, tmp_path, name, **overrides):
+    values = dict(FT, dataroot=str(tiny_pair), name=name, checkpoints_dir=str(tmp_path / "ck"),
+                  storage_path=str(tmp_path / "storage"), worker_resources='{"trainnode": 1}',
+                  keep_checkpoints=100)
+    values.update(overrides)
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    script = Path(__file__).parent / "cluster_scenarios.py"
+    ray_tmp = tempfile.mkdtemp(prefix="cg-ray-")  # short: Ray's socket paths must stay under 108 bytes
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).parents[1]))
+    try:
+        proc = subprocess.run([sys.executable, str(script), scenario, str(tmp_path / "config.json"),
+                               str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=800)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert (tmp_path / "out.json").exists(), proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report.get("finished") and "error" not in report, (report, proc.stderr[-3000:])
+    return report, from_dict(values)
+
+
+def test_losing_the_node_of_the_workers_resumes_on_a_replacement(uninterrupted, tiny_pair, tmp_path):
+    report, cfg = run_scenario("node", tiny_pair, tmp_path, "nodeloss")
+    result = report["result"]
+    assert result["resumed_from"] is not None and result["total_iters"] == 30
+    # No completed checkpoint lost: the restart began at one of those taken before the loss ...
+    before = {c["total_iters"] for c in report["before_loss"]}
+    assert result["resumed_from"]["total_iters"] in before | {c["total_iters"] for c in report["history"]}
+    assert result["resumed_from"]["total_iters"] >= max(before)
+    # ... and the history has no gap: a checkpoint every save_latest_freq images and at every epoch end.
+    totals = sorted({c["total_iters"] for c in report["history"]})
+    assert all(b - a <= 2 for a, b in zip(totals, totals[1:])), totals
+    assert_same_weights(final_weights(cfg), uninterrupted)
+
+
+def test_a_spot_notice_writes_a_checkpoint_that_the_run_resumes_from(tiny_pair, tmp_path):
+    # Rare regular saves, so the checkpoint after the notice is the one that matters.
+    report, cfg = run_scenario("spot", tiny_pair, tmp_path, "spot", n_epochs=30, n_epochs_decay=0,
+                               save_latest_freq=1000, save_epoch_freq=100)
+    assert report["drain_accepted"]
+    notice = report["notice_checkpoint"]
+    assert 0 < notice["total_iters"] < 150
+    assert report["result"]["resumed_from"]["total_iters"] == notice["total_iters"]
+    assert report["result"]["total_iters"] == 150

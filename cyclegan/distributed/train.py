@@ -15,7 +15,7 @@ import torch.distributed as dist
 import yaml
 
 from .. import checkpoint as ckpt
-from ..config import Config, from_dict
+from ..config import Config, ConfigError, from_dict
 from ..train import Trainer, builtin_dataroot
 from . import storage
 from .streams import RemoteDomains, epoch_batches, samples_per_worker, scan_domains
@@ -137,6 +137,19 @@ def resumed_config(cfg: Config, given: set[str]) -> Config:
     return from_dict(merged)
 
 
+def parse_resources(text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        resources = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"worker_resources: {text!r} is not a JSON object ({e.msg})") from None
+    if not isinstance(resources, dict) or not all(isinstance(v, (int, float)) and v >= 0
+                                                  for v in resources.values()):
+        raise ConfigError(f"worker_resources: {text!r} must map resource names to amounts >= 0")
+    return resources
+
+
 def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True) -> dict:
     """``cyclegan train`` on Ray: returns the run's result (rank 0's result.json) when it is reachable."""
     if cfg.resume:
@@ -144,14 +157,14 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     options = storage.parse_options(cfg.storage_options)
     fit(cfg, num_workers=max(1, cfg.num_workers), use_gpu=cfg.use_gpu, cpus_per_worker=cfg.cpus_per_worker,
         storage_path=cfg.storage_path, storage_options=options, max_failures=cfg.max_failures,
-        address=cfg.address, progress_bar=progress_bar)
+        address=cfg.address, progress_bar=progress_bar, worker_resources=parse_resources(cfg.worker_resources))
     result_file = Path(cfg.checkpoints_dir).resolve() / cfg.name / "result.json"
     return json.loads(result_file.read_text()) if result_file.exists() else {}
 
 
 def fit(cfg: Config, num_workers: int = 1, use_gpu: Optional[bool] = None, cpus_per_worker: float = 1.0,
         storage_path: Optional[str] = None, storage_options: Optional[dict] = None, max_failures: int = -1,
-        address: Optional[str] = None, progress_bar: bool = True):
+        address: Optional[str] = None, progress_bar: bool = True, worker_resources: Optional[dict] = None):
     """Run (or, with the same name and storage_path, resume) a training run on Ray Train."""
     import ray
     import ray.train
@@ -183,7 +196,8 @@ def fit(cfg: Config, num_workers: int = 1, use_gpu: Optional[bool] = None, cpus_
                            "progress_bar": progress_bar},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
+                                               resources_per_worker={"CPU": cpus_per_worker,
+                                                                     **(worker_resources or {})}),
         run_config=ray.train.RunConfig(
             name=cfg.name, storage_path=storage_path, storage_filesystem=fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
