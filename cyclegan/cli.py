@@ -68,8 +68,12 @@ def _eval(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import main as bench_main
     cfg = config_mod.from_args(args)
+    if args.data:
+        from .distributed.bench_data import bench_data
+        bench_data(cfg, args.data, batch_size=args.data_batch_size)
+        return 0
+    from .bench import main as bench_main
     bench_main(cfg, args.warmup, args.iters)
     return 0
 
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(p)
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations; the median is reported (default: 10)")
+    p.add_argument("--data", metavar="URI", help="instead: images/s of read+decode+crop+flip from this folder or "
+                                                  "s3:// prefix, Ray Data against a DataLoader with PIL")
+    p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("data", help="datasets")

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,8 @@ class Config:
     builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
     # --- distributed (Ray) ---
-    num_workers: int = opt(0, "0: train in this process; N: Ray Train with N workers (s3://, gs://, --address "
-                              "or --storage_path imply at least 1)", minimum=0)
+    num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
+                                "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")
     use_gpu: Optional[bool] = opt(None, "one GPU per Ray worker (default: when the cluster has GPUs)")
     cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
@@ -132,7 +133,15 @@ class Config:
     def distributed(self) -> bool:
         remote = any(str(v or "").startswith(("s3://", "gs://", "gcs://"))
                      for v in (self.dataroot, self.storage_path, self.resume))
-        return self.num_workers > 0 or remote or bool(self.address) or bool(self.resume)
+        return self.max_workers > 0 or remote or bool(self.address) or bool(self.resume)
+
+    @property
+    def min_workers(self) -> int:
+        return int(self.num_workers.split("-")[0])
+
+    @property
+    def max_workers(self) -> int:
+        return int(self.num_workers.split("-")[-1])
 
     def to_dict(self) -> dict[str, Any]:
         """All options; storage_options (which may hold credentials) is left out: files and logs never see it."""
@@ -211,6 +220,8 @@ def validate(cfg: Config) -> Config:
         downs = 8 if cfg.netG == "unet_256" else 7
         if cfg.crop_size % 2**downs:
             raise ConfigError(f"crop_size: {cfg.crop_size} must be a multiple of {2**downs} for netG {cfg.netG}")
+    if not re.fullmatch(r"\d+(-\d+)?", cfg.num_workers) or cfg.min_workers > cfg.max_workers:
+        raise ConfigError(f"num_workers: {cfg.num_workers!r} is not N or MIN-MAX with MIN <= MAX")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda or cuda:N")
     if cfg.total_epochs < 1:

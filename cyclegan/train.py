@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,11 @@ class Trainer:
             ckpt.set_rng_state(own["rng"])
         p = state["progress"]
         self.resumed_from = {k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}
-        self.progress = Progress(epoch=p["epoch"], epoch_iter=p["epoch_iter"], total_iters=p["total_iters"],
+        # Positions count this process's images; with another number of processes (elastic
+        # training) the epoch's remaining samples are split anew.
+        saved_world = p.get("world_size", 1)
+        epoch_iter = p["epoch_iter"] * saved_world // self.world_size
+        self.progress = Progress(epoch=p["epoch"], epoch_iter=epoch_iter, total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
 
     def state(self) -> dict:
@@ -129,7 +134,8 @@ class Trainer:
         model_state = self.model.training_state()
         state = {"config": self.cfg.to_dict(), "model": model_state, "rng": ckpt.rng_state(),
                  "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
-                              "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps},
+                              "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps,
+                              "world_size": self.world_size},
                  "total_iters": p.total_iters}
         if self.world_size > 1:
             own = {"pools": model_state["pools"], "gp_rng": model_state["gp_rng"].cpu(), "rng": state["rng"]}
@@ -186,6 +192,7 @@ class Trainer:
 
     def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
+        self.started = (time.perf_counter(), p.total_iters)
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
         while p.epoch <= cfg.total_epochs:
             lr = model.set_epoch_lr(p.epoch)
@@ -234,7 +241,12 @@ class Trainer:
 
     def finish(self) -> dict:
         result: dict = {"epochs": self.cfg.total_epochs, "total_iters": self.progress.total_iters,
-                        "skipped_images": self.dataset.skipped, "resumed_from": self.resumed_from}
+                        "skipped_images": self.dataset.skipped, "resumed_from": self.resumed_from,
+                        "world_size": self.world_size}
+        if getattr(self, "started", None):  # throughput of this process's loop, all processes' images
+            seconds = time.perf_counter() - self.started[0]
+            result["train_seconds"] = seconds
+            result["images_per_sec"] = (self.progress.total_iters - self.started[1]) * self.world_size / seconds
         if self.cfg.eval_at_end and has_ideal(self.cfg.dataroot) and self.is_main:
             scores = score_translation(self.model.G_A, self.model.G_B, self.cfg.dataroot, self.cfg.input_nc,
                                        self.cfg.output_nc, self.model.device)

@@ -213,3 +213,23 @@ def test_a_spot_notice_writes_a_checkpoint_that_the_run_resumes_from(tiny_pair, 
     assert 0 < notice["total_iters"] < 150
     assert report["result"]["resumed_from"]["total_iters"] == notice["total_iters"]
     assert report["result"]["total_iters"] == 150
+
+
+def test_elastic_worker_count_trains_on_what_the_cluster_has(ray_session, tiny_pair, tmp_path):
+    from cyclegan.distributed.train import run
+    # 2 CPUs, 0.75 each: a group of 3 cannot start, 2 can; the run goes ahead with 2.
+    cfg = from_dict(dict(FT, dataroot=str(tiny_pair), name="elastic", checkpoints_dir=str(tmp_path / "ck"),
+                         storage_path=str(tmp_path / "storage"), num_workers="1-3", cpus_per_worker=0.75,
+                         n_epochs=1, n_epochs_decay=0))
+    result = run(cfg, progress_bar=False)
+    assert result["world_size"] == 2 and result["total_iters"] == 5
+
+
+def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
+    # Elastic restarts re-split the epoch: 3 samples done by each of 2 workers = 6 done in all.
+    from cyclegan.train import Trainer
+    trainer = Trainer(tiny_cfg(name="split"), progress_bar=False)
+    state = trainer.state()
+    state["progress"].update(epoch_iter=3, world_size=2)
+    trainer.restore(state)
+    assert trainer.progress.epoch_iter == 6

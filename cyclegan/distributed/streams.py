@@ -22,8 +22,8 @@ import pyarrow.fs as pafs
 import torch
 
 from ..config import Config, from_dict
-from ..data import (BadImage, DataError, Domain, check_size, decode_image, epoch_plan, preprocess, sample_rng,
-                    warn_skipped)
+from ..data import (BadImage, DataError, Domain, check_size, decode_image, epoch_plan, normalize, preprocess_uint8,
+                    sample_rng, warn_skipped)
 from . import storage
 
 
@@ -112,8 +112,8 @@ def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: st
     for i, a_path, b_path in zip(batch["i"], batch["a"], batch["b"]):
         a = decode_image(_read(a_path, root_A, options), cfg.input_nc, a_path)
         b = decode_image(_read(b_path, root_B, options), cfg.output_nc, b_path)
-        out_A.append(preprocess(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
-        out_B.append(preprocess(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
+        out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
+        out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
     return {"A": np.stack(out_A), "B": np.stack(out_B)}
 
 
@@ -139,4 +139,4 @@ def epoch_batches(domains: RemoteDomains, cfg: Config, options: dict, epoch: int
         fn_kwargs={"cfg_dict": cfg.to_dict(), "epoch": epoch, "root_A": domains.A.folder,
                    "root_B": domains.B.folder, "options": options})
     for batch in ds.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=prefetch_batches):
-        yield {"A": batch["A"], "B": batch["B"]}
+        yield {"A": normalize(batch["A"]), "B": normalize(batch["B"])}  # uint8 until here: 4x fewer bytes

@@ -155,17 +155,19 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     if cfg.resume:
         cfg = resumed_config(cfg, given or set())
     options = storage.parse_options(cfg.storage_options)
-    fit(cfg, num_workers=max(1, cfg.num_workers), use_gpu=cfg.use_gpu, cpus_per_worker=cfg.cpus_per_worker,
+    fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu, cpus_per_worker=cfg.cpus_per_worker,
         storage_path=cfg.storage_path, storage_options=options, max_failures=cfg.max_failures,
         address=cfg.address, progress_bar=progress_bar, worker_resources=parse_resources(cfg.worker_resources))
     result_file = Path(cfg.checkpoints_dir).resolve() / cfg.name / "result.json"
     return json.loads(result_file.read_text()) if result_file.exists() else {}
 
 
-def fit(cfg: Config, num_workers: int = 1, use_gpu: Optional[bool] = None, cpus_per_worker: float = 1.0,
+def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[bool] = None, cpus_per_worker: float = 1.0,
         storage_path: Optional[str] = None, storage_options: Optional[dict] = None, max_failures: int = -1,
         address: Optional[str] = None, progress_bar: bool = True, worker_resources: Optional[dict] = None):
-    """Run (or, with the same name and storage_path, resume) a training run on Ray Train."""
+    """Run (or, with the same name and storage_path, resume) a training run on Ray Train.
+    ``num_workers`` (min, max) with min < max is elastic: Ray Train runs on what it can get and
+    grows the group back when capacity returns; the epoch's remaining samples are re-split."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -180,6 +182,8 @@ def fit(cfg: Config, num_workers: int = 1, use_gpu: Optional[bool] = None, cpus_
     cfg = dataclasses.replace(cfg, checkpoints_dir=str(Path(cfg.checkpoints_dir).resolve()))
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
+    workers = high if low == high else (low, high)
     domains = scan_domains(cfg, options)
     storage_path = storage_path or str(Path(cfg.checkpoints_dir) / "ray")
     if not storage.is_remote(storage_path):
@@ -195,7 +199,7 @@ def fit(cfg: Config, num_workers: int = 1, use_gpu: Optional[bool] = None, cpus_
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "options": options,
                            "progress_bar": progress_bar},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker,
                                                                      **(worker_resources or {})}),
         run_config=ray.train.RunConfig(
