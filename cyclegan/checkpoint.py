@@ -146,6 +146,11 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net
 
 
+def weights_label(epoch: str, load_iter: int = 0) -> str:
+    """The reference's name for a set of weights: ``iter_<n>`` with --load_iter, else --epoch."""
+    return f"iter_{load_iter}" if load_iter > 0 else epoch
+
+
 def save_reference_weights(run_dir: str | os.PathLike, nets: dict[str, nn.Module], label: str) -> list[Path]:
     """``<run_dir>/<label>_net_<name>.pth``: plain CPU state_dicts, as the reference writes them."""
     paths = []

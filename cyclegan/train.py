@@ -4,6 +4,7 @@ Knows nothing of Ray; the distributed layer calls ``Trainer`` from inside each w
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -60,7 +61,7 @@ class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
                  keep_history: bool = False, dataset=None):
         if not cfg.dataroot:
-            cfg = _replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+            cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
         self.cfg = cfg
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world_size > 1 else 0
@@ -95,7 +96,7 @@ class Trainer:
                          self.progress.epoch_iter)
                 return
         # No full state: the reference behaviour, weights only, starting at --epoch_count.
-        label = f"iter_{cfg.load_iter}" if cfg.load_iter > 0 else cfg.epoch
+        label = ckpt.weights_label(cfg.epoch, cfg.load_iter)
         for name, net in self.model.networks().items():
             path = self.run_dir / f"{label}_net_{name}.pth"
             if not path.exists():
@@ -259,11 +260,6 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
         return result
-
-
-def _replace(cfg: Config, **changes) -> Config:
-    import dataclasses
-    return dataclasses.replace(cfg, **changes)
 
 
 def train(cfg: Config, **kwargs) -> dict:

@@ -59,7 +59,7 @@ def write_index(web_dir: Path, title: str, rows: list[tuple[str, list[str]]], wi
 
 
 def epoch_label(cfg: Config) -> str:
-    return f"iter_{cfg.load_iter}" if cfg.load_iter > 0 else cfg.epoch
+    return ckpt.weights_label(cfg.epoch, cfg.load_iter)
 
 
 def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Module:
