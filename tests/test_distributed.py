@@ -225,3 +225,35 @@ def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
     state["progress"].update(epoch_iter=3, world_size=2)
     trainer.restore(state)
     assert trainer.progress.epoch_iter == 6
+
+
+@pytest.fixture
+def s3_server_with_auth(tmp_path):
+    """A second S3 API server on 127.0.0.1 that checks credentials (moto's IAM auth on from the first call)."""
+    from conftest import free_port
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    with open(tmp_path / "moto-auth.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            import socket
+
+            def listening():
+                with socket.socket() as sock:
+                    return sock.connect_ex(("127.0.0.1", port)) == 0
+            wait_for(listening, 30, "the S3 server")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+
+
+def test_refused_credentials_fail_naming_the_variables(s3_server_with_auth):
+    from cyclegan.distributed.streams import list_objects
+    options = {"endpoint_url": s3_server_with_auth, "access_key": "AKIDWRONG", "secret_key": "not-the-secret"}
+    with pytest.raises(DataError) as e:
+        list_objects("s3://private-bucket/horse2zebra/trainA", options)
+    message = str(e.value)
+    assert "s3://private-bucket/horse2zebra/trainA: access denied" in message
+    assert "AWS_ACCESS_KEY_ID" in message and "not-the-secret" not in message

@@ -86,4 +86,4 @@ def resolve(uri: str, options: Optional[dict] = None) -> tuple[pafs.FileSystem, 
 def missing_credentials_hint(uri: str) -> str:
     if urlparse(str(uri)).scheme == "s3" and not os.environ.get("AWS_ACCESS_KEY_ID"):
         return " (AWS_ACCESS_KEY_ID is not set, and no access_key in --storage_options)"
-    return " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --storage_options)"
+    return " (the credentials were refused: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --storage_options)"

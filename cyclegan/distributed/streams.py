@@ -53,10 +53,12 @@ def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[st
         raise DataError(f"{uri}: no such folder or prefix") from None
     except OSError as e:
         text = str(e)
-        if "NoSuchBucket" in text or "does not exist" in text:
-            raise DataError(f"{uri}: the bucket does not exist") from None
-        if any(w in text for w in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+        code = text.upper().replace("_", "")
+        if any(w in code for w in ("ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATUREDOESNOTMATCH", "403",
+                                   "EXPIREDTOKEN", "NOCREDENTIALS")):
             raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
+        if "NOSUCHBUCKET" in code or "BUCKET" in code and ("NOT FOUND" in code or "DOES NOT EXIST" in code):
+            raise DataError(f"{uri}: the bucket does not exist") from None
         raise DataError(f"{uri}: cannot list ({text.splitlines()[0]})") from None
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File
                    and not i.base_name.startswith("."))
