@@ -73,6 +73,7 @@ class Trainer:
         self.model = CycleGAN(cfg, device=device)
         self.progress = Progress(epoch=cfg.epoch_count)
         self.resumed_from: Optional[dict] = None  # where the last restore picked the run up
+        self.last_losses: dict[str, float] = {}
         self.writer = None
         if cfg.continue_train:
             self._resume()
@@ -201,7 +202,7 @@ class Trainer:
                        desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar,
                        mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs get a line per 30 s
             for batch in self.batches(p.epoch, p.epoch_iter):
-                losses = model.optimize(batch["A"], batch["B"])
+                losses = self.last_losses = model.optimize(batch["A"], batch["B"])
                 n = batch["A"].shape[0]
                 p.epoch_iter += n
                 p.total_iters += n

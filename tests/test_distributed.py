@@ -62,6 +62,9 @@ def test_two_workers_from_s3_with_checkpoints_in_s3(ray_session, s3, bucket, tmp
         state = torch.load(io.BytesIO(f.read()), weights_only=True)
     assert state["progress"]["epoch"] == 3 and len(state["ranks"]) == 2
     assert s3.exists(f"{bucket}/runs/s3run/cyclegan_config.yaml")
+    snapshot = json.loads(s3.cat(f"{bucket}/runs/s3run/checkpoint_manager_snapshot.json"))
+    reported = snapshot["checkpoint_results"][-1]["metrics"]
+    assert {"loss_G_A", "loss_D_B", "loss_cycle_A", "lr", "total_iters"} <= set(reported)
     assert (tmp_path / "ck" / "s3run" / "latest_net_G_A.pth").exists()  # rank 0's reference weights
 
 

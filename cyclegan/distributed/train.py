@@ -59,7 +59,8 @@ def report(trainer: Trainer, path: Optional[Path]) -> None:
     import ray.train
     p = trainer.progress
     metrics = {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
-               "skipped_images": trainer.dataset.skipped}
+               "skipped_images": trainer.dataset.skipped, "lr": trainer.model.optimizer_G.param_groups[0]["lr"],
+               **{f"loss_{name}": value for name, value in trainer.last_losses.items()}}
     if path is None:
         ray.train.report(metrics)
         return
