@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclegan import checkpoint as ckpt
 from cyclegan.cli import main
 from cyclegan.config import from_dict
 from cyclegan.data import BadImageWarning, DataError

@@ -11,15 +11,12 @@ counted and listed; they never reach an epoch, so every worker takes the same nu
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import pyarrow.fs as pafs
-import torch
 
 from ..config import Config, from_dict
 from ..data import (BadImage, DataError, Domain, check_size, decode_image, epoch_plan, normalize, preprocess_uint8,
