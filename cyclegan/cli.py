@@ -8,7 +8,9 @@ import sys
 import warnings
 
 from . import config as config_mod
+from .checkpoint import CheckpointError
 from .config import ConfigError, TEST_DEFAULTS
+from .data import DataError
 
 
 def _train(args) -> int:
@@ -131,16 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError, DataError) as e:  # the user's input: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from .checkpoint import CheckpointError
-        from .data import DataError
-        if isinstance(e, (CheckpointError, DataError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

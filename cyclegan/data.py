@@ -186,7 +186,14 @@ def scan_domain(folder: str | os.PathLike, channels: int, cfg: Config, workers: 
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(probe, files))
-    domain = Domain(str(folder), [], [])
+    return collect_domain(str(folder), results, cfg)
+
+
+def collect_domain(folder: str, results: Sequence[tuple[str, Optional[tuple[int, int]], Optional[str]]],
+                   cfg: Config, noun: str = "files") -> Domain:
+    """A Domain from probe results (path, size or None, reason or None), in the order given: the good
+    kept (too small to crop: an error naming the file), the bad recorded, none good: an error."""
+    domain = Domain(folder, [], [])
     for path, size, reason in results:
         if reason is None:
             check_size(cfg, *size, path)
@@ -195,9 +202,15 @@ def scan_domain(folder: str | os.PathLike, channels: int, cfg: Config, workers: 
         else:
             domain.skipped.append((path, reason))
     if not domain.paths:
-        what = f"none of its {len(files)} files could be decoded" if files else "it is empty"
+        what = f"none of its {len(results)} {noun} could be decoded" if results else "it is empty"
         raise DataError(f"{folder}: no usable image ({what})")
     return domain
+
+
+def domain_folders(cfg: Config, phase: Optional[str] = None) -> tuple[str, str]:
+    """Folder names of the model's domains A and B: BtoA trains G_A on folder <phase>B."""
+    phase = phase or cfg.phase
+    return (f"{phase}A", f"{phase}B") if cfg.direction == "AtoB" else (f"{phase}B", f"{phase}A")
 
 
 def warn_skipped(domains: Sequence[Domain]) -> int:
@@ -228,11 +241,10 @@ class UnalignedDataset(torch.utils.data.Dataset):
 
     def __init__(self, cfg: Config, phase: Optional[str] = None, scan_workers: int = 4):
         self.cfg = cfg
-        phase = phase or cfg.phase
         root = Path(cfg.dataroot)
-        # In model terms A has input_nc channels and B output_nc; BtoA trains G_A on folder B.
+        # In model terms A has input_nc channels and B output_nc.
         self.channels = {"A": cfg.input_nc, "B": cfg.output_nc}
-        folder_A, folder_B = (f"{phase}A", f"{phase}B") if cfg.direction == "AtoB" else (f"{phase}B", f"{phase}A")
+        folder_A, folder_B = domain_folders(cfg, phase)
         self.A = scan_domain(root / folder_A, cfg.input_nc, cfg, scan_workers)
         self.B = scan_domain(root / folder_B, cfg.output_nc, cfg, scan_workers)
         self.skipped = warn_skipped([self.A, self.B])

@@ -22,6 +22,13 @@ LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"
 NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed; (0, 1) when not data parallel."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,7 +61,7 @@ class CycleGAN(nn.Module):
         self.G_A = define_G(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.netG, **g_args)
         self.G_B = define_G(cfg.output_nc, cfg.input_nc, cfg.ngf, cfg.netG, **g_args)
         self.is_train = train
-        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank, self.world_size = process_group()
         if train:
             d_args = dict(n_layers_D=cfg.n_layers_D, norm=cfg.norm, init_type=cfg.init_type, init_gain=cfg.init_gain)
             self.D_A = define_D(cfg.output_nc, cfg.ndf, cfg.netD, **d_args)
@@ -62,7 +69,7 @@ class CycleGAN(nn.Module):
             self.criterion_gan = GANLoss(cfg.gan_mode)
             self.criterion_cycle = nn.L1Loss()
             self.criterion_idt = nn.L1Loss()
-            rank_seed = cfg.seed + 10 * (dist.get_rank() if self.world_size > 1 else 0)  # own draws per process
+            rank_seed = cfg.seed + 10 * rank  # each process draws its own pool swaps
             self.fake_A_pool = ImagePool(cfg.pool_size, seed=rank_seed + 1)
             self.fake_B_pool = ImagePool(cfg.pool_size, seed=rank_seed + 2)
             self.gp_rng = torch.Generator(device=self.device).manual_seed(rank_seed + 3)

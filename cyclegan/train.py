@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .data import UnalignedDataset
 from .evaluate import has_ideal, score_translation
-from .model import LOSS_NAMES, CycleGAN
+from .model import LOSS_NAMES, CycleGAN, process_group
 from .synth import write_pair
 
 log = logging.getLogger("cyclegan")
@@ -63,8 +63,7 @@ class Trainer:
         if not cfg.dataroot:
             cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
         self.cfg = cfg
-        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        self.rank, self.world_size = process_group()
         self.is_main = self.rank == 0  # only the first process writes files
         self.progress_bar = progress_bar and self.is_main
         self.keep_history = keep_history

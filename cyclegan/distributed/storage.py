@@ -26,13 +26,10 @@ def is_remote(uri: str) -> bool:
 
 
 def _s3(options: tuple) -> pafs.S3FileSystem:
-    opts = dict(options)
-    env = os.environ
-    endpoint = opts.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    kwargs = {"access_key": opts.get("access_key") or env.get("AWS_ACCESS_KEY_ID"),
-              "secret_key": opts.get("secret_key") or env.get("AWS_SECRET_ACCESS_KEY"),
-              "session_token": opts.get("session_token") or env.get("AWS_SESSION_TOKEN"),
-              "region": opts.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    opts = with_env(dict(options))
+    endpoint = opts.get("endpoint_url")
+    kwargs = {key: opts.get(key) for key in ("access_key", "secret_key", "session_token")}
+    kwargs["region"] = opts.get("region") or "us-east-1"
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path

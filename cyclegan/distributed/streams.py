@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from ..config import Config, from_dict
-from ..data import (BadImage, DataError, Domain, check_size, decode_image, epoch_plan, normalize, preprocess_uint8,
-                    sample_rng, warn_skipped)
+from ..data import (BadImage, DataError, Domain, collect_domain, decode_image, domain_folders, epoch_plan,
+                    normalize, preprocess_uint8, sample_rng, warn_skipped)
 from . import storage
 
 
@@ -84,24 +84,15 @@ def scan(uri: str, channels: int, cfg: Config, options: dict) -> Domain:
         _probe, batch_size=16, fn_kwargs={"root_uri": uri, "options": options, "channels": channels},
         num_cpus=0.5).take_all()
     rows.sort(key=lambda r: r["path"])
-    domain = Domain(uri, [], [])
-    for r in rows:
-        if r["reason"]:
-            domain.skipped.append((r["path"], r["reason"]))
-        else:
-            check_size(cfg, int(r["width"]), int(r["height"]), r["path"])
-            domain.paths.append(r["path"])
-            domain.sizes.append((int(r["width"]), int(r["height"])))
-    if not domain.paths:
-        raise DataError(f"{uri}: no usable image (none of its {len(files)} objects could be decoded)")
-    return domain
+    return collect_domain(uri, [(r["path"], None if r["reason"] else (int(r["width"]), int(r["height"])),
+                                 r["reason"] or None) for r in rows], cfg, noun="objects")
 
 
 def scan_domains(cfg: Config, options: dict) -> RemoteDomains:
     root = cfg.dataroot.rstrip("/")
-    side_A, side_B = ("A", "B") if cfg.direction == "AtoB" else ("B", "A")
-    a = scan(f"{root}/{cfg.phase}{side_A}", cfg.input_nc, cfg, options)
-    b = scan(f"{root}/{cfg.phase}{side_B}", cfg.output_nc, cfg, options)
+    folder_A, folder_B = domain_folders(cfg)
+    a = scan(f"{root}/{folder_A}", cfg.input_nc, cfg, options)
+    b = scan(f"{root}/{folder_B}", cfg.output_nc, cfg, options)
     return RemoteDomains(a, b, warn_skipped([a, b]))
 
 

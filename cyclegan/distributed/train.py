@@ -29,6 +29,7 @@ class StreamingTrainer(Trainer):
 
     def __init__(self, cfg: Config, domains: RemoteDomains, options: dict, **kwargs):
         self.options = options
+        self.preemption_saved = False
         super().__init__(cfg, dataset=domains, **kwargs)
 
     def epoch_length(self) -> int:
@@ -50,8 +51,6 @@ class StreamingTrainer(Trainer):
             log.warning("preemption notice: writing a checkpoint before the node goes")
             return True
         return False
-
-    preemption_saved = False
 
 
 def report(trainer: Trainer, path: Optional[Path]) -> None:
