@@ -55,17 +55,46 @@ def _test(args) -> int:
 
 
 def _eval(args) -> int:
-    from .evaluate import score_translation
+    from .evaluate import Scorer, has_ideal
     from .model import CycleGAN
     from .translate import load_weights
     cfg = _test_config(args)
     model = CycleGAN(cfg, train=False)
     for name in ("G_A", "G_B"):
         load_weights(cfg, getattr(model, name), name)
-    result = score_translation(model.G_A, model.G_B, cfg.dataroot, cfg.input_nc, cfg.output_nc, model.device)
-    print(f"L1 to the ideal translation {result['l1']:.4f} (identity {result['identity_l1']:.4f}), "
-          f"PSNR {result['psnr']:.2f} dB (identity {result['identity_psnr']:.2f} dB)")
+    metric = args.metric or ("l1" if has_ideal(cfg.dataroot) else "fid")
+    try:
+        scorer = Scorer(cfg, metric, args.feature_extractor, args.eval_images, device=model.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    result = scorer(model.G_A, model.G_B)
+    if metric in ("l1", "psnr"):
+        print(f"L1 to the ideal translation {result['l1']:.4f} (identity {result['identity_l1']:.4f}), "
+              f"PSNR {result['psnr']:.2f} dB (identity {result['identity_psnr']:.2f} dB)")
+    else:
+        print(f"FID {result['fid']:.3f} (AtoB {result['fid_AtoB']:.3f}, BtoA {result['fid_BtoA']:.3f}), "
+              f"KID {result['kid']:.5f} ({args.feature_extractor} features, {args.eval_images} images at most)")
     print(json.dumps(result))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .distributed.sweep import load_experiment, resumed_experiment, sweep
+    from .report import table
+    if bool(args.experiment) == bool(args.resume):
+        raise ConfigError("sweep: give an experiment file, or --resume <storage_path>/<sweep name>")
+    exp = resumed_experiment(args.resume) if args.resume else load_experiment(args.experiment)
+    sweep(exp, resume=bool(args.resume), address=args.address)
+    print(table(exp.uri))
+    print(f"sweep: {exp.uri}  (tensorboard --logdir {exp.uri}; cyclegan report {exp.uri})")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import table, write_report
+    page = write_report(args.sweep, out=args.out, top=args.top, images=args.images)
+    print(table(args.sweep))
+    print(f"report: {page}")
     return 0
 
 
@@ -100,9 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     config_mod.add_arguments(p, TEST_DEFAULTS)
     p.set_defaults(func=_test)
 
-    p = sub.add_parser("eval", help="score a run's generators against a built-in pair's ideal translations")
+    p = sub.add_parser("eval", help="score a run: L1/PSNR to the ideal translation (built-in pairs) or FID/KID")
     config_mod.add_arguments(p, TEST_DEFAULTS)
     p.set_defaults(func=_eval)
+
+    p.add_argument("--metric", choices=("l1", "psnr", "fid", "kid"),
+                   help="l1/psnr to the ideal translation (built-in pairs, the default there) or fid/kid")
+    p.add_argument("--feature_extractor", default="inception",
+                   help="features for fid/kid: inception (the standard protocol), tiny, or package.module:callable")
+    p.add_argument("--eval_images", type=int, default=100, help="test images per direction (default: 100)")
+
+    p = sub.add_parser("sweep", help="hyperparameter search with Ray Tune + Optuna over one or more domain pairs")
+    p.add_argument("experiment", nargs="?", help="experiment YAML (see experiments/sweep.yaml)")
+    p.add_argument("--resume", metavar="SWEEP", help="continue a sweep after its driver died: "
+                                                      "<storage_path>/<sweep name>")
+    p.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("report", help="HTML page and table of a sweep's best trials; exports each pair's best")
+    p.add_argument("sweep", help="<storage_path>/<sweep name> (folder or s3://)")
+    p.add_argument("--out", help="output folder (default: <sweep>/report, or ./reports/<name> for s3://)")
+    p.add_argument("--top", type=int, default=3, help="trials shown side by side per pair (default: 3)")
+    p.add_argument("--images", type=int, default=4, help="test images per direction (default: 4)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("bench", help="seconds per training iteration on random tensors")
     config_mod.add_arguments(p)

@@ -74,3 +74,103 @@ def score_translation(G_A: nn.Module, G_B: nn.Module, dataroot: str, input_nc: i
     for key in ("l1", "psnr", "identity_l1", "identity_psnr"):
         result[key] = float(np.mean([result[f"{key}_AtoB"], result[f"{key}_BtoA"]]))
     return result
+
+
+# ---------------------------------------------------------------- FID / KID and the sweep metric
+# name: (direction of better, needs ideal translations)
+METRICS = {"l1": ("min", True), "psnr": ("max", True), "fid": ("min", False), "kid": ("min", False)}
+
+
+def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: int,
+                options: Optional[dict] = None) -> list[tuple[str, np.ndarray]]:
+    """Up to ``limit`` images of ``<dataroot>/<split>`` (a folder or s3:// prefix), sorted, at the size the
+    generators see at test time, as (name, uint8 HxWxC)."""
+    from .data import decode_image, to_chw_uint8
+    test_cfg = dataclasses.replace(cfg, load_size=cfg.crop_size, no_flip=True)
+    if "://" in str(dataroot):
+        from .distributed import storage
+        from .distributed.streams import list_objects
+        uri = f"{str(dataroot).rstrip('/')}/{split}"
+        fs, _ = storage.resolve(uri, options)
+        files = list_objects(uri, options or {})[:limit]
+
+        def read(path):
+            with fs.open_input_stream(path) as f:
+                return decode_image(f.read(), channels, path)
+    else:
+        files = list_files(Path(dataroot) / split)[:limit]
+
+        def read(path):
+            return load_image(path, channels)
+    if not files:
+        raise FileNotFoundError(f"{dataroot}/{split}: no test images to score")
+    from .data import augment
+    out = []
+    for path in files:
+        img = augment(read(path), test_cfg, AugmentParams(0, 0, False))
+        out.append((Path(path).name, to_chw_uint8(img).transpose(1, 2, 0)))
+    return out
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+@torch.no_grad()
+def translate_images(generator: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
+    """uint8 HxWxC images through a generator, one at a time (test images may differ in size)."""
+    device = next(generator.parameters()).device
+    out = []
+    for image in images:
+        x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(127.5).sub(1)[None].to(device)
+        y = generator(x).float().clamp(-1, 1)[0]
+        out.append(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+    return out
+
+
+class Scorer:
+    """The score of a pair of generators under one metric, with the real images' features computed once.
+
+    ``l1``/``psnr``: distance to the ideal translations (built-in pairs). ``fid``/``kid``: G_A(testA)
+    against testB and G_B(testB) against testA, averaged over the two directions (``*_AtoB``/``*_BtoA``
+    are reported too), with the extractor of ``cyclegan.metrics`` (``inception`` by default).
+    """
+
+    def __init__(self, cfg: Config, metric: str, extractor: str = "inception", max_images: int = 100,
+                 options: Optional[dict] = None, device: Optional[torch.device] = None):
+        if metric not in METRICS:
+            raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
+        if METRICS[metric][1] and not has_ideal(cfg.dataroot):
+            raise FileNotFoundError(f"metric {metric}: {cfg.dataroot} has no ideal translations (only built-in "
+                                    f"pairs do); use fid or kid")
+        self.cfg, self.metric, self.device = cfg, metric, device or torch.device("cpu")
+        self.images: dict[str, list[tuple[str, np.ndarray]]] = {}
+        if not METRICS[metric][1]:
+            from .metrics import get_extractor
+            self.extractor, self.size = get_extractor(extractor, self.device)
+            for split, nc in (("testA", cfg.input_nc), ("testB", cfg.output_nc)):
+                self.images[split] = test_images(cfg.dataroot, split, nc, cfg, max_images, options)
+            self.real = {split: self._features([img for _, img in images]) for split, images in self.images.items()}
+
+    def _features(self, images: list[np.ndarray]) -> np.ndarray:
+        from .metrics import extract_features
+        return extract_features(self.extractor, [_rgb(i) for i in images], size=self.size, device=self.device)
+
+    def __call__(self, G_A: nn.Module, G_B: nn.Module) -> dict[str, float]:
+        if METRICS[self.metric][1]:
+            return score_translation(G_A, G_B, self.cfg.dataroot, self.cfg.input_nc, self.cfg.output_nc,
+                                     self.device)
+        from .metrics import fid_from_features, kid_from_features
+        result: dict[str, float] = {}
+        for name, gen, source, target in (("AtoB", G_A, "testA", "testB"), ("BtoA", G_B, "testB", "testA")):
+            was_training = gen.training
+            gen.eval()
+            try:
+                fake = self._features(translate_images(gen, [img for _, img in self.images[source]]))
+            finally:
+                gen.train(was_training)
+            result[f"fid_{name}"] = fid_from_features(fake, self.real[target])
+            result[f"kid_{name}"] = kid_from_features(fake, self.real[target])[0]
+        for key in ("fid", "kid"):
+            result[key] = (result[f"{key}_AtoB"] + result[f"{key}_BtoA"]) / 2
+        return result

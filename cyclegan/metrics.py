@@ -13,6 +13,7 @@ which library decoded or resized the images.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -87,3 +88,159 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[np.ndarray], 
     if batch:
         flush()
     return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- feature extractors
+# The FID Inception-v3 (TensorFlow's 2015-12-05 graph, ported to PyTorch by pytorch-fid): the network
+# behind published FID numbers. clean-fid's "clean" mode runs the same graph on the same resizing as
+# ``clean_resize``. Weights are a plain state dict, read with weights_only=True.
+INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                 "pt_inception-2015-12-05-6726825d.pth")
+INCEPTION_ENV = "CYCLEGAN_INCEPTION_WEIGHTS"
+
+
+def inception_weights_path() -> Path:
+    """Where the weights are read from: $CYCLEGAN_INCEPTION_WEIGHTS, else torch's hub cache (where
+    pytorch-fid keeps them, so an existing download is reused)."""
+    import os
+    if os.environ.get(INCEPTION_ENV):
+        return Path(os.environ[INCEPTION_ENV])
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
+
+
+def _download(url: str, path: Path, timeout: float = 20.0) -> None:
+    import hashlib
+    import os
+    import urllib.request
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        digest = hashlib.sha256()
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    expected = path.stem.rsplit("-", 1)[-1]  # the hash prefix in the file name, as torch.hub checks it
+    if not digest.hexdigest().startswith(expected):
+        tmp.unlink()
+        raise OSError(f"downloaded file does not match its hash prefix {expected}")
+    os.replace(tmp, path)
+
+
+def load_inception_weights(download: bool = True) -> dict:
+    path = inception_weights_path()
+    if not path.exists() and download and not _env_flag("CYCLEGAN_OFFLINE"):
+        try:
+            _download(INCEPTION_URL, path)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"FID/KID need the Inception-v3 weights at {path} and downloading them failed ({e}). "
+                f"On a machine with network: download {INCEPTION_URL} and copy it to {path} "
+                f"(or point ${INCEPTION_ENV} at the file).") from None
+    if not path.exists():
+        raise FileNotFoundError(f"FID/KID need the Inception-v3 weights at {path}: download {INCEPTION_URL} "
+                                f"and copy it there (or point ${INCEPTION_ENV} at the file)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _env_flag(name: str) -> bool:
+    import os
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def fid_inception_v3(state_dict: dict | None = None) -> torch.nn.Module:
+    """Inception-v3 as in the FID graph: 1008 classes, and pooling inside the mixed blocks that differs
+    from torchvision's (average pools without padded zeros; a max pool in the last block)."""
+    import torch.nn.functional as F
+    from torchvision.models import inception as tv
+
+    def avg_pool(x):
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+    class MixedA(tv.InceptionA):
+        def _forward(self, x):
+            b5 = self.branch5x5_2(self.branch5x5_1(x))
+            b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return [self.branch1x1(x), b5, b3, self.branch_pool(avg_pool(x))]
+
+    class MixedC(tv.InceptionC):
+        def _forward(self, x):
+            b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+            bd = x
+            for i in range(1, 6):
+                bd = getattr(self, f"branch7x7dbl_{i}")(bd)
+            return [self.branch1x1(x), b7, bd, self.branch_pool(avg_pool(x))]
+
+    class MixedE(tv.InceptionE):
+        def __init__(self, in_channels, max_pool):
+            super().__init__(in_channels)
+            self.max_pool = max_pool
+
+        def _forward(self, x):
+            b3 = self.branch3x3_1(x)
+            b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+            bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+            bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+            pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else avg_pool(x)
+            return [self.branch1x1(x), b3, bd, self.branch_pool(pooled)]
+
+    net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    for name, channels, pool in (("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)):
+        setattr(net, name, MixedA(channels, pool_features=pool))
+    for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        setattr(net, name, MixedC(768, channels_7x7=c7))
+    net.Mixed_7b, net.Mixed_7c = MixedE(1280, max_pool=False), MixedE(2048, max_pool=True)
+    if state_dict is not None:  # files saved before BatchNorm counted batches lack the counters
+        counters = {k: v for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")}
+        net.load_state_dict({**counters, **state_dict})
+    return net.eval()
+
+
+class InceptionPool3(torch.nn.Module):
+    """(N, 3, 299, 299) in [-1, 1] to the 2048 pool3 features FID and KID are defined on."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1,
+                      n.Conv2d_4a_3x3, n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b,
+                      n.Mixed_6c, n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+            x = layer(x)
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+class TinyFeatures(torch.nn.Module):
+    """A small fixed random convolutional feature map (seeded, so every process builds the same one).
+    Not comparable with published numbers: for tests and smoke runs that must not need Inception."""
+
+    size = 64
+
+    def __init__(self, dim: int = 32, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv1 = torch.nn.Conv2d(3, 16, 5, stride=2)
+        self.conv2 = torch.nn.Conv2d(16, dim, 5, stride=2)
+        for conv in (self.conv1, self.conv2):
+            conv.weight.data = torch.randn(conv.weight.shape, generator=gen) / conv.weight[0].numel() ** 0.5
+            conv.bias.data.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+
+
+def get_extractor(name: str, device: torch.device | str = "cpu") -> tuple[FeatureExtractor, int]:
+    """An extractor and its input size by name: ``inception`` (the protocol), ``tiny`` (tests), or
+    ``package.module:callable`` returning a module (your own)."""
+    if name == "inception":
+        return InceptionPool3(fid_inception_v3(load_inception_weights())).to(device), 299
+    if name == "tiny":
+        return TinyFeatures().to(device).eval(), TinyFeatures.size
+    if ":" in name:
+        import importlib
+        module, attr = name.split(":", 1)
+        made = getattr(importlib.import_module(module), attr)()
+        return made.to(device).eval(), getattr(made, "size", 299)
+    raise ValueError(f"feature_extractor: {name!r} is not inception, tiny or package.module:callable")

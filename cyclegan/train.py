@@ -59,7 +59,7 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
-                 keep_history: bool = False, dataset=None):
+                 keep_history: bool = False, dataset=None, tensorboard_dir: Optional[Path] = None):
         if not cfg.dataroot:
             cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
         self.cfg = cfg
@@ -81,7 +81,7 @@ class Trainer:
             (self.run_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"),
+                self.writer = SummaryWriter(str(tensorboard_dir or self.run_dir / "tensorboard"),
                                             purge_step=self.progress.total_iters or None)
 
     # ------------------------------------------------------------------ resume

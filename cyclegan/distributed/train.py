@@ -53,19 +53,51 @@ class StreamingTrainer(Trainer):
         return False
 
 
-def report(trainer: Trainer, path: Optional[Path]) -> None:
-    """Every worker reports at each save; the first attaches the full state as a Ray checkpoint."""
-    import ray.train
+def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks=None) -> None:
+    """Every worker reports at each save; the first attaches the full state as a checkpoint.
+    ``report_fn(metrics, folder)`` is Ray Train's report by default (Tune's inside an in-process trial);
+    ``hooks`` (a sweep's) add the trial's score and files to the report."""
     p = trainer.progress
     metrics = {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
                "skipped_images": trainer.dataset.skipped, "lr": trainer.model.optimizer_G.param_groups[0]["lr"],
                **{f"loss_{name}": value for name, value in trainer.last_losses.items()}}
+    if hooks is not None:
+        metrics.update(hooks.metrics(trainer))
+    report_fn = report_fn or train_report
     if path is None:
-        ray.train.report(metrics)
+        report_fn(metrics, None)
         return
     with tempfile.TemporaryDirectory() as folder:
         shutil.copyfile(path, Path(folder) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        if hooks is not None:
+            hooks.save(Path(folder))
+        report_fn(metrics, folder)
+
+
+def train_report(metrics: dict, folder: Optional[str]) -> None:
+    import ray.train
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks=None) -> dict:
+    """Resume from ``checkpoint`` (a Ray checkpoint or None), train, report at every save and at the end."""
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.restore(ckpt.load_state(Path(folder) / STATE_FILE))
+            if hooks is not None:
+                hooks.restore(Path(folder))
+        log.info("worker %d resumed at epoch %d, image %d", trainer.rank, trainer.progress.epoch,
+                 trainer.progress.epoch_iter)
+    if hooks is not None:
+        hooks.start(trainer)
+    result = trainer.run(on_save=lambda t, path: report(t, path, report_fn, hooks))
+    # The last report is collective too: every worker calls it, only the first has the score.
+    final = {"total_iters": result["total_iters"], "done": True,
+             **{f"eval_{k}": v for k, v in result.get("eval", {}).items()}}
+    if hooks is not None:
+        final.update(hooks.metrics(trainer))
+    (report_fn or train_report)(final, None)
+    return result
 
 
 def worker_loop(config: dict) -> None:
@@ -73,18 +105,14 @@ def worker_loop(config: dict) -> None:
     import ray.train.torch
     quiet_data()
     cfg = from_dict(config["cfg"])
+    hooks = None
+    if config.get("sweep"):
+        from .sweep import SweepHooks
+        hooks = SweepHooks(config["sweep"])
     trainer = StreamingTrainer(cfg, config["domains"], config["options"], device=ray.train.torch.get_device(),
-                               progress_bar=config.get("progress_bar", True))
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.restore(ckpt.load_state(Path(folder) / STATE_FILE))
-        log.info("worker %d resumed at epoch %d, image %d", trainer.rank, trainer.progress.epoch,
-                 trainer.progress.epoch_iter)
-    result = trainer.run(on_save=report)
-    # report() is collective: every worker calls it, only the first has the score.
-    ray.train.report({"total_iters": result["total_iters"], "done": True,
-                      **{f"eval_{k}": v for k, v in result.get("eval", {}).items()}})
+                               progress_bar=config.get("progress_bar", True),
+                               tensorboard_dir=hooks.tensorboard_dir if hooks else None)
+    train_and_report(trainer, ray.train.get_checkpoint(), hooks=hooks)
 
 
 def quiet_data() -> None:
@@ -164,10 +192,13 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
 
 def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[bool] = None, cpus_per_worker: float = 1.0,
         storage_path: Optional[str] = None, storage_options: Optional[dict] = None, max_failures: int = -1,
-        address: Optional[str] = None, progress_bar: bool = True, worker_resources: Optional[dict] = None):
+        address: Optional[str] = None, progress_bar: bool = True, worker_resources: Optional[dict] = None,
+        run_name: Optional[str] = None, callbacks: Optional[list] = None, sweep: Optional[dict] = None):
     """Run (or, with the same name and storage_path, resume) a training run on Ray Train.
     ``num_workers`` (min, max) with min < max is elastic: Ray Train runs on what it can get and
-    grows the group back when capacity returns; the epoch's remaining samples are re-split."""
+    grows the group back when capacity returns; the epoch's remaining samples are re-split.
+    Inside a sweep trial, ``run_name``/``callbacks``/``sweep`` place the run in the trial's folder and
+    forward its reports to Tune."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -188,7 +219,8 @@ def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[b
     storage_path = storage_path or str(Path(cfg.checkpoints_dir) / "ray")
     if not storage.is_remote(storage_path):
         storage_path = str(Path(storage_path).resolve())
-    _write_text(f"{storage_path}/{cfg.name}/{CONFIG_FILE}",
+    run_name = run_name or cfg.name
+    _write_text(f"{storage_path}/{run_name}/{CONFIG_FILE}",
                 yaml.safe_dump(dataclasses.replace(cfg, storage_path=storage_path).to_dict(), sort_keys=False),
                 options)
     fs = None
@@ -197,13 +229,13 @@ def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[b
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "options": options,
-                           "progress_bar": progress_bar},
+                           "progress_bar": progress_bar, "sweep": sweep},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker,
                                                                      **(worker_resources or {})}),
         run_config=ray.train.RunConfig(
-            name=cfg.name, storage_path=storage_path, storage_filesystem=fs,
+            name=run_name, storage_path=storage_path, storage_filesystem=fs, callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=max_failures)),
     )

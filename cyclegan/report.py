@@ -1,0 +1,198 @@
+"""``cyclegan report SWEEP``: per domain pair, the trials ranked by the sweep metric, side-by-side
+translations of the same test images by the best trials, and the best generator exported in the
+reference format (``latest_net_G_A.pth`` ...), from a sweep folder or s3:// prefix."""
+from __future__ import annotations
+
+import html
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pyarrow.fs as pafs
+import torch
+import yaml
+
+from . import checkpoint as ckpt
+from .config import from_dict
+from .distributed import storage
+from .evaluate import METRICS, test_images, translate_images
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict
+    metric: str
+    final: Optional[float]
+    best: Optional[float]
+    epochs: float
+    total_iters: int
+    uri: str
+    checkpoint: Optional[str] = None  # path of the latest state.pt inside the filesystem
+    results: list = field(default_factory=list)
+
+
+def _read(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    try:
+        return sorted(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)), key=lambda i: i.path)
+    except FileNotFoundError:
+        return []
+
+
+def _latest_checkpoint(fs: pafs.FileSystem, trial_path: str) -> Optional[str]:
+    found = []
+    for folder in (trial_path, f"{trial_path}/train"):
+        for info in _children(fs, folder):
+            state = f"{info.path}/state.pt"
+            if info.base_name.startswith("checkpoint_") and fs.get_file_info(state).type == pafs.FileType.File:
+                found.append(state)
+    return sorted(found)[-1] if found else None
+
+
+def collect(uri: str, options: Optional[dict] = None):
+    """The experiment and, per pair, its trials best first (by the final value of the sweep metric)."""
+    from .distributed.sweep import resumed_experiment
+    exp = resumed_experiment(uri, options)
+    fs, root = storage.resolve(exp.uri, storage.with_env(options or {}))
+    pairs = {}
+    for pair in exp.pairs:
+        metric = exp.metric(pair)
+        sign = 1 if METRICS[metric][0] == "min" else -1
+        records = []
+        for info in _children(fs, f"{root}/{pair.name}"):
+            if info.type != pafs.FileType.Directory:
+                continue
+            try:
+                params = json.loads(_read(fs, f"{info.path}/params.json"))
+                lines = _read(fs, f"{info.path}/result.json").decode().splitlines()
+            except (FileNotFoundError, OSError):
+                continue  # not a trial folder, or a trial that never reported
+            results = [json.loads(line) for line in lines if line.strip()]
+            scored = [r for r in results if r.get(metric) is not None]
+            last = scored[-1] if scored else {}
+            records.append(TrialRecord(
+                trial_id=info.base_name, params=params, metric=metric, final=last.get(metric),
+                best=min((r[metric] for r in scored), key=lambda v: sign * v) if scored else None,
+                epochs=max((r.get("epochs", 0) for r in results), default=0),
+                total_iters=max((r.get("total_iters", 0) for r in results), default=0),
+                uri=f"{exp.uri}/{pair.name}/{info.base_name}", checkpoint=_latest_checkpoint(fs, info.path),
+                results=results))
+        records.sort(key=lambda r: (r.final is None, sign * (r.final if r.final is not None else 0)))
+        pairs[pair.name] = records
+    return exp, fs, pairs
+
+
+def _load_model(fs: pafs.FileSystem, path: str):
+    from .model import CycleGAN
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "state.pt"
+        local.write_bytes(_read(fs, path))
+        state = ckpt.load_state(local)  # weights_only
+    saved = {k: v for k, v in state["config"].items() if k != "storage_options"}
+    cfg = from_dict({**saved, "device": "cpu", "num_workers": "0", "address": None, "resume": None})
+    model = CycleGAN(cfg, device=torch.device("cpu"))  # with the discriminators, which are exported too
+    for name, net in model.networks().items():
+        net.load_state_dict(state["model"]["nets"][name])
+    return cfg, model
+
+
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(path)
+
+
+def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int = 4,
+                 options: Optional[dict] = None) -> Path:
+    """The HTML page (and exported weights) for a sweep; returns the page's path."""
+    exp, fs, pairs = collect(uri, options)
+    out_dir = Path(out) if out else (Path(exp.uri) / "report" if not storage.is_remote(exp.uri)
+                                     else Path("reports") / exp.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sweep {html.escape(exp.name)}</title>"
+            "<style>td,th{padding:2px 8px;text-align:left} img{width:128px;image-rendering:pixelated}</style>"
+            f"</head><body><h1>Sweep {html.escape(exp.name)}</h1><p>{html.escape(exp.uri)}</p>"]
+    for pair, records in pairs.items():
+        metric = records[0].metric if records else exp.search["metric"]
+        page.append(f"<h2>{html.escape(pair)}</h2><p>metric: {metric} "
+                    f"({'lower' if METRICS.get(metric, ('min',))[0] == 'min' else 'higher'} is better), "
+                    f"{len(records)} trials</p>")
+        if not records:
+            page.append("<p>no trial has reported yet</p>")
+            continue
+        keys = sorted({k for r in records for k in r.params})
+        page.append("<table border='1'><tr><th>rank</th><th>trial</th><th>final</th><th>best</th><th>epochs</th>"
+                    + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
+        for rank, r in enumerate(records, 1):
+            page.append(f"<tr><td>{rank}</td><td>{html.escape(r.trial_id)}</td><td>{_fmt(r.final)}</td>"
+                        f"<td>{_fmt(r.best)}</td><td>{r.epochs:.2f}</td>"
+                        + "".join(f"<td>{html.escape(str(r.params.get(k, '')))}</td>" for k in keys) + "</tr>")
+        page.append("</table>")
+        shown = [r for r in records if r.checkpoint][:top]
+        if not shown:
+            continue
+        pair_dir = out_dir / pair
+        (pair_dir / "images").mkdir(parents=True, exist_ok=True)
+        models = []
+        for rank, r in enumerate(shown):
+            cfg, model = _load_model(fs, r.checkpoint)
+            models.append((r, cfg, model))
+            if rank == 0:  # the pair's best: reference-format weights, loadable by cyclegan test
+                best_dir = pair_dir / "best"
+                ckpt.save_reference_weights(best_dir, model.networks(), "latest")
+                (best_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                (best_dir / "trial.json").write_text(json.dumps(
+                    {"trial": r.trial_id, "metric": r.metric, "final": r.final, "best": r.best, "params": r.params,
+                     "checkpoint": r.checkpoint}, indent=2))
+        page.append(f"<p>best weights (reference format): <a href='{pair}/best/'>{pair}/best/</a></p>")
+        first_cfg = models[0][1]
+        for name, split, nc in (("AtoB", "testA", first_cfg.input_nc), ("BtoA", "testB", first_cfg.output_nc)):
+            inputs = test_images(first_cfg.dataroot, split, nc, first_cfg, images, options)
+            page.append(f"<h3>{pair} {name}</h3><table border='1'><tr><th>input</th>"
+                        + "".join(f"<th>#{i + 1} {html.escape(r.trial_id)}</th>" for i, (r, _, _) in
+                                  enumerate(models)) + "</tr>")
+            outputs = []
+            for r, cfg, model in models:
+                outputs.append(translate_images(model.G_A if name == "AtoB" else model.G_B,
+                                                [img for _, img in inputs]))
+            for i, (stem, image) in enumerate(inputs):
+                stem = Path(stem).stem
+                cells = [f"{name}_{stem}_input.png"]
+                _save_png(image, pair_dir / "images" / cells[0])
+                for (r, _, _), translated in zip(models, outputs):
+                    cells.append(f"{name}_{stem}_{r.trial_id}.png")
+                    _save_png(translated[i], pair_dir / "images" / cells[-1])
+                page.append("<tr>" + "".join(f"<td><img src='{pair}/images/{html.escape(c)}'></td>" for c in cells)
+                            + "</tr>")
+            page.append("</table>")
+    page.append("</body></html>\n")
+    index = out_dir / "index.html"
+    index.write_text("\n".join(page))
+    return index
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def table(uri: str, options: Optional[dict] = None) -> str:
+    """The plain-text ranking printed by ``cyclegan report``."""
+    exp, _, pairs = collect(uri, options)
+    lines = []
+    for pair, records in pairs.items():
+        lines.append(f"{pair}: {len(records)} trials")
+        for rank, r in enumerate(records, 1):
+            params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
+            lines.append(f"  {rank:>2}. {r.trial_id}  {r.metric} {_fmt(r.final)} (best {_fmt(r.best)})  "
+                         f"epochs {r.epochs:.2f}  {params}")
+    return "\n".join(lines)
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
