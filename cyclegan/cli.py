@@ -99,6 +99,10 @@ def _report(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.sweep:
+        from .distributed.sweep import bench, load_experiment
+        bench(load_experiment(args.sweep))
+        return 0
     cfg = config_mod.from_args(args)
     if args.data:
         from .distributed.bench_data import bench_data
@@ -113,6 +117,20 @@ def _synth(args) -> int:
     from .synth import write_pair
     out = write_pair(args.pair, args.out, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     print(f"wrote built-in pair {args.pair!r} to {out}")
+    return 0
+
+
+def _download(args) -> int:
+    from .datasets import download
+    where = download(args.name, args.out, base_url=args.url)
+    print(f"dataset {args.name!r} is in {where}")
+    return 0
+
+
+def _upload(args) -> int:
+    from .datasets import upload
+    count = upload(args.folder, args.uri)
+    print(f"copied {count} files to {args.uri}")
     return 0
 
 
@@ -159,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10, help="timed iterations; the median is reported (default: 10)")
     p.add_argument("--data", metavar="URI", help="instead: images/s of read+decode+crop+flip from this folder or "
                                                   "s3:// prefix, Ray Data against a DataLoader with PIL")
+    p.add_argument("--sweep", metavar="EXPERIMENT", help="instead: per-trial overhead of this sweep, run one "
+                                                         "trial at a time into a temporary folder")
     p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
     p.set_defaults(func=_bench)
 
@@ -172,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n_test", type=int, default=20, help="test images per domain (default: 20)")
     s.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
     s.set_defaults(func=_synth)
+    from .datasets import DATASETS
+    d = data_sub.add_parser("download", help="fetch a standard CycleGAN dataset by name (the published zip)")
+    d.add_argument("name", choices=DATASETS)
+    d.add_argument("--out", required=True, help="parent folder or s3:// prefix; the dataset lands in <out>/<name>")
+    d.add_argument("--url", help="base URL of the zips (default: $CYCLEGAN_DATASETS_URL or the published site)")
+    d.set_defaults(func=_download)
+    u = data_sub.add_parser("upload", help="copy a local dataset (trainA, trainB, testA, testB) to s3:// or gs://")
+    u.add_argument("folder")
+    u.add_argument("uri")
+    u.set_defaults(func=_upload)
     return parser
 
 

@@ -68,3 +68,53 @@ def test_clean_resize_works_in_floating_point():
     assert out.shape == (17, 17, 3) and out.dtype == np.float32
     assert 0 <= out.min() and out.max() <= 255
     assert np.any((out % 1) != 0)  # not rounded to integers on the way
+
+
+def test_the_fid_inception_loads_a_weights_file_without_unpickling_and_gives_pool3_features(tmp_path, monkeypatch):
+    from cyclegan.metrics import INCEPTION_ENV, get_extractor
+    torch.manual_seed(0)
+    from cyclegan.metrics import fid_inception_v3
+    state = fid_inception_v3().state_dict()
+    # Files exported before BatchNorm counted batches have no counters: they still load.
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, tmp_path / "w.pth")
+    monkeypatch.setenv(INCEPTION_ENV, str(tmp_path / "w.pth"))
+    extractor, size = get_extractor("inception")
+    assert size == 299
+    images = [np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8) for i in range(3)]
+    features = extract_features(extractor, images, size=size, batch_size=2)
+    assert features.shape == (3, 2048) and np.isfinite(features).all() and (features >= 0).all()  # after ReLU
+
+
+def test_missing_inception_weights_say_where_to_put_the_file(tmp_path, monkeypatch):
+    from cyclegan.metrics import INCEPTION_URL, get_extractor
+    monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "nowhere" / "pt_inception.pth"))
+    with pytest.raises(FileNotFoundError) as e:
+        get_extractor("inception")
+    assert str(tmp_path / "nowhere" / "pt_inception.pth") in str(e.value) and INCEPTION_URL in str(e.value)
+
+
+def test_a_translation_that_lands_on_the_target_set_scores_zero_end_to_end(tmp_path):
+    """Scorer on a dataset whose testB holds exactly G_A(testA): FID and KID of that direction are ~0."""
+    import dataclasses
+    from PIL import Image
+    from cyclegan.config import Config
+    from cyclegan.evaluate import Scorer
+    rng = np.random.default_rng(4)
+    for split in ("testA", "testB"):
+        (tmp_path / split).mkdir()
+    for i in range(40):
+        image = rng.integers(0, 90, (16, 16, 3), dtype=np.uint8)  # dark A, bright B
+        Image.fromarray(image).save(tmp_path / "testA" / f"{i}.png")
+        Image.fromarray(255 - image).save(tmp_path / "testB" / f"{i}.png")  # B is the negative of A
+    cfg = dataclasses.replace(Config(), dataroot=str(tmp_path), load_size=16, crop_size=16)
+    negate = torch.nn.Conv2d(3, 3, 1)  # x -> -x in [-1, 1]: the exact A -> B (and B -> A) translation
+    negate.weight.data = -torch.eye(3)[:, :, None, None]
+    negate.bias.data.zero_()
+    identity = torch.nn.Identity()
+    identity.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # a device to find
+    scorer = Scorer(cfg, "fid", extractor="tiny", max_images=40)
+    exact = scorer(negate, negate)
+    wrong = scorer(identity, identity)
+    assert abs(exact["fid"]) < 1e-6 and wrong["fid"] > 0.1
+    # KID compares a set with itself here: the unbiased estimate is ~0 (O(1/n), not exactly 0).
+    assert abs(exact["kid"]) < 0.2 * wrong["kid"]

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml
+from ..config import BUILTIN_PAIRS, FIELDS, ConfigError, from_dict, load_yaml
 from ..evaluate import METRICS
 from . import storage
 
@@ -493,3 +493,23 @@ def resumed_experiment(uri: str, options: Optional[dict] = None) -> Experiment:
         exp = dataclasses.replace(exp, storage_path=str(Path(uri).parent), name=Path(uri).name)
     return exp
 
+
+
+def bench(exp: Experiment) -> dict:
+    """Per-trial overhead of a sweep: (wall time - time spent inside the trials) / trials, one trial at a
+    time so the two are comparable. Ray's own start-up is outside the wall time."""
+    import time
+    from .train import init_ray
+    exp = dataclasses.replace(exp, name=f"{exp.name}-bench-{int(time.time())}",
+                              storage_path=tempfile.mkdtemp(prefix="cyclegan-sweep-bench-"),
+                              search={**exp.search, "max_concurrent_trials": 1})
+    init_ray(None)
+    started = time.perf_counter()
+    results = sweep(exp)
+    wall = time.perf_counter() - started
+    inside = [r.metrics.get("time_total_s", 0.0) for grid in results.values() for r in grid]
+    figures = {"trials": len(inside), "wall_s": wall, "in_trials_s": sum(inside),
+               "overhead_per_trial_s": (wall - sum(inside)) / max(1, len(inside))}
+    print(f"{figures['trials']} trials, one at a time: {wall:.1f} s wall, {sum(inside):.1f} s inside the trials, "
+          f"overhead {figures['overhead_per_trial_s']:.2f} s per trial")
+    return figures

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -128,6 +129,7 @@ def init_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
     import ray
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
     if address:
         ray.init(address=address)
     else:

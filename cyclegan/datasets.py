@@ -1,0 +1,119 @@
+"""``cyclegan data download`` and ``cyclegan data upload``: the standard CycleGAN datasets by name, and
+local datasets copied to object storage, with progress bars.
+
+The published datasets are one zip per name (``<base>/<name>.zip``, holding ``<name>/trainA`` ...), the
+files the reference's ``download_cyclegan_dataset.sh`` fetches. ``$CYCLEGAN_DATASETS_URL`` (or
+``--url``) points elsewhere: a mirror, an ``http://`` server or a ``file://`` folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+from tqdm import tqdm
+
+from .data import DataError
+
+DATASETS_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
+DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
+            "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower", "ae_photos")
+SPLITS = ("trainA", "trainB", "testA", "testB")
+
+
+def _is_remote(uri: str) -> bool:
+    return str(uri).startswith(("s3://", "gs://", "gcs://"))
+
+
+def _fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {url.rsplit('/', 1)[-1]}") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"{url}: download failed ({getattr(e, 'reason', e)})") from None
+
+
+def _safe_members(archive: zipfile.ZipFile, url: str) -> list[zipfile.ZipInfo]:
+    """Entries whose paths stay inside the output folder (no absolute paths, no '..')."""
+    members = []
+    for info in archive.infolist():
+        parts = PurePosixPath(info.filename).parts
+        if info.filename.startswith("/") or ".." in parts or ":" in info.filename:
+            raise DataError(f"{url}: unsafe path {info.filename!r} in the archive; nothing was extracted")
+        members.append(info)
+    return members
+
+
+def download(name: str, out: str, base_url: Optional[str] = None, options: Optional[dict] = None) -> str:
+    """Fetch ``<name>.zip`` and put ``<out>/<name>/{trainA,trainB,testA,testB}`` in place (a folder or an
+    s3:// prefix). Returns where the dataset now is."""
+    if name not in DATASETS:
+        raise DataError(f"dataset: {name!r} is not one of {', '.join(DATASETS)}")
+    base = (base_url or os.environ.get("CYCLEGAN_DATASETS_URL") or DATASETS_URL).rstrip("/")
+    url = f"{base}/{name}.zip"
+    with tempfile.TemporaryDirectory(prefix="cyclegan-download-") as tmp:
+        archive_path = Path(tmp) / f"{name}.zip"
+        _fetch(url, archive_path)
+        try:
+            archive = zipfile.ZipFile(archive_path)
+        except zipfile.BadZipFile:
+            raise DataError(f"{url}: not a zip archive") from None
+        with archive:
+            members = _safe_members(archive, url)
+            extracted = Path(tmp) / "x"
+            for info in tqdm(members, unit="file", desc=f"extract {name}"):
+                archive.extract(info, extracted)
+        # The published archives hold <name>/trainA ...; accept the splits at the top level too.
+        root = extracted / name if (extracted / name).is_dir() else extracted
+        missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
+        if missing:
+            raise DataError(f"{url}: no {', '.join(missing)} folder in the archive (not an unaligned dataset)")
+        target = f"{str(out).rstrip('/')}/{name}"
+        if _is_remote(out):
+            upload(str(root), target, options)
+        else:
+            dest = Path(target)
+            if dest.exists():
+                raise DataError(f"{dest}: already exists; remove it or choose another --out")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(root), dest)
+    return target
+
+
+def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
+    """Copy a local dataset in the unaligned layout (trainA, trainB, and testA/testB if present) to an
+    s3:// or gs:// prefix. Returns the number of files copied."""
+    from .distributed import storage
+    root = Path(folder)
+    if not _is_remote(uri):
+        raise DataError(f"{uri}: upload needs an s3:// or gs:// destination")
+    missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
+    if missing:
+        raise DataError(f"{root}: no {', '.join(missing)} folder (expected trainA, trainB, testA, testB)")
+    files = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
+                   for p in (root / split).rglob("*") if p.is_file() and not p.name.startswith("."))
+    files += [p for p in (root / "pair.json",) if p.is_file()]
+    fs, prefix = storage.resolve(uri, storage.with_env(options or {}))
+    total = sum(p.stat().st_size for p in files)
+    try:
+        fs.create_dir(prefix, recursive=True)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"upload to {uri}") as bar:
+            for path in files:
+                with open(path, "rb") as src, fs.open_output_stream(f"{prefix}/{path.relative_to(root).as_posix()}") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                bar.update(path.stat().st_size)
+    except OSError as e:
+        text = str(e).upper().replace("_", "")
+        if any(w in text for w in ("ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATUREDOESNOTMATCH", "403")):
+            raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
+        raise DataError(f"{uri}: upload failed ({str(e).splitlines()[0]})") from None
+    return len(files)

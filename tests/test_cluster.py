@@ -1,0 +1,254 @@
+"""cluster/ definitions checked offline, a job submitted to a real local Ray head through the Jobs API,
+and datasets downloaded from a loopback HTTP server and uploaded to the loopback S3 server."""
+import copy
+import functools
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cyclegan.data import DataError
+
+from conftest import free_port
+
+ROOT = Path(__file__).parents[1]
+CLUSTER = ROOT / "cluster"
+
+
+def launcher_errors(config: dict) -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    validate_config(prepare_config(copy.deepcopy(config)))
+
+
+@pytest.mark.parametrize("name", ["aws-spot.yaml", "gcp-spot.yaml"])
+def test_launcher_configs_pass_rays_cluster_schema(name):
+    config = yaml.safe_load((CLUSTER / name).read_text())
+    launcher_errors(config)  # raises on a schema violation
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    assert any("spot" in t.get("resources", {}) for t in types.values()), "no spot worker type"
+    assert all(t.get("min_workers", 0) <= t.get("max_workers", 0) for n, t in types.items() if n != "head")
+    assert any("pip install -e ~/cyclegan" in c for c in config["setup_commands"])  # the project on every node
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["head"]["resources"] = {"CPU": 0.5}  # the schema wants whole numbers
+    with pytest.raises(Exception):
+        launcher_errors(broken)
+    broken = dict(config, max_worker=3)  # a typo at the top level
+    with pytest.raises(Exception):
+        launcher_errors(broken)
+
+
+def test_aws_node_configs_are_valid_run_instances_parameters():
+    import botocore.session
+    from botocore.validate import ParamValidator
+    shape = botocore.session.get_session().get_service_model("ec2").operation_model("RunInstances").input_shape
+    config = yaml.safe_load((CLUSTER / "aws-spot.yaml").read_text())
+    types = config["available_node_types"]
+    for name, node_type in types.items():
+        report = ParamValidator().validate({**node_type["node_config"], "MinCount": 1, "MaxCount": 1}, shape)
+        assert not report.has_errors(), (name, report.generate_report())
+    assert types["gpu_spot"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert "InstanceMarketOptions" not in types["gpu_ondemand"]["node_config"]  # the on-demand fallback
+    typo = {**types["gpu_spot"]["node_config"], "InstanceTyp": "g5.xlarge", "MinCount": 1, "MaxCount": 1}
+    assert ParamValidator().validate(typo, shape).has_errors()
+
+
+def test_gcp_workers_are_spot_gpus():
+    config = yaml.safe_load((CLUSTER / "gcp-spot.yaml").read_text())
+    node = config["available_node_types"]["gpu_spot"]["node_config"]
+    assert node["scheduling"]["provisioningModel"] == "SPOT" and node["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    assert node["guestAccelerators"][0]["acceleratorCount"] >= 1
+    assert config["available_node_types"]["gpu_spot"]["resources"]["GPU"] >= 1
+
+
+# The KubeRay v1 CRD fields these manifests use, with their types.
+TOLERATION_OPERATORS = {"Exists", "Equal"}
+TOLERATION_EFFECTS = {"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+
+def check_pod_template(template, where):
+    spec = template["spec"]
+    containers = spec["containers"]
+    assert isinstance(containers, list) and containers, f"{where}: no containers"
+    for c in containers:
+        assert isinstance(c["name"], str) and isinstance(c["image"], str), f"{where}: container name/image"
+        for kind in ("requests", "limits"):
+            for key, value in c.get("resources", {}).get(kind, {}).items():
+                assert isinstance(value, (str, int)), f"{where}: resources.{kind}.{key}"
+    for t in spec.get("tolerations", []):
+        assert t["operator"] in TOLERATION_OPERATORS and t.get("effect") in TOLERATION_EFFECTS, f"{where}: {t}"
+        assert ("value" in t) == (t["operator"] == "Equal"), f"{where}: toleration value with {t['operator']}"
+    assert all(isinstance(v, str) for v in spec.get("nodeSelector", {}).values()), f"{where}: nodeSelector values"
+    return spec
+
+
+def check_ray_cluster_spec(spec, where):
+    head = spec["headGroupSpec"]
+    assert all(isinstance(v, str) for v in head["rayStartParams"].values()), f"{where}: rayStartParams are strings"
+    check_pod_template(head["template"], f"{where}.headGroupSpec")
+    groups = spec["workerGroupSpecs"]
+    assert groups, f"{where}: no worker group"
+    for g in groups:
+        assert isinstance(g["groupName"], str) and isinstance(g["rayStartParams"], dict)
+        assert 0 <= g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"]
+        pod = check_pod_template(g["template"], f"{where}.{g['groupName']}")
+        limits = pod["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) >= 1, f"{where}: the worker group has no GPU"
+        assert any("spot" in k for k in pod["nodeSelector"]), f"{where}: workers not on spot nodes"
+        assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"]), f"{where}: no GPU toleration"
+    assert spec.get("rayVersion", "").startswith("2."), f"{where}: rayVersion"
+
+
+def test_kuberay_raycluster_manifest():
+    manifest = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
+    assert manifest["metadata"]["name"]
+    check_ray_cluster_spec(manifest["spec"], "RayCluster.spec")
+
+
+def test_kuberay_rayjob_runs_a_valid_sweep():
+    from cyclegan.distributed.sweep import load_experiment
+    manifest = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    spec = manifest["spec"]
+    assert isinstance(spec["shutdownAfterJobFinishes"], bool)
+    yaml.safe_load(spec["runtimeEnvYAML"])  # a YAML document inside the manifest
+    check_ray_cluster_spec(spec["rayClusterSpec"], "RayJob.spec.rayClusterSpec")
+    command = spec["entrypoint"].split()
+    assert command[:2] == ["cyclegan", "sweep"]
+    exp = load_experiment(ROOT / command[2])  # the experiment it names exists and validates
+    assert exp.storage_path.startswith(("s3://", "gs://"))  # results in object storage, not on pods
+    assert all(p.dataroot and p.dataroot.startswith(("s3://", "gs://")) for p in exp.pairs)
+
+
+# ---------------------------------------------------------------- a real Ray head and the Jobs API
+def processes_mentioning(text):
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture
+def ray_head():
+    """``ray start --head`` on 127.0.0.1 with its own temp folder and ports; stopped by its processes' ids."""
+    temp = tempfile.mkdtemp(prefix="cg-head-")  # short: Ray's socket paths must stay under 108 bytes
+    dashboard = free_port()
+    ports = {"--port": free_port(), "--dashboard-port": dashboard, "--dashboard-agent-listen-port": free_port(),
+             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+             "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+               "--num-cpus", "2", "--temp-dir", temp, "--disable-usage-stats",
+               *[str(x) for kv in ports.items() for x in kv]]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in processes_mentioning(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not processes_mentioning(temp)
+
+
+@pytest.mark.slow
+def test_a_training_job_submitted_to_a_local_head_runs_to_success(ray_head, tmp_path):
+    import json
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ADDRESS=ray_head)
+    flags = ("--name jobrun --builtin_size 24 --builtin_count 8 --netG resnet_6blocks --ngf 4 --ndf 4 "
+             "--load_size 28 --crop_size 24 --n_epochs 1 --n_epochs_decay 1 --num_threads 0 "
+             "--num_workers 1 --cpus_per_worker 0.5")
+    # The project's source travels with the job, as `ray job submit --working-dir .` sends it.
+    runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", "checkpoints", "results", "sweeps",
+                                                          "reports", "tests", "**/__pycache__"]}
+    job_id = f"cyclegan-test-{os.getpid()}"
+    submit = subprocess.run([ray, "job", "submit", "--submission-id", job_id, "--no-wait",
+                             "--runtime-env-json", json.dumps(runtime_env), "--",
+                             sys.executable, "-m", "cyclegan.cli", "train", *flags.split(),
+                             "--checkpoints_dir", str(tmp_path / "ck")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    logs = subprocess.run([ray, "job", "logs", "--follow", job_id], env=env, capture_output=True, text=True,
+                          timeout=400).stdout  # returns when the job ends
+    status = subprocess.run([ray, "job", "status", job_id], env=env, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "succeeded" in status.lower(), (status, logs[-3000:])
+    assert '"total_iters": 16' in logs  # 2 epochs x 8 images, printed by the job at the end
+    assert (tmp_path / "ck" / "jobrun" / "latest_net_G_A.pth").exists()
+    assert list((tmp_path / "ck" / "ray" / "jobrun").glob("checkpoint_*/state.pt"))
+
+
+# ---------------------------------------------------------------- datasets
+@pytest.fixture
+def dataset_server(tmp_path, tiny_pair):
+    """A loopback HTTP server with tiny_pair zipped as <name>.zip in the published layout, and a bad zip."""
+    site = tmp_path / "site"
+    site.mkdir()
+    with zipfile.ZipFile(site / "horse2zebra.zip", "w") as z:
+        for path in sorted(tiny_pair.rglob("*.png")):
+            rel = path.relative_to(tiny_pair)
+            if rel.parts[0] in ("trainA", "trainB", "testA", "testB"):
+                z.write(path, f"horse2zebra/{rel.as_posix()}")
+    with zipfile.ZipFile(site / "maps.zip", "w") as z:
+        z.writestr("../../escape.txt", "outside")
+    (site / "facades.zip").write_bytes(b"not a zip")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_a_dataset_by_name_to_a_folder_and_to_s3(dataset_server, tiny_pair, tmp_path, s3, capsys):
+    from cyclegan.cli import main
+    assert main(["data", "download", "horse2zebra", "--out", str(tmp_path / "datasets"), "--url", dataset_server]) == 0
+    local = tmp_path / "datasets" / "horse2zebra"
+    for split in ("trainA", "trainB", "testA", "testB"):
+        assert sorted(p.name for p in (local / split).iterdir()) == sorted(p.name for p in (tiny_pair / split).iterdir())
+    s3.mkdir("datasets-bucket")
+    assert main(["data", "download", "horse2zebra", "--out", "s3://datasets-bucket/public",
+                 "--url", dataset_server]) == 0
+    assert len(s3.ls("datasets-bucket/public/horse2zebra/trainA")) == len(list((tiny_pair / "trainA").iterdir()))
+    assert main(["data", "download", "maps", "--out", str(tmp_path / "d2"), "--url", dataset_server]) == 2
+    assert "unsafe path '../../escape.txt'" in capsys.readouterr().err
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+    with pytest.raises(DataError, match="facades.zip: not a zip archive"):
+        from cyclegan.datasets import download
+        download("facades", str(tmp_path / "d3"), base_url=dataset_server)
+    with pytest.raises(DataError, match="cityscapes.zip: download failed"):
+        download("cityscapes", str(tmp_path / "d4"), base_url=dataset_server)  # 404
+
+
+def test_upload_a_local_dataset_and_train_from_it(tiny_pair, tmp_path, s3, capsys):
+    from cyclegan.cli import main
+    s3.mkdir("upload-bucket")
+    assert main(["data", "upload", str(tiny_pair), "s3://upload-bucket/seasons"]) == 0
+    for split in ("trainA", "trainB", "testA", "testB"):
+        assert len(s3.ls(f"upload-bucket/seasons/{split}")) == len(list((tiny_pair / split).iterdir()))
+    assert main(["data", "upload", str(tmp_path), "s3://upload-bucket/x"]) == 2
+    assert "no trainA, trainB folder" in capsys.readouterr().err
