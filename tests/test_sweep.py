@@ -156,12 +156,28 @@ def experiment_status(pair_dir):
     return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
 
 
+def test_trials_as_ray_train_runs_report_to_tune(ray_session, tmp_path):
+    """num_workers >= 1: each trial drives a Ray Train run (Train inside Tune, the V2 way)."""
+    from cyclegan.distributed.sweep import sweep
+    data = experiment(tmp_path, datasets=["fruit"],
+                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1", n_epochs=1,
+                                n_epochs_decay=1),
+                      search={"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1})
+    results = sweep(parse_experiment(data))["fruit"]
+    assert len(results) == 1 and not results.errors
+    pair_dir = tmp_path / "sweeps" / "sw" / "fruit"
+    for tid, t in trial_records(pair_dir).items():
+        assert t["results"][-1]["total_iters"] == 16 and "l1" in t["results"][-1]
+        assert glob.glob(str(pair_dir / tid / "train" / "checkpoint_*" / "state.pt"))  # Ray Train's checkpoints
+        events = read_events(pair_dir / tid)  # written by the Train worker into the trial's folder
+        assert "hparams/l1" in events["scalars"] and events["images"] and events["hparams"]
+
+
 def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
-    """Trials are Ray Train runs here (one worker each), the Train-inside-Tune path."""
     from cyclegan.distributed.sweep import resumed_experiment, sweep
     data = experiment(tmp_path, datasets=["seasons"],
-                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1", save_latest_freq=4),
-                      search={"num_samples": 3, "max_concurrent_trials": 2, "scheduler": "none", "eval_images": 4,
+                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), save_latest_freq=4),
+                      search={"num_samples": 4, "max_concurrent_trials": 2, "scheduler": "none", "eval_images": 4,
                               "grid_images": 1, "seed": 1})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     address = ray_session.get_runtime_context().gcs_address
@@ -185,13 +201,12 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
     time.sleep(3)  # let Ray reap the dead driver's trials
     sweep(resumed_experiment(str(tmp_path / "sweeps" / "sw")), resume=True)
     after = experiment_status(pair_dir)
-    assert set(before) <= set(after) and len(after) == 3
+    assert set(before) <= set(after) and len(after) == 4
     assert all(status == "TERMINATED" for status in after.values()), after
     for tid in finished:  # not run again
         assert (pair_dir / tid / "result.json").read_text().count("\n") == lines_before[tid]
     for tid, t in trial_records(pair_dir).items():
         assert max(r["total_iters"] for r in t["results"]) == 32  # 4 epochs x 8 images: all complete
-        assert glob.glob(str(pair_dir / tid / "train" / "checkpoint_*" / "state.pt"))
         assert read_events(pair_dir / tid)["images"]
     for tid in (tid for tid, status in before.items() if status == "RUNNING"):
         iters = [r["total_iters"] for r in trial_records(pair_dir)[tid]["results"]]

@@ -479,7 +479,7 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
 
 def resumed_experiment(uri: str, options: Optional[dict] = None) -> Experiment:
     from .train import _read_text
-    uri = uri.rstrip("/")
+    uri = uri.rstrip("/") if storage.is_remote(uri) else str(Path(uri).resolve())
     try:
         text = _read_text(f"{uri}/{EXPERIMENT_FILE}", storage.with_env(options or {}))
     except FileNotFoundError:
