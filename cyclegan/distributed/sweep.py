@@ -353,6 +353,8 @@ def run_trial(params: dict, setup: dict) -> None:
             "trial_uri": trial_uri, "options": setup["options"], "hparams": hparams}
     if cfg.max_workers == 0:
         quiet_data()
+        import torch
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))  # the CPUs Tune reserved, not the machine's
         hooks = SweepHooks(spec)
         trainer = Trainer(cfg, progress_bar=False, tensorboard_dir=hooks.tensorboard_dir)
 
@@ -429,6 +431,8 @@ def _tuner(exp: Experiment, pair: Pair, options: dict):
                                     scheduler=scheduler, num_samples=s["num_samples"],
                                     max_concurrent_trials=s["max_concurrent_trials"],
                                     time_budget_s=s["time_budget_s"],
+                                    # The next trial runs in the same process: no second torch import.
+                                    reuse_actors=True,
                                     trial_name_creator=lambda t: t.trial_id,
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=_run_config(exp, pair, options))
