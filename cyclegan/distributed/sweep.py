@@ -50,9 +50,10 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 # Training defaults a sweep changes: a checkpoint (and a score for ASHA) at every epoch end, and
 # TensorBoard always on; the end-of-run evaluation is the sweep's own score.
 SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end": False}
-# Keys a sweep sets itself, or that say where things go: not searchable.
+# Keys a sweep sets itself, that say where things go, or that fix a trial's resources: not searchable.
 NOT_SEARCHABLE = {"name", "dataroot", "checkpoints_dir", "storage_path", "storage_options", "resume",
-                  "address", "continue_train", "epoch", "load_iter", "results_dir", "builtin", "phase"}
+                  "address", "continue_train", "epoch", "load_iter", "results_dir", "builtin", "phase",
+                  "num_workers", "use_gpu", "cpus_per_worker", "worker_resources"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
 
@@ -163,7 +164,8 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise ConfigError(f"name: {name!r} must be letters, digits, '_', '.', '-' (it names the sweep's folder)")
     base = dict(data.get("base") or {})
     for key in base:
-        if key in NOT_SEARCHABLE - {"checkpoints_dir", "address"}:
+        if key in NOT_SEARCHABLE - {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker",
+                                    "worker_resources"}:
             raise ConfigError(f"base.{key}: set per pair by the sweep (use datasets / storage_path)")
     base = {**SWEEP_BASE_DEFAULTS, **base}
     from_dict(base, source=f"{source} base")  # names a bad key or value
@@ -394,8 +396,10 @@ def _trainable(exp: Experiment, pair: Pair, options: dict):
     setup = {"experiment": exp, "pair": pair, "metric": metric, "pair_uri": f"{exp.uri}/{pair.name}",
              "options": options, "builtin_root": builtin_root}
     fn = tune.with_parameters(run_trial, setup=setup)
-    if base_cfg.max_workers == 0 and "num_workers" not in exp.space:
-        resources = {"cpu": base_cfg.cpus_per_worker, "gpu": 1 if base_cfg.use_gpu else 0}
+    if base_cfg.max_workers == 0:
+        import ray
+        use_gpu = base_cfg.use_gpu if base_cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+        resources = {"cpu": base_cfg.cpus_per_worker, "gpu": 1 if use_gpu else 0}
     else:  # the trial only drives a Train run; its workers ask for their own resources
         resources = {"cpu": 0, "memory": 64 * 2**20}
     return tune.with_resources(fn, resources), metric
