@@ -36,12 +36,16 @@ def _print_result(result: dict) -> None:
 
 
 def _test_config(args):
-    """Test-time options: the reference's test defaults; load_size follows crop_size unless given as a
-    flag (a config file's load_size is a training setting); without --dataroot, the built-in pair."""
+    """Test-time options: the reference's test defaults (over a config file's training values unless given
+    as flags); load_size follows crop_size unless given as a flag; without --dataroot, the built-in pair."""
     import dataclasses
     from .train import builtin_dataroot
     cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
-    if "load_size" not in vars(args):
+    # A config file (a run's train_opt.yaml, say) holds training-time values of these: test-time ones
+    # apply unless given as flags.
+    given = vars(args)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in TEST_DEFAULTS.items() if k not in given})
+    if "load_size" not in given:
         cfg = dataclasses.replace(cfg, load_size=cfg.crop_size)
     return cfg if cfg.dataroot else dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
 

@@ -76,6 +76,10 @@ def test_train_test_gallery_and_tensorboard(tiny_pair, tmp_path):
 
     scores = json.loads(run(["eval", *flags], cwd=tmp_path).stdout.strip().splitlines()[-1])
     assert scores["l1"] == pytest.approx(result["eval"]["l1"], rel=1e-5)
+    fid = run(["eval", *flags, "--metric", "kid", "--feature_extractor", "tiny"], cwd=tmp_path).stdout
+    assert "FID " in fid and "KID " in fid
+    fid_scores = json.loads(fid.strip().splitlines()[-1])
+    assert fid_scores["fid"] > 0 and {"fid_AtoB", "fid_BtoA", "kid_AtoB", "kid_BtoA"} <= set(fid_scores)
 
 
 def test_a_reference_pretrained_generator_translates_as_is(tiny_pair, tmp_path):

@@ -98,7 +98,6 @@ def trial_records(pair_dir):
 
 def test_a_sweep_over_two_pairs_with_asha_tensorboard_and_report(ray_session, tmp_path):
     from cyclegan.distributed.sweep import sweep
-    from cyclegan.report import write_report
     exp = parse_experiment(experiment(tmp_path))
     started = time.perf_counter()
     sweep(exp)
@@ -129,7 +128,9 @@ def test_a_sweep_over_two_pairs_with_asha_tensorboard_and_report(ray_session, tm
                         for t in trial_records(root / pair).values() for r in t["results"])
     print(f"\nsweep of 12 trials: {wall:.1f} s wall, {train_seconds:.1f} s in trials")
 
-    page = write_report(str(root))
+    from cyclegan.cli import main
+    assert main(["report", str(root)]) == 0
+    page = root / "report" / "index.html"
     text = page.read_text()
     for pair in ("seasons", "fruit"):
         trials = trial_records(root / pair)
@@ -139,6 +140,11 @@ def test_a_sweep_over_two_pairs_with_asha_tensorboard_and_report(ray_session, tm
         for name in ("G_A", "G_B", "D_A", "D_B"):
             import torch
             assert torch.load(page.parent / pair / "best" / f"latest_net_{name}.pth", weights_only=True)
+    # The exported best runs with `cyclegan test`, its options taken from the exported train_opt.yaml.
+    best = page.parent / "seasons"
+    assert main(["test", "--config", str(best / "best" / "train_opt.yaml"), "--checkpoints_dir", str(best),
+                 "--name", "best", "--results_dir", str(tmp_path / "results"), "--num_test", "2"]) == 0
+    assert (tmp_path / "results" / "best" / "test_latest" / "index.html").exists()
     import re
     images = re.findall(r"<img src='([^']+)'>", text)
     assert len(images) >= 2 * 2 * 2  # two pairs, two directions, input + at least one trial per test image
@@ -174,7 +180,6 @@ def test_trials_as_ray_train_runs_report_to_tune(ray_session, tmp_path):
 
 
 def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
-    from cyclegan.distributed.sweep import resumed_experiment, sweep
     data = experiment(tmp_path, datasets=["seasons"],
                       base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), save_latest_freq=4),
                       search={"num_samples": 4, "max_concurrent_trials": 2, "scheduler": "none", "eval_images": 4,
@@ -199,7 +204,8 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
     finished = [tid for tid, status in before.items() if status == "TERMINATED"]
     lines_before = {tid: (pair_dir / tid / "result.json").read_text().count("\n") for tid in finished}
     time.sleep(3)  # let Ray reap the dead driver's trials
-    sweep(resumed_experiment(str(tmp_path / "sweeps" / "sw")), resume=True)
+    from cyclegan.cli import main
+    assert main(["sweep", "--resume", str(tmp_path / "sweeps" / "sw")]) == 0
     after = experiment_status(pair_dir)
     assert set(before) <= set(after) and len(after) == 4
     assert all(status == "TERMINATED" for status in after.values()), after
