@@ -120,12 +120,17 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 def translate_images(generator: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
     """uint8 HxWxC images through a generator, one at a time (test images may differ in size)."""
     device = next(generator.parameters()).device
-    out = []
-    for image in images:
-        x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(127.5).sub(1)[None].to(device)
-        y = generator(x).float().clamp(-1, 1)[0]
-        out.append(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
-    return out
+    was_training = generator.training
+    generator.eval()  # no dropout draws, no batch-norm statistics updated: training is not disturbed
+    try:
+        out = []
+        for image in images:
+            x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(127.5).sub(1)[None].to(device)
+            y = generator(x).float().clamp(-1, 1)[0]
+            out.append(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+        return out
+    finally:
+        generator.train(was_training)
 
 
 class Scorer:
@@ -163,12 +168,7 @@ class Scorer:
         from .metrics import fid_from_features, kid_from_features
         result: dict[str, float] = {}
         for name, gen, source, target in (("AtoB", G_A, "testA", "testB"), ("BtoA", G_B, "testB", "testA")):
-            was_training = gen.training
-            gen.eval()
-            try:
-                fake = self._features(translate_images(gen, [img for _, img in self.images[source]]))
-            finally:
-                gen.train(was_training)
+            fake = self._features(translate_images(gen, [img for _, img in self.images[source]]))
             result[f"fid_{name}"] = fid_from_features(fake, self.real[target])
             result[f"kid_{name}"] = kid_from_features(fake, self.real[target])[0]
         for key in ("fid", "kid"):

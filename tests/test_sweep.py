@@ -218,3 +218,25 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
         iters = [r["total_iters"] for r in trial_records(pair_dir)[tid]["results"]]
         if iters.index(max(iters)) > 1:  # it had reported before the kill: resumed, not restarted
             assert iters.count(iters[0]) == 1, iters
+
+
+def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
+    """storage_path s3://: Tune's state, trial results, checkpoints and the trials' TensorBoard events go to
+    the bucket, and the report reads them back from there."""
+    from cyclegan.cli import main
+    s3.mkdir("sweep-results")
+    data = experiment(tmp_path, datasets=["seasons"], storage_path="s3://sweep-results/sweeps",
+                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), n_epochs=1, n_epochs_decay=1),
+                      search={"num_samples": 2, "scheduler": "none", "eval_images": 4, "grid_images": 1})
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
+    assert main(["sweep", str(tmp_path / "exp.yaml")]) == 0
+    pair = "sweep-results/sweeps/sw/seasons"
+    trials = [p for p in s3.ls(pair, refresh=True) if s3.isdir(p) and p.rstrip("/") != pair]
+    assert len(trials) == 2
+    for trial in trials:
+        files = [p.rsplit("/", 1)[-1] for p in s3.ls(trial)]
+        assert "result.json" in files and any(f.startswith("events.out.tfevents") for f in files)
+        assert s3.glob(f"{trial}/checkpoint_*/state.pt")
+    out = tmp_path / "report"
+    assert main(["report", "s3://sweep-results/sweeps/sw", "--out", str(out)]) == 0
+    assert (out / "seasons" / "best" / "latest_net_G_A.pth").exists()
