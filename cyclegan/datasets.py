@@ -26,10 +26,6 @@ DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2phot
 SPLITS = ("trainA", "trainB", "testA", "testB")
 
 
-def _is_remote(uri: str) -> bool:
-    return str(uri).startswith(("s3://", "gs://", "gcs://"))
-
-
 def _fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
@@ -56,6 +52,7 @@ def _safe_members(archive: zipfile.ZipFile, url: str) -> list[zipfile.ZipInfo]:
 def download(name: str, out: str, base_url: Optional[str] = None, options: Optional[dict] = None) -> str:
     """Fetch ``<name>.zip`` and put ``<out>/<name>/{trainA,trainB,testA,testB}`` in place (a folder or an
     s3:// prefix). Returns where the dataset now is."""
+    from .distributed import storage
     if name not in DATASETS:
         raise DataError(f"dataset: {name!r} is not one of {', '.join(DATASETS)}")
     base = (base_url or os.environ.get("CYCLEGAN_DATASETS_URL") or DATASETS_URL).rstrip("/")
@@ -78,7 +75,7 @@ def download(name: str, out: str, base_url: Optional[str] = None, options: Optio
         if missing:
             raise DataError(f"{url}: no {', '.join(missing)} folder in the archive (not an unaligned dataset)")
         target = f"{str(out).rstrip('/')}/{name}"
-        if _is_remote(out):
+        if storage.is_remote(out):
             upload(str(root), target, options)
         else:
             dest = Path(target)
@@ -94,7 +91,7 @@ def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
     s3:// or gs:// prefix. Returns the number of files copied."""
     from .distributed import storage
     root = Path(folder)
-    if not _is_remote(uri):
+    if not storage.is_remote(uri):
         raise DataError(f"{uri}: upload needs an s3:// or gs:// destination")
     missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
     if missing:
@@ -112,8 +109,7 @@ def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
                     shutil.copyfileobj(src, dst, 1 << 20)
                 bar.update(path.stat().st_size)
     except OSError as e:
-        text = str(e).upper().replace("_", "")
-        if any(w in text for w in ("ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATUREDOESNOTMATCH", "403")):
+        if storage.access_denied(e):
             raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
         raise DataError(f"{uri}: upload failed ({str(e).splitlines()[0]})") from None
     return len(files)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import AugmentParams, list_files, load_image, transform
+from .data import AugmentParams, augment, decode_image, list_files, load_image, to_chw_uint8, transform
 
 
 def has_ideal(dataroot: Optional[str]) -> bool:
@@ -85,18 +85,14 @@ def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: in
                 options: Optional[dict] = None) -> list[tuple[str, np.ndarray]]:
     """Up to ``limit`` images of ``<dataroot>/<split>`` (a folder or s3:// prefix), sorted, at the size the
     generators see at test time, as (name, uint8 HxWxC)."""
-    from .data import decode_image, to_chw_uint8
     test_cfg = dataclasses.replace(cfg, load_size=cfg.crop_size, no_flip=True)
     if "://" in str(dataroot):
-        from .distributed import storage
-        from .distributed.streams import list_objects
+        from .distributed.streams import _read, list_objects
         uri = f"{str(dataroot).rstrip('/')}/{split}"
-        fs, _ = storage.resolve(uri, options)
         files = list_objects(uri, options or {})[:limit]
 
         def read(path):
-            with fs.open_input_stream(path) as f:
-                return decode_image(f.read(), channels, path)
+            return decode_image(_read(path, uri, options or {}), channels, path)
     else:
         files = list_files(Path(dataroot) / split)[:limit]
 
@@ -104,7 +100,6 @@ def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: in
             return load_image(path, channels)
     if not files:
         raise FileNotFoundError(f"{dataroot}/{split}: no test images to score")
-    from .data import augment
     out = []
     for path in files:
         img = augment(read(path), test_cfg, AugmentParams(0, 0, False))

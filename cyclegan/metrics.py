@@ -13,6 +13,7 @@ which library decoded or resized the images.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -102,7 +103,6 @@ INCEPTION_ENV = "CYCLEGAN_INCEPTION_WEIGHTS"
 def inception_weights_path() -> Path:
     """Where the weights are read from: $CYCLEGAN_INCEPTION_WEIGHTS, else torch's hub cache (where
     pytorch-fid keeps them, so an existing download is reused)."""
-    import os
     if os.environ.get(INCEPTION_ENV):
         return Path(os.environ[INCEPTION_ENV])
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
@@ -110,7 +110,6 @@ def inception_weights_path() -> Path:
 
 def _download(url: str, path: Path, timeout: float = 20.0) -> None:
     import hashlib
-    import os
     import urllib.request
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -143,7 +142,6 @@ def load_inception_weights(download: bool = True) -> dict:
 
 
 def _env_flag(name: str) -> bool:
-    import os
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 

@@ -25,6 +25,29 @@ def wait_for(predicate, timeout, what):
         time.sleep(0.2)
 
 
+def kill_driver_when(args: list[str], ready, timeout: float, what: str, log_path=None) -> None:
+    """Run ``python -m cyclegan.cli ARGS`` as a driver joined to a running Ray, SIGKILL it once ``ready()``
+    holds, and reap it (killed as well if waiting failed)."""
+    import os
+    import signal
+    import subprocess
+    env = dict(os.environ, RAY_AUTH_MODE="token")  # the CLI joins a token-protected cluster
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", *args], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            wait_for(ready, timeout, what)
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    finally:
+        if log_path:
+            log.close()
+
+
 def checkpoint_states(storage_run: Path) -> list[dict]:
     import torch
     out = []

@@ -13,7 +13,7 @@ from cyclegan.cli import main
 from cyclegan.config import from_dict
 from cyclegan.data import BadImageWarning, DataError
 
-from cluster_scenarios import registered, wait_for  # tests/ is on sys.path (no __init__.py)
+from cluster_scenarios import kill_driver_when, registered, wait_for  # tests/ is on sys.path (no __init__.py)
 
 pytestmark = pytest.mark.slow
 
@@ -144,17 +144,8 @@ def test_after_the_driver_dies_resume_finishes_with_the_same_weights(uninterrupt
     for key, value in FT.items():
         if key != "tensorboard":
             flags += [f"--{key}", str(value)]
-    env = dict(os.environ, RAY_AUTH_MODE="token")
-    driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", *flags], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len(registered(tmp_path / "storage" / "driver")) >= 3, 240,
-                 "three registered checkpoints")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    kill_driver_when(["train", *flags], lambda: len(registered(tmp_path / "storage" / "driver")) >= 3, 240,
+                     "three registered checkpoints")
     time.sleep(3)  # let Ray reap the dead driver's controller and workers
     cfg = from_dict({"resume": str(tmp_path / "storage" / "driver"), "address": address,
                      "checkpoints_dir": str(tmp_path / "ck")})

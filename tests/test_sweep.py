@@ -1,10 +1,6 @@
 """Sweeps: Ray Tune + Optuna over built-in pairs, ASHA, TensorBoard read back, report, and resume."""
 import glob
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +10,7 @@ import yaml
 from cyclegan.config import ConfigError
 from cyclegan.distributed.sweep import parse_experiment
 
-from cluster_scenarios import wait_for
+from cluster_scenarios import kill_driver_when
 
 BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=8, load_size=28, crop_size=24,
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)
@@ -186,20 +182,11 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
                               "grid_images": 1, "seed": 1})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     address = ray_session.get_runtime_context().gcs_address
-    env = dict(os.environ, RAY_AUTH_MODE="token")
     pair_dir = tmp_path / "sweeps" / "sw" / "seasons"
-    with open(tmp_path / "driver.log", "w") as log:
-        driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "sweep", str(tmp_path / "exp.yaml"),
-                                   "--address", address], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: list(experiment_status(pair_dir).values()).count("TERMINATED") >= 1
+    kill_driver_when(["sweep", str(tmp_path / "exp.yaml"), "--address", address],
+                     lambda: list(experiment_status(pair_dir).values()).count("TERMINATED") >= 1
                      and "RUNNING" in experiment_status(pair_dir).values(), 400,
-                     "a finished trial and a running one")
-            os.kill(driver.pid, signal.SIGKILL)
-            driver.wait(timeout=30)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
+                     "a finished trial and a running one", log_path=tmp_path / "driver.log")
     before = experiment_status(pair_dir)
     finished = [tid for tid, status in before.items() if status == "TERMINATED"]
     lines_before = {tid: (pair_dir / tid / "result.json").read_text().count("\n") for tid in finished}

@@ -80,6 +80,20 @@ def resolve(uri: str, options: Optional[dict] = None) -> tuple[pafs.FileSystem, 
     return _filesystem("file", ()), str(Path(uri).resolve())
 
 
+def ray_storage(uri: str, options: Optional[dict] = None) -> tuple[Optional[pafs.FileSystem], str]:
+    """What Ray Train and Tune take as ``storage_filesystem`` and ``storage_path``: a filesystem and the
+    path inside it for object storage (so our S3 settings apply), None and the path for a local folder."""
+    return resolve(uri, options) if is_remote(uri) else (None, uri)
+
+
+def access_denied(error: Exception) -> bool:
+    """Whether an object-store error is a refusal of the credentials (pyarrow and botocore spell it
+    in several ways)."""
+    code = str(error).upper().replace("_", "")
+    return any(w in code for w in ("ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATUREDOESNOTMATCH", "403",
+                                   "EXPIREDTOKEN", "NOCREDENTIALS"))
+
+
 def missing_credentials_hint(uri: str) -> str:
     if urlparse(str(uri)).scheme == "s3" and not os.environ.get("AWS_ACCESS_KEY_ID"):
         return " (AWS_ACCESS_KEY_ID is not set, and no access_key in --storage_options)"

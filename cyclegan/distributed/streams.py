@@ -51,8 +51,7 @@ def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[st
     except OSError as e:
         text = str(e)
         code = text.upper().replace("_", "")
-        if any(w in code for w in ("ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATUREDOESNOTMATCH", "403",
-                                   "EXPIREDTOKEN", "NOCREDENTIALS")):
+        if storage.access_denied(e):
             raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
         if "NOSUCHBUCKET" in code or "BUCKET" in code and ("NOT FOUND" in code or "DOES NOT EXIST" in code):
             raise DataError(f"{uri}: the bucket does not exist") from None

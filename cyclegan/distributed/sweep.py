@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import BUILTIN_PAIRS, FIELDS, ConfigError, from_dict, load_yaml
+from ..config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml
 from ..evaluate import METRICS
 from . import storage
 
@@ -337,7 +337,7 @@ def run_trial(params: dict, setup: dict) -> None:
     """One trial: Tune calls it with the sampled values (and again, from its checkpoint, after a restart)."""
     from ray import tune
     from ..train import Trainer
-    from .train import fit, quiet_data, train_and_report
+    from .train import fit, parse_resources, quiet_data, train_and_report
     exp, pair = setup["experiment"], setup["pair"]
     ctx = tune.get_context()
     trial_uri = f"{setup['pair_uri']}/{ctx.get_trial_id()}"
@@ -368,12 +368,7 @@ def run_trial(params: dict, setup: dict) -> None:
         fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu,
             cpus_per_worker=cfg.cpus_per_worker, storage_path=trial_uri, storage_options=setup["options"],
             max_failures=cfg.max_failures, progress_bar=False, run_name="train",
-            worker_resources=_resources(cfg.worker_resources), callbacks=[TuneReportCallback()], sweep=spec)
-
-
-def _resources(text):
-    from .train import parse_resources
-    return parse_resources(text)
+            worker_resources=parse_resources(cfg.worker_resources), callbacks=[TuneReportCallback()], sweep=spec)
 
 
 # ---------------------------------------------------------------- the driver
@@ -385,10 +380,9 @@ def _tune_env() -> None:
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
 
 
-def _trainable(exp: Experiment, pair: Pair, options: dict):
+def _trainable(exp: Experiment, pair: Pair, base_cfg: Config, options: dict):
     from ray import tune
     metric = exp.metric(pair)
-    base_cfg = from_dict(trial_values(exp, pair, {}), source="experiment")
     builtin_root = str(Path(base_cfg.checkpoints_dir).resolve())
     if pair.builtin:  # written once here, so the trials only read it
         from ..train import builtin_dataroot
@@ -405,28 +399,32 @@ def _trainable(exp: Experiment, pair: Pair, options: dict):
     return tune.with_resources(fn, resources), metric
 
 
-def _run_config(exp: Experiment, pair: Pair, options: dict):
+def _run_config(exp: Experiment, pair: Pair, base_cfg: Config, options: dict):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    fs, path = (storage.resolve(exp.uri, options) if storage.is_remote(exp.uri) else (None, exp.uri))
-    keep = from_dict(exp.base).keep_checkpoints
+    fs, path = storage.ray_storage(exp.uri, options)
     return tune.RunConfig(
         name=pair.name, storage_path=path, storage_filesystem=fs,
         sync_config=tune.SyncConfig(sync_period=5, sync_artifacts=True),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=base_cfg.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=exp.search["max_trial_failures"]),
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback()], verbose=1)
+
+
+def pair_config(exp: Experiment, pair: Pair) -> Config:
+    """The options every trial of a pair shares (before the sampled values)."""
+    return from_dict(trial_values(exp, pair, {}), source="experiment")
 
 
 def _tuner(exp: Experiment, pair: Pair, options: dict):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
-    trainable, metric = _trainable(exp, pair, options)
+    base_cfg = pair_config(exp, pair)
+    trainable, metric = _trainable(exp, pair, base_cfg, options)
     mode = METRICS[metric][0]
     s = exp.search
-    total_epochs = from_dict(exp.base).total_epochs
-    scheduler = (ASHAScheduler(time_attr="epochs", max_t=total_epochs, grace_period=s["grace_period"],
+    scheduler = (ASHAScheduler(time_attr="epochs", max_t=base_cfg.total_epochs, grace_period=s["grace_period"],
                                reduction_factor=s["reduction_factor"])
                  if s["scheduler"] == "asha" else FIFOScheduler())
     return tune.Tuner(
@@ -439,12 +437,7 @@ def _tuner(exp: Experiment, pair: Pair, options: dict):
                                     reuse_actors=True,
                                     trial_name_creator=lambda t: t.trial_id,
                                     trial_dirname_creator=lambda t: t.trial_id),
-        run_config=_run_config(exp, pair, options))
-
-
-def _write_text(uri: str, text: str, options: dict) -> None:
-    from .train import _write_text as write
-    write(uri, text, options)
+        run_config=_run_config(exp, pair, base_cfg, options))
 
 
 def _exists(uri: str, options: dict) -> bool:
@@ -457,7 +450,7 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
           options: Optional[dict] = None) -> dict[str, Any]:
     """Run (or continue) every pair's search; returns {pair: ResultGrid}."""
     from ray import tune
-    from .train import init_ray, quiet_data
+    from .train import _write_text, init_ray, quiet_data
     options = storage.with_env(options or {})
     marker = f"{exp.uri}/{EXPERIMENT_FILE}"
     if not resume and _exists(marker, options):
@@ -471,11 +464,10 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
     results = {}
     for pair in exp.pairs:
         pair_uri = f"{exp.uri}/{pair.name}"
-        fs = storage.resolve(pair_uri, options)[0] if storage.is_remote(pair_uri) else None
-        path = storage.resolve(pair_uri, options)[1] if fs else pair_uri
+        fs, path = storage.ray_storage(pair_uri, options)
         if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
             log.info("resuming the search of %s from %s", pair.name, pair_uri)
-            trainable, _ = _trainable(exp, pair, options)
+            trainable, _ = _trainable(exp, pair, pair_config(exp, pair), options)
             tuner = tune.Tuner.restore(path, trainable=trainable, storage_filesystem=fs,
                                        resume_unfinished=True, resume_errored=True)
         else:

@@ -225,9 +225,7 @@ def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[b
     _write_text(f"{storage_path}/{run_name}/{CONFIG_FILE}",
                 yaml.safe_dump(dataclasses.replace(cfg, storage_path=storage_path).to_dict(), sort_keys=False),
                 options)
-    fs = None
-    if storage.is_remote(storage_path):
-        fs, storage_path = storage.resolve(storage_path, options)
+    fs, storage_path = storage.ray_storage(storage_path, options)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "options": options,
