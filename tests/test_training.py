@@ -133,9 +133,17 @@ def test_resuming_with_other_networks_is_refused(tiny_cfg):
         Trainer(tiny_cfg(name="arch", ngf=8, continue_train=True), progress_bar=False)
 
 
+def recorded_with() -> dict:
+    """The versions that decide a CPU run's floating-point results (all pinned by the lock)."""
+    import numpy
+    import PIL
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+
+
 def test_golden_loss_curve(tiny_cfg):
     """Per-iteration losses of a tiny seeded CPU run. Any numerical change to the objective shows here.
-    After an intended change: CYCLEGAN_UPDATE_GOLDEN=1 pytest tests/test_training.py -k golden."""
+    The curve belongs to the lock: it is recorded with the versions of requirements/lock-*.txt.
+    After an intended change, or a new lock: CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/test_training.py -k golden"""
     trainer = Trainer(tiny_cfg(name="golden", n_epochs=1, n_epochs_decay=1, gan_mode="lsgan"),
                       progress_bar=False, keep_history=True)
     trainer.run()
@@ -143,9 +151,14 @@ def test_golden_loss_curve(tiny_cfg):
     assert len(curve) == 20
     if os.environ.get("CYCLEGAN_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(curve, indent=1))
+        GOLDEN.write_text(json.dumps({"recorded_with": recorded_with(), "steps": curve}, indent=1))
     golden = json.loads(GOLDEN.read_text())
-    assert len(golden) == len(curve)
-    for step, (want, got) in enumerate(zip(golden, curve)):
+    recorded, running = golden["recorded_with"], recorded_with()
+    differs = {k: f"{v} (running {running.get(k)})" for k, v in recorded.items() if running.get(k) != v}
+    hint = (f"; the curve was recorded with {differs}: install from the lock (./run.sh test), or after a new "
+            f"lock regenerate it with CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/test_training.py -k golden"
+            if differs else "")
+    assert len(golden["steps"]) == len(curve)
+    for step, (want, got) in enumerate(zip(golden["steps"], curve)):
         for name in want:
-            assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), f"step {step} loss {name}"
+            assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), f"step {step} loss {name}{hint}"
