@@ -2,6 +2,7 @@
 import platform
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def locked() -> dict[str, str]:
                                                 "elsewhere run.sh installs from pyproject.toml's ranges")
 def test_every_installed_package_is_pinned_by_the_lock():
     pins = locked()
-    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # What pip installed into this environment (Ray puts its vendored copies of psutil and colorama on
+    # sys.path once imported; they come with Ray's pinned wheel and are not pip's).
+    site_packages = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=site_packages)}
     installed.pop("cyclegan")
     unpinned = sorted(name for name in installed if name not in pins)
     assert not unpinned, f"installed but not in {LOCK.name}: {unpinned} (regenerate with ./run.sh lock)"
