@@ -1,4 +1,7 @@
-"""The Ray layer: Ray Train runs the core trainer on many workers, Ray Data streams the images.
+"""The Ray layer: Ray Train runs the core trainer on many workers, Ray Data streams the images, Ray Tune
+runs sweeps (and ``report`` reads them back).
 
-Nothing in ``cyclegan/`` outside this package imports Ray.
+Imports go one way: the core (``cyclegan/``) <- ``runtime`` (starting Ray) <- ``streams`` and ``train``
+(a Ray Train run) <- ``trial`` and ``sweep`` (Ray Tune) <- ``report`` and the CLI. Nothing in
+``cyclegan/`` outside this package imports Ray or this package (tests/test_structure.py checks it).
 """
