@@ -116,10 +116,6 @@ class Storage:
         """``--storage_options`` (JSON text or a mapping) over this process's AWS_* variables."""
         return cls(tuple(sorted(with_env(parse_options(options)).items())))
 
-    @property
-    def options(self) -> dict:
-        return dict(self.settings)
-
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The filesystem and the path inside it."""
         parsed = urlparse(str(uri))

@@ -150,7 +150,7 @@ def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
 
 def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True) -> dict:
     """``cyclegan train`` on Ray: returns the run's result (rank 0's result.json) when it is reachable."""
-    store = Storage.from_options(cfg.storage_options)  # the one place a run's storage settings are read
+    store = Storage.from_options(cfg.storage_options)  # resolved once, handed down to every reader
     if cfg.resume:
         cfg = resumed_config(cfg, given or set(), store)
     fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu,
