@@ -50,7 +50,7 @@ def _safe_members(archive: zipfile.ZipFile, url: str) -> list[zipfile.ZipInfo]:
     return members
 
 
-def download(name: str, out: str, base_url: Optional[str] = None, options: Optional[dict] = None) -> str:
+def download(name: str, out: str, base_url: Optional[str] = None, store: Optional[Storage] = None) -> str:
     """Fetch ``<name>.zip`` and put ``<out>/<name>/{trainA,trainB,testA,testB}`` in place (a folder or an
     s3:// prefix). Returns where the dataset now is."""
     if name not in DATASETS:
@@ -76,7 +76,7 @@ def download(name: str, out: str, base_url: Optional[str] = None, options: Optio
             raise DataError(f"{url}: no {', '.join(missing)} folder in the archive (not an unaligned dataset)")
         target = f"{str(out).rstrip('/')}/{name}"
         if is_remote(out):
-            upload(str(root), target, options)
+            upload(str(root), target, store)
         else:
             dest = Path(target)
             if dest.exists():
@@ -86,7 +86,7 @@ def download(name: str, out: str, base_url: Optional[str] = None, options: Optio
     return target
 
 
-def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
+def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     """Copy a local dataset in the unaligned layout (trainA, trainB, and testA/testB if present) to an
     s3:// or gs:// prefix. Returns the number of files copied."""
     root = Path(folder)
@@ -98,7 +98,7 @@ def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
     files = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
                    for p in (root / split).rglob("*") if p.is_file() and not p.name.startswith("."))
     files += [p for p in (root / "pair.json",) if p.is_file()]
-    store = Storage.from_options(options)
+    store = store or Storage.from_options()
     total = sum(p.stat().st_size for p in files)
     try:
         store.make_folder(uri)
