@@ -12,8 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -91,14 +89,23 @@ def stop_processes_mentioning(text: str) -> None:
 
 # ---------------------------------------------------------------- a local S3 API server
 def answers_s3(endpoint: str) -> bool:
-    """Whether an S3 API answers at ``endpoint`` (a ListBuckets request; an error reply counts too)."""
+    """Whether an S3 API answers at ``endpoint``: a signed ListBuckets gets a list, or an S3 error such as
+    refused credentials (a named error code, not a bare HTTP status from some other server)."""
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
     try:
-        with urllib.request.urlopen(endpoint + "/", timeout=2) as response:
-            return b"ListAllMyBucketsResult" in response.read()
-    except urllib.error.HTTPError as e:  # e.g. refused credentials: still the S3 API answering
-        return b"<Error" in e.read()
-    except OSError:
+        return "Buckets" in client.list_buckets()
+    except botocore.exceptions.ClientError as e:
+        return not str(e.response.get("Error", {}).get("Code", "")).isdigit()
+    except botocore.exceptions.BotoCoreError:
         return False
+    finally:
+        client.close()
 
 
 def start_moto_server(log_path: Path, env: Optional[dict] = None, tries: int = 3) -> tuple[subprocess.Popen, str]:
