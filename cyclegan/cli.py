@@ -9,7 +9,7 @@ import warnings
 
 from . import config as config_mod
 from .checkpoint import CheckpointError
-from .config import ConfigError, TEST_DEFAULTS
+from .config import TEST_DEFAULTS, ConfigError
 from .data import DataError
 
 
@@ -39,6 +39,7 @@ def _test_config(args):
     """Test-time options: the reference's test defaults (over a config file's training values unless given
     as flags); load_size follows crop_size unless given as a flag; without --dataroot, the built-in pair."""
     import dataclasses
+
     from .train import builtin_dataroot
     cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
     # A config file (a run's train_opt.yaml, say) holds training-time values of these: test-time ones
@@ -83,8 +84,9 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .distributed.sweep import load_experiment, resumed_experiment, sweep
-    from .report import table
+    from .distributed.report import table
+    from .distributed.sweep import sweep
+    from .experiment import load_experiment, resumed_experiment
     if bool(args.experiment) == bool(args.resume):
         raise ConfigError("sweep: give an experiment file, or --resume <storage_path>/<sweep name>")
     exp = resumed_experiment(args.resume) if args.resume else load_experiment(args.experiment)
@@ -95,7 +97,7 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import table, write_report
+    from .distributed.report import table, write_report
     page = write_report(args.sweep, out=args.out, top=args.top, images=args.images)
     print(table(args.sweep))
     print(f"report: {page}")
@@ -104,7 +106,8 @@ def _report(args) -> int:
 
 def _bench(args) -> int:
     if args.sweep:
-        from .distributed.sweep import bench, load_experiment
+        from .distributed.sweep import bench
+        from .experiment import load_experiment
         bench(load_experiment(args.sweep))
         return 0
     cfg = config_mod.from_args(args)

@@ -19,6 +19,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from .data import DataError
+from .storage import Storage, is_remote, storage_error
 
 DATASETS_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
 DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
@@ -49,10 +50,9 @@ def _safe_members(archive: zipfile.ZipFile, url: str) -> list[zipfile.ZipInfo]:
     return members
 
 
-def download(name: str, out: str, base_url: Optional[str] = None, options: Optional[dict] = None) -> str:
+def download(name: str, out: str, base_url: Optional[str] = None, store: Optional[Storage] = None) -> str:
     """Fetch ``<name>.zip`` and put ``<out>/<name>/{trainA,trainB,testA,testB}`` in place (a folder or an
     s3:// prefix). Returns where the dataset now is."""
-    from .distributed import storage
     if name not in DATASETS:
         raise DataError(f"dataset: {name!r} is not one of {', '.join(DATASETS)}")
     base = (base_url or os.environ.get("CYCLEGAN_DATASETS_URL") or DATASETS_URL).rstrip("/")
@@ -75,8 +75,8 @@ def download(name: str, out: str, base_url: Optional[str] = None, options: Optio
         if missing:
             raise DataError(f"{url}: no {', '.join(missing)} folder in the archive (not an unaligned dataset)")
         target = f"{str(out).rstrip('/')}/{name}"
-        if storage.is_remote(out):
-            upload(str(root), target, options)
+        if is_remote(out):
+            upload(str(root), target, store)
         else:
             dest = Path(target)
             if dest.exists():
@@ -86,12 +86,11 @@ def download(name: str, out: str, base_url: Optional[str] = None, options: Optio
     return target
 
 
-def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
+def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     """Copy a local dataset in the unaligned layout (trainA, trainB, and testA/testB if present) to an
     s3:// or gs:// prefix. Returns the number of files copied."""
-    from .distributed import storage
     root = Path(folder)
-    if not storage.is_remote(uri):
+    if not is_remote(uri):
         raise DataError(f"{uri}: upload needs an s3:// or gs:// destination")
     missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
     if missing:
@@ -99,17 +98,14 @@ def upload(folder: str, uri: str, options: Optional[dict] = None) -> int:
     files = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
                    for p in (root / split).rglob("*") if p.is_file() and not p.name.startswith("."))
     files += [p for p in (root / "pair.json",) if p.is_file()]
-    fs, prefix = storage.resolve(uri, storage.with_env(options or {}))
+    store = store or Storage.from_options()
     total = sum(p.stat().st_size for p in files)
     try:
-        fs.create_dir(prefix, recursive=True)
+        store.make_folder(uri)
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"upload to {uri}") as bar:
             for path in files:
-                with open(path, "rb") as src, fs.open_output_stream(f"{prefix}/{path.relative_to(root).as_posix()}") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                store.upload_file(path, f"{uri.rstrip('/')}/{path.relative_to(root).as_posix()}")
                 bar.update(path.stat().st_size)
     except OSError as e:
-        if storage.access_denied(e):
-            raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
-        raise DataError(f"{uri}: upload failed ({str(e).splitlines()[0]})") from None
+        raise storage_error(uri, e, "upload failed") from None
     return len(files)

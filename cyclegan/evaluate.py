@@ -18,6 +18,7 @@ from torch import nn
 
 from .config import Config
 from .data import AugmentParams, augment, decode_image, list_files, load_image, to_chw_uint8, transform
+from .storage import Storage, is_remote
 
 
 def has_ideal(dataroot: Optional[str]) -> bool:
@@ -82,17 +83,18 @@ METRICS = {"l1": ("min", True), "psnr": ("max", True), "fid": ("min", False), "k
 
 
 def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: int,
-                options: Optional[dict] = None) -> list[tuple[str, np.ndarray]]:
-    """Up to ``limit`` images of ``<dataroot>/<split>`` (a folder or s3:// prefix), sorted, at the size the
-    generators see at test time, as (name, uint8 HxWxC)."""
+                store: Optional[Storage] = None) -> list[tuple[str, np.ndarray]]:
+    """Up to ``limit`` images of ``<dataroot>/<split>`` (a folder or s3:// prefix, read through ``store``),
+    sorted, at the size the generators see at test time, as (name, uint8 HxWxC)."""
     test_cfg = dataclasses.replace(cfg, load_size=cfg.crop_size, no_flip=True)
-    if "://" in str(dataroot):
-        from .distributed.streams import _read, list_objects
+    if is_remote(dataroot):
+        store = store or Storage.from_options()
         uri = f"{str(dataroot).rstrip('/')}/{split}"
-        files = list_objects(uri, options or {})[:limit]
+        files = sorted(i.path for i in store.list_files(uri) if i.is_file and not i.base_name.startswith("."))
+        files = files[:limit]
 
         def read(path):
-            return decode_image(_read(path, uri, options or {}), channels, path)
+            return decode_image(store.read_bytes(uri, listed=path), channels, path)
     else:
         files = list_files(Path(dataroot) / split)[:limit]
 
@@ -137,7 +139,7 @@ class Scorer:
     """
 
     def __init__(self, cfg: Config, metric: str, extractor: str = "inception", max_images: int = 100,
-                 options: Optional[dict] = None, device: Optional[torch.device] = None):
+                 store: Optional[Storage] = None, device: Optional[torch.device] = None):
         if metric not in METRICS:
             raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
         if METRICS[metric][1] and not has_ideal(cfg.dataroot):
@@ -149,7 +151,7 @@ class Scorer:
             from .metrics import get_extractor
             self.extractor, self.size = get_extractor(extractor, self.device)
             for split, nc in (("testA", cfg.input_nc), ("testB", cfg.output_nc)):
-                self.images[split] = test_images(cfg.dataroot, split, nc, cfg, max_images, options)
+                self.images[split] = test_images(cfg.dataroot, split, nc, cfg, max_images, store)
             self.real = {split: self._features([img for _, img in images]) for split, images in self.images.items()}
 
     def _features(self, images: list[np.ndarray]) -> np.ndarray:

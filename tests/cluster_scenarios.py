@@ -1,6 +1,6 @@
 """Node loss and spot preemption on a multi-node Ray cluster simulated on this machine.
 
-Run as a script by tests/test_distributed.py (a test session keeps one Ray instance in its own
+Run as a script (never imported) by tests/test_distributed.py (a test session keeps one Ray instance in its own
 process, so the multi-node cluster lives in this child process and is shut down here):
 
     python tests/cluster_scenarios.py node|spot CONFIG_JSON OUT_JSON
@@ -16,57 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def kill_driver_when(args: list[str], ready, timeout: float, what: str, log_path=None) -> None:
-    """Run ``python -m cyclegan.cli ARGS`` as a driver joined to a running Ray, SIGKILL it once ``ready()``
-    holds, and reap it (killed as well if waiting failed)."""
-    import os
-    import signal
-    import subprocess
-    env = dict(os.environ, RAY_AUTH_MODE="token")  # the CLI joins a token-protected cluster
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    try:
-        driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", *args], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        try:
-            wait_for(ready, timeout, what)
-            os.kill(driver.pid, signal.SIGKILL)
-            driver.wait(timeout=30)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-    finally:
-        if log_path:
-            log.close()
-
-
-def checkpoint_states(storage_run: Path) -> list[dict]:
-    import torch
-    out = []
-    for path in sorted(storage_run.glob("checkpoint_*/state.pt")):
-        try:
-            p = torch.load(path, weights_only=True)["progress"]
-            out.append({"dir": path.parent.name, **{k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}})
-        except Exception:
-            pass  # being written
-    return out
-
-
-def registered(storage_run: Path) -> set[str]:
-    """Checkpoints Ray Train has registered (a just-reported one may not be yet: see ray-2.60 notes)."""
-    try:
-        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return set()
-    return {c["checkpoint_dir_name"] for c in snapshot.get("checkpoint_results", [])}
+from helpers import checkpoint_states, registered, wait_for  # this script's folder is on sys.path
 
 
 def main(scenario: str, config_path: str, out_path: str) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs and tiny built-in datasets written once per session."""
+"""Shared fixtures: tiny configs and tiny built-in datasets written once per session, a loopback S3 API
+server and one local Ray instance. Helpers the tests import are in helpers.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +8,13 @@ import os
 import pytest
 import torch
 
+from cyclegan.config import from_dict
+from cyclegan.synth import write_pair
+
+from helpers import start_moto_server, stop
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
-
-from cyclegan.config import from_dict  # noqa: E402
-from cyclegan.synth import write_pair  # noqa: E402
 
 # Small enough for CPU tests, large enough for every layer (3 halvings in the PatchGAN, 2 in G).
 TINY = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0, print_freq=4,
@@ -39,38 +42,11 @@ def replace(cfg, **changes):
 
 
 # ---------------------------------------------------------------- services for the distributed tests
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 API server (moto's standalone server) on 127.0.0.1, as s3fs's own tests use.
     The AWS_* variables point at it for the whole session; the server is stopped by its pid."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"moto server did not start on port {port}")
-            time.sleep(0.2)
+    proc, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "server.log")
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                              "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -81,9 +57,7 @@ def s3_server(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
-    log.close()
+    stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,9 @@ import functools
 import http.server
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import yaml
 
 from cyclegan.data import DataError
 
-from conftest import free_port
+from helpers import processes_mentioning, start_ray_head, stop_processes_mentioning
 
 ROOT = Path(__file__).parents[1]
 CLUSTER = ROOT / "cluster"
@@ -117,7 +114,7 @@ def test_kuberay_raycluster_manifest():
 
 
 def test_kuberay_rayjob_runs_a_valid_sweep():
-    from cyclegan.distributed.sweep import load_experiment
+    from cyclegan.experiment import load_experiment
     manifest = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
     spec = manifest["spec"]
@@ -132,42 +129,15 @@ def test_kuberay_rayjob_runs_a_valid_sweep():
 
 
 # ---------------------------------------------------------------- a real Ray head and the Jobs API
-def processes_mentioning(text):
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.fixture
 def ray_head():
-    """``ray start --head`` on 127.0.0.1 with its own temp folder and ports; stopped by its processes' ids."""
-    temp = tempfile.mkdtemp(prefix="cg-head-")  # short: Ray's socket paths must stay under 108 bytes
-    dashboard = free_port()
-    ports = {"--port": free_port(), "--dashboard-port": dashboard, "--dashboard-agent-listen-port": free_port(),
-             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-             "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
-    ray = str(Path(sys.executable).parent / "ray")
-    env = dict(os.environ, RAY_AUTH_MODE="token")
-    command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-               "--num-cpus", "2", "--temp-dir", temp, "--disable-usage-stats",
-               *[str(x) for kv in ports.items() for x in kv]]
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+    """``ray start --head`` on 127.0.0.1 with its own temp folder and ports (retried with new ports when one
+    was taken meanwhile); stopped by its processes' ids."""
+    temp, dashboard = start_ray_head("cg-head-")
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        yield dashboard
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in processes_mentioning(temp):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            time.sleep(2)
+        stop_processes_mentioning(temp)
         shutil.rmtree(temp, ignore_errors=True)
         assert not processes_mentioning(temp)
 

@@ -8,8 +8,15 @@ import pytest
 from PIL import Image
 
 from cyclegan.config import from_dict
-from cyclegan.data import (BadImageWarning, DataError, UnalignedDataset, augment_params, decode_image,
-                           epoch_plan, transform)
+from cyclegan.data import (
+    BadImageWarning,
+    DataError,
+    UnalignedDataset,
+    augment_params,
+    decode_image,
+    epoch_plan,
+    transform,
+)
 
 
 def cfg_for(**kw):

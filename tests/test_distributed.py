@@ -1,8 +1,15 @@
 """The Ray layer: Ray Train workers, Ray Data streams from a real S3 API server, checkpoints in the bucket."""
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +19,9 @@ from PIL import Image
 from cyclegan.cli import main
 from cyclegan.config import from_dict
 from cyclegan.data import BadImageWarning, DataError
+from cyclegan.storage import Storage
 
-from cluster_scenarios import kill_driver_when, registered, wait_for  # tests/ is on sys.path (no __init__.py)
+from helpers import kill_driver_when, registered, start_moto_server, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,19 +78,12 @@ def test_two_workers_from_s3_with_checkpoints_in_s3(ray_session, s3, bucket, tmp
 def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s3, bucket):
     from cyclegan.distributed.streams import list_objects
     with pytest.raises(DataError, match=rf"s3://{bucket}/nothing-here: no (objects under this prefix|such)"):
-        list_objects(f"s3://{bucket}/nothing-here", {})
+        list_objects(f"s3://{bucket}/nothing-here", Storage.from_options())
     with pytest.raises(DataError, match=r"s3://no-such-bucket/data: "):
-        list_objects("s3://no-such-bucket/data", {})
+        list_objects("s3://no-such-bucket/data", Storage.from_options())
 
 
 # ---------------------------------------------------------------- fault tolerance
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import tempfile  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 FT = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, seed=3, num_workers=2,
           cpus_per_worker=0.5, n_epochs=4, n_epochs_decay=2, save_latest_freq=2, save_epoch_freq=1,
@@ -117,6 +118,7 @@ def uninterrupted(ray_session, tiny_pair, tmp_path_factory):
 
 def test_a_killed_worker_is_replaced_and_the_run_resumes_exactly(uninterrupted, tiny_pair, tmp_path):
     from ray.util.state import list_actors
+
     from cyclegan.distributed.train import run
     cfg = ft_cfg(tiny_pair, tmp_path, "killed")
     outcome = {}
@@ -223,30 +225,18 @@ def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
 @pytest.fixture
 def s3_server_with_auth(tmp_path):
     """A second S3 API server on 127.0.0.1 that checks credentials (moto's IAM auth on from the first call)."""
-    from conftest import free_port
-    port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
-    with open(tmp_path / "moto-auth.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            import socket
-
-            def listening():
-                with socket.socket() as sock:
-                    return sock.connect_ex(("127.0.0.1", port)) == 0
-            wait_for(listening, 30, "the S3 server")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
+    proc, endpoint = start_moto_server(tmp_path / "moto-auth.log", env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"))
+    try:
+        yield endpoint
+    finally:
+        stop(proc)
 
 
 def test_refused_credentials_fail_naming_the_variables(s3_server_with_auth):
     from cyclegan.distributed.streams import list_objects
     options = {"endpoint_url": s3_server_with_auth, "access_key": "AKIDWRONG", "secret_key": "not-the-secret"}
     with pytest.raises(DataError) as e:
-        list_objects("s3://private-bucket/horse2zebra/trainA", options)
+        list_objects("s3://private-bucket/horse2zebra/trainA", Storage.from_options(options))
     message = str(e.value)
     assert "s3://private-bucket/horse2zebra/trainA: access denied" in message
     assert "AWS_ACCESS_KEY_ID" in message and "not-the-secret" not in message

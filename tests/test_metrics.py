@@ -4,8 +4,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from cyclegan.metrics import (clean_resize, extract_features, fid_from_features, frechet_distance,
-                              kid_from_features)
+from cyclegan.metrics import clean_resize, extract_features, fid_from_features, frechet_distance, kid_from_features
 
 
 def scipy_fid(mu1, s1, mu2, s2):
@@ -96,7 +95,9 @@ def test_missing_inception_weights_say_where_to_put_the_file(tmp_path, monkeypat
 def test_a_translation_that_lands_on_the_target_set_scores_zero_end_to_end(tmp_path):
     """Scorer on a dataset whose testB holds exactly G_A(testA): FID and KID of that direction are ~0."""
     import dataclasses
+
     from PIL import Image
+
     from cyclegan.config import Config
     from cyclegan.evaluate import Scorer
     rng = np.random.default_rng(4)

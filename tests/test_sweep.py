@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from cyclegan.config import ConfigError
-from cyclegan.distributed.sweep import parse_experiment
+from cyclegan.experiment import parse_experiment
 
-from cluster_scenarios import kill_driver_when
+from helpers import kill_driver_when
 
 BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=8, load_size=28, crop_size=24,
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)

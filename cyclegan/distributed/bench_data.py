@@ -11,41 +11,41 @@ import torch
 
 from ..config import Config
 from ..data import decode_image, normalize, preprocess, preprocess_uint8, sample_rng
-from . import storage
-from .streams import _read, list_objects
+from ..storage import Storage, is_remote
+from .runtime import init_ray, quiet_data
+from .streams import list_objects
 
 
-def _decode_batch(batch: dict, cfg_dict: dict, root: str, options: dict) -> dict:
+def _decode_batch(batch: dict, cfg_dict: dict, root: str, store: Storage) -> dict:
     from ..config import from_dict
     cfg = from_dict(cfg_dict)
-    images = [preprocess_uint8(decode_image(_read(p, root, options), cfg.input_nc, p), cfg,
+    images = [preprocess_uint8(decode_image(store.read_bytes(root, listed=p), cfg.input_nc, p), cfg,
                          sample_rng(cfg.seed, 0, int(i), 0)) for i, p in zip(batch["i"], batch["path"])]
     return {"image": np.stack(images)}
 
 
 class _Files(torch.utils.data.Dataset):
-    def __init__(self, paths, cfg, root, options):
-        self.paths, self.cfg, self.root, self.options = paths, cfg, root, options
+    def __init__(self, paths, cfg, root, store):
+        self.paths, self.cfg, self.root, self.store = paths, cfg, root, store
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        img = decode_image(_read(self.paths[i], self.root, self.options), self.cfg.input_nc, self.paths[i])
+        img = decode_image(self.store.read_bytes(self.root, listed=self.paths[i]), self.cfg.input_nc, self.paths[i])
         return torch.from_numpy(preprocess(img, self.cfg, sample_rng(self.cfg.seed, 0, i, 0)))
 
 
 def bench_data(cfg: Config, uri: str, batch_size: int = 32, cpus: int | None = None) -> dict:
     import ray
     import ray.data
-    from .train import init_ray, quiet_data
     cpus = cpus or os.cpu_count() or 1
-    options = storage.with_env(storage.parse_options(cfg.storage_options))
-    paths = list_objects(uri, options, cfg.max_dataset_size)
+    store = Storage.from_options(cfg.storage_options)
+    paths = list_objects(uri, store, cfg.max_dataset_size)
     init_ray(cfg.address, num_cpus=cpus)
     quiet_data()
     figures = {"images": len(paths), "cpus": cpus, "crop_size": cfg.crop_size, "load_size": cfg.load_size,
-               "source": "object storage" if storage.is_remote(uri) else "local disk"}
+               "source": "object storage" if is_remote(uri) else "local disk"}
 
     def steady_rate(batches) -> tuple[float, float]:
         """(images/s after the first batch, seconds to the first batch): start-up apart from throughput."""
@@ -62,12 +62,12 @@ def bench_data(cfg: Config, uri: str, batch_size: int = 32, cpus: int | None = N
     ds = ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
                              override_num_blocks=max(cpus * 2, len(paths) // 64)).map_batches(
         _decode_batch, batch_size=batch_size,
-        fn_kwargs={"cfg_dict": cfg.to_dict(), "root": uri, "options": options})
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "root": uri, "store": store})
     figures["ray_data_images_per_sec"], figures["ray_data_first_batch_s"] = steady_rate(
         normalize(b["image"]) for b in ds.iter_torch_batches(batch_size=batch_size))
 
     # A DataLoader's workers must not inherit a filesystem client from this process: spawn them.
-    loader = torch.utils.data.DataLoader(_Files(paths, cfg, uri, options), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_Files(paths, cfg, uri, store), batch_size=batch_size,
                                          num_workers=cpus, multiprocessing_context="spawn")
     figures["dataloader_images_per_sec"], figures["dataloader_first_batch_s"] = steady_rate(loader)
     figures["ratio"] = figures["ray_data_images_per_sec"] / figures["dataloader_images_per_sec"]

@@ -19,9 +19,20 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from ..config import Config, from_dict
-from ..data import (BadImage, DataError, Domain, collect_domain, decode_image, domain_folders, epoch_plan,
-                    normalize, preprocess_uint8, sample_rng, warn_skipped)
-from . import storage
+from ..data import (
+    BadImage,
+    DataError,
+    Domain,
+    collect_domain,
+    decode_image,
+    domain_folders,
+    epoch_plan,
+    normalize,
+    preprocess_uint8,
+    sample_rng,
+    warn_skipped,
+)
+from ..storage import Storage
 
 
 @dataclass
@@ -36,26 +47,8 @@ class RemoteDomains:
         return max(len(self.A.paths), len(self.B.paths))
 
 
-def _read(path: str, root_uri: str, options: dict) -> bytes:
-    fs, _ = storage.resolve(root_uri, options)
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
-def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[str]:
-    fs, path = storage.resolve(uri, options)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=False))
-    except FileNotFoundError:
-        raise DataError(f"{uri}: no such folder or prefix") from None
-    except OSError as e:
-        text = str(e)
-        code = text.upper().replace("_", "")
-        if storage.access_denied(e):
-            raise DataError(f"{uri}: access denied{storage.missing_credentials_hint(uri)}") from None
-        if "NOSUCHBUCKET" in code or "BUCKET" in code and ("NOT FOUND" in code or "DOES NOT EXIST" in code):
-            raise DataError(f"{uri}: the bucket does not exist") from None
-        raise DataError(f"{uri}: cannot list ({text.splitlines()[0]})") from None
+def list_objects(uri: str, store: Storage, max_size: float = math.inf) -> list[str]:
+    infos = store.list_files(uri)
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File
                    and not i.base_name.startswith("."))
     if not files:
@@ -63,11 +56,11 @@ def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[st
     return files[: int(min(len(files), max_size))]
 
 
-def _probe(batch: dict, root_uri: str, options: dict, channels: int) -> dict:
+def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
     widths, heights, reasons = [], [], []
     for path in batch["path"]:
         try:
-            img = decode_image(_read(path, root_uri, options), channels, path)
+            img = decode_image(store.read_bytes(root_uri, listed=path), channels, path)
             widths.append(img.size[0]); heights.append(img.size[1]); reasons.append("")
         except (BadImage, OSError) as e:
             widths.append(0); heights.append(0); reasons.append(str(e))
@@ -75,32 +68,32 @@ def _probe(batch: dict, root_uri: str, options: dict, channels: int) -> dict:
             "reason": np.array(reasons, dtype=object)}
 
 
-def scan(uri: str, channels: int, cfg: Config, options: dict) -> Domain:
+def scan(uri: str, channels: int, cfg: Config, store: Storage) -> Domain:
     """Decode every object once, in parallel Ray tasks: keep the good, record the bad."""
     import ray.data
-    files = list_objects(uri, options, cfg.max_dataset_size)
+    files = list_objects(uri, store, cfg.max_dataset_size)
     rows = ray.data.from_items([{"path": p} for p in files]).map_batches(
-        _probe, batch_size=16, fn_kwargs={"root_uri": uri, "options": options, "channels": channels},
+        _probe, batch_size=16, fn_kwargs={"root_uri": uri, "store": store, "channels": channels},
         num_cpus=0.5).take_all()
     rows.sort(key=lambda r: r["path"])
     return collect_domain(uri, [(r["path"], None if r["reason"] else (int(r["width"]), int(r["height"])),
                                  r["reason"] or None) for r in rows], cfg, noun="objects")
 
 
-def scan_domains(cfg: Config, options: dict) -> RemoteDomains:
+def scan_domains(cfg: Config, store: Storage) -> RemoteDomains:
     root = cfg.dataroot.rstrip("/")
     folder_A, folder_B = domain_folders(cfg)
-    a = scan(f"{root}/{folder_A}", cfg.input_nc, cfg, options)
-    b = scan(f"{root}/{folder_B}", cfg.output_nc, cfg, options)
+    a = scan(f"{root}/{folder_A}", cfg.input_nc, cfg, store)
+    b = scan(f"{root}/{folder_B}", cfg.output_nc, cfg, store)
     return RemoteDomains(a, b, warn_skipped([a, b]))
 
 
-def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: str, options: dict) -> dict:
+def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: str, store: Storage) -> dict:
     cfg = from_dict(cfg_dict)
     out_A, out_B = [], []
     for i, a_path, b_path in zip(batch["i"], batch["a"], batch["b"]):
-        a = decode_image(_read(a_path, root_A, options), cfg.input_nc, a_path)
-        b = decode_image(_read(b_path, root_B, options), cfg.output_nc, b_path)
+        a = decode_image(store.read_bytes(root_A, listed=a_path), cfg.input_nc, a_path)
+        b = decode_image(store.read_bytes(root_B, listed=b_path), cfg.output_nc, b_path)
         out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
         out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
     return {"A": np.stack(out_A), "B": np.stack(out_B)}
@@ -111,7 +104,7 @@ def samples_per_worker(domains: RemoteDomains, world_size: int) -> int:
     return domains.epoch_length // world_size
 
 
-def epoch_batches(domains: RemoteDomains, cfg: Config, options: dict, epoch: int, start: int, rank: int,
+def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
                   world_size: int, prefetch_batches: int = 2) -> Iterator[dict]:
     """This worker's batches of ``epoch``, from its sample ``start`` on, in plan order."""
     import ray.data
@@ -126,6 +119,6 @@ def epoch_batches(domains: RemoteDomains, cfg: Config, options: dict, epoch: int
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 16))).map_batches(
         _load_pairs, batch_size=16, num_cpus=0.25,
         fn_kwargs={"cfg_dict": cfg.to_dict(), "epoch": epoch, "root_A": domains.A.folder,
-                   "root_B": domains.B.folder, "options": options})
+                   "root_B": domains.B.folder, "store": store})
     for batch in ds.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=prefetch_batches):
         yield {"A": normalize(batch["A"]), "B": normalize(batch["B"])}  # uint8 until here: 4x fewer bytes

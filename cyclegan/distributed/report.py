@@ -14,10 +14,12 @@ import pyarrow.fs as pafs
 import torch
 import yaml
 
-from . import checkpoint as ckpt
-from .config import from_dict
-from .distributed import storage
-from .evaluate import METRICS, test_images, translate_images
+from .. import checkpoint as ckpt
+from ..config import from_dict
+from ..evaluate import METRICS, test_images, translate_images
+from ..experiment import Experiment, resumed_experiment
+from ..model import CycleGAN
+from ..storage import Storage, is_remote
 
 
 @dataclass
@@ -30,48 +32,37 @@ class TrialRecord:
     epochs: float
     total_iters: int
     uri: str
-    checkpoint: Optional[str] = None  # path of the latest state.pt inside the filesystem
+    checkpoint: Optional[str] = None  # the latest state.pt, as the sweep's filesystem lists it
     results: list = field(default_factory=list)
 
 
-def _read(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
-def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
-    try:
-        return sorted(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)), key=lambda i: i.path)
-    except FileNotFoundError:
-        return []
-
-
-def _latest_checkpoint(fs: pafs.FileSystem, trial_path: str) -> Optional[str]:
+def _latest_checkpoint(store: Storage, trial_uri: str) -> Optional[str]:
     found = []
-    for folder in (trial_path, f"{trial_path}/train"):
-        for info in _children(fs, folder):
+    for folder in (trial_uri, f"{trial_uri}/train"):
+        for info in store.children(folder):
             state = f"{info.path}/state.pt"
-            if info.base_name.startswith("checkpoint_") and fs.get_file_info(state).type == pafs.FileType.File:
+            if info.base_name.startswith("checkpoint_") and store.is_file(folder, listed=state):
                 found.append(state)
     return sorted(found)[-1] if found else None
 
 
-def collect(uri: str, options: Optional[dict] = None):
+def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict[str, list[TrialRecord]]]:
     """The experiment and, per pair, its trials best first (by the final value of the sweep metric)."""
-    from .distributed.sweep import resumed_experiment
-    exp = resumed_experiment(uri, options)
-    fs, root = storage.resolve(exp.uri, storage.with_env(options or {}))
+    store = store or Storage.from_options()
+    exp = resumed_experiment(uri, store)
     pairs = {}
     for pair in exp.pairs:
         metric = exp.metric(pair)
         sign = 1 if METRICS[metric][0] == "min" else -1
         records = []
-        for info in _children(fs, f"{root}/{pair.name}"):
+        pair_uri = f"{exp.uri}/{pair.name}"
+        for info in store.children(pair_uri):
             if info.type != pafs.FileType.Directory:
                 continue
+            trial_uri = f"{pair_uri}/{info.base_name}"
             try:
-                params = json.loads(_read(fs, f"{info.path}/params.json"))
-                lines = _read(fs, f"{info.path}/result.json").decode().splitlines()
+                params = json.loads(store.read_bytes(f"{trial_uri}/params.json"))
+                lines = store.read_text(f"{trial_uri}/result.json").splitlines()
             except (FileNotFoundError, OSError):
                 continue  # not a trial folder, or a trial that never reported
             results = [json.loads(line) for line in lines if line.strip()]
@@ -82,18 +73,16 @@ def collect(uri: str, options: Optional[dict] = None):
                 best=min((r[metric] for r in scored), key=lambda v: sign * v) if scored else None,
                 epochs=max((r.get("epochs", 0) for r in results), default=0),
                 total_iters=max((r.get("total_iters", 0) for r in results), default=0),
-                uri=f"{exp.uri}/{pair.name}/{info.base_name}", checkpoint=_latest_checkpoint(fs, info.path),
-                results=results))
+                uri=trial_uri, checkpoint=_latest_checkpoint(store, trial_uri), results=results))
         records.sort(key=lambda r: (r.final is None, sign * (r.final if r.final is not None else 0)))
         pairs[pair.name] = records
-    return exp, fs, pairs
+    return exp, pairs
 
 
-def _load_model(fs: pafs.FileSystem, path: str):
-    from .model import CycleGAN
+def _load_model(store: Storage, sweep_uri: str, state_path: str):
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "state.pt"
-        local.write_bytes(_read(fs, path))
+        local.write_bytes(store.read_bytes(sweep_uri, listed=state_path))
         state = ckpt.load_state(local)  # weights_only
     saved = {k: v for k, v in state["config"].items() if k != "storage_options"}
     cfg = from_dict({**saved, "device": "cpu", "num_workers": "0", "address": None, "resume": None})
@@ -109,17 +98,18 @@ def _save_png(image, path: Path) -> None:
 
 
 def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int = 4,
-                 options: Optional[dict] = None) -> Path:
+                 store: Optional[Storage] = None) -> Path:
     """The HTML page (and exported weights) for a sweep; returns the page's path."""
-    exp, fs, pairs = collect(uri, options)
-    out_dir = Path(out) if out else (Path(exp.uri) / "report" if not storage.is_remote(exp.uri)
+    store = store or Storage.from_options()
+    exp, pairs = collect(uri, store)
+    out_dir = Path(out) if out else (Path(exp.uri) / "report" if not is_remote(exp.uri)
                                      else Path("reports") / exp.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sweep {html.escape(exp.name)}</title>"
             "<style>td,th{padding:2px 8px;text-align:left} img{width:128px;image-rendering:pixelated}</style>"
             f"</head><body><h1>Sweep {html.escape(exp.name)}</h1><p>{html.escape(exp.uri)}</p>"]
     for pair, records in pairs.items():
-        metric = records[0].metric if records else exp.search["metric"]
+        metric = records[0].metric if records else exp.search.metric
         page.append(f"<h2>{html.escape(pair)}</h2><p>metric: {metric} "
                     f"({'lower' if METRICS.get(metric, ('min',))[0] == 'min' else 'higher'} is better), "
                     f"{len(records)} trials</p>")
@@ -141,7 +131,7 @@ def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int 
         (pair_dir / "images").mkdir(parents=True, exist_ok=True)
         models = []
         for rank, r in enumerate(shown):
-            cfg, model = _load_model(fs, r.checkpoint)
+            cfg, model = _load_model(store, exp.uri, r.checkpoint)
             models.append((r, cfg, model))
             if rank == 0:  # the pair's best: reference-format weights, loadable by cyclegan test
                 best_dir = pair_dir / "best"
@@ -153,7 +143,7 @@ def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int 
         page.append(f"<p>best weights (reference format): <a href='{pair}/best/'>{pair}/best/</a></p>")
         first_cfg = models[0][1]
         for name, split, nc in (("AtoB", "testA", first_cfg.input_nc), ("BtoA", "testB", first_cfg.output_nc)):
-            inputs = test_images(first_cfg.dataroot, split, nc, first_cfg, images, options)
+            inputs = test_images(first_cfg.dataroot, split, nc, first_cfg, images, store)
             page.append(f"<h3>{pair} {name}</h3><table border='1'><tr><th>input</th>"
                         + "".join(f"<th>#{i + 1} {html.escape(r.trial_id)}</th>" for i, (r, _, _) in
                                   enumerate(models)) + "</tr>")
@@ -181,9 +171,9 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
-def table(uri: str, options: Optional[dict] = None) -> str:
+def table(uri: str, store: Optional[Storage] = None) -> str:
     """The plain-text ranking printed by ``cyclegan report``."""
-    exp, _, pairs = collect(uri, options)
+    _, pairs = collect(uri, store)
     lines = []
     for pair, records in pairs.items():
         lines.append(f"{pair}: {len(records)} trials")

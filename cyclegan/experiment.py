@@ -1,0 +1,281 @@
+"""The experiment file of ``cyclegan sweep``: which pairs, the base options, the search space and the
+search settings, validated before any trial starts (errors name the key, as in ``config.py``).
+
+No Ray here: the sweep driver (``distributed/sweep.py``) and ``cyclegan report`` both read it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml
+from .evaluate import METRICS
+from .storage import Storage, is_remote
+
+EXPERIMENT_FILE = "experiment.yaml"
+EXPERIMENT_KEYS = ("name", "storage_path", "datasets", "base", "space", "search")
+# Training defaults a sweep changes: a checkpoint (and a score for ASHA) at every epoch end, and
+# TensorBoard always on; the end-of-run evaluation is the sweep's own score.
+SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end": False}
+# Keys a sweep sets itself, that say where things go, or that fix a trial's resources: not searchable.
+NOT_SEARCHABLE = {"name", "dataroot", "checkpoints_dir", "storage_path", "storage_options", "resume",
+                  "address", "continue_train", "epoch", "load_iter", "results_dir", "builtin", "phase",
+                  "num_workers", "use_gpu", "cpus_per_worker", "worker_resources"}
+# Of those, the ones the base options may still set (for every trial).
+BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker", "worker_resources"}
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # names a folder
+
+
+def setting(default, help: str, choices=None, minimum=None, above=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "above": above})
+
+
+@dataclass
+class Search:
+    """The ``search:`` section: how trials are sampled, scheduled and scored."""
+    metric: str = setting("auto", "l1 | psnr (built-in pairs) | fid | kid; auto: l1 for built-in pairs, else fid",
+                          choices=("auto", *METRICS))
+    num_samples: int = setting(8, "trials per pair", minimum=1)
+    max_concurrent_trials: int = setting(2, "per pair (pairs run one after the other)", minimum=1)
+    time_budget_s: Optional[float] = setting(None, "per pair")
+    seed: int = setting(0, "Optuna's TPE sampler")
+    scheduler: str = setting("asha", "asha | none", choices=("asha", "none"))
+    grace_period: float = setting(1, "ASHA: epochs every trial gets", above=0)
+    reduction_factor: int = setting(2, "ASHA: keep 1/reduction_factor at each rung", minimum=2)
+    feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
+    eval_images: int = setting(100, "test images per direction for the score", minimum=1)
+    grid_images: int = setting(4, "fixed test images per direction in the TensorBoard grids", minimum=1)
+    max_trial_failures: int = setting(3, "restarts of a trial (from its checkpoint) after its process is lost")
+
+
+SEARCH_FIELDS = {f.name: f for f in dataclasses.fields(Search)}
+_SEARCH_HINTS = typing.get_type_hints(Search)
+
+
+def _check_setting(key: str, value: Any) -> None:
+    """A search setting of the schema's type (no conversions: YAML gives numbers as numbers), within bounds."""
+    meta = SEARCH_FIELDS[key].metadata
+    hint = _SEARCH_HINTS[key]
+    if value is None and typing.get_origin(hint) is typing.Union:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int and not (number and isinstance(value, int)):
+        raise ConfigError(f"search.{key}: {value!r} must be an integer"
+                          + (f" >= {meta['minimum']}" if meta["minimum"] is not None else ""))
+    if hint in (float, Optional[float]) and not number:
+        raise ConfigError(f"search.{key}: {value!r} must be a number")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"search.{key}: {value!r} must be a string")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"search.{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"search.{key}: {value!r} must be an integer >= {meta['minimum']}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise ConfigError(f"search.{key}: {value!r} must be > {meta['above']} (epochs)")
+
+
+@dataclass
+class Pair:
+    name: str
+    dataroot: Optional[str] = None   # None: the built-in pair ``builtin``
+    builtin: Optional[str] = None
+
+
+@dataclass
+class Experiment:
+    name: str
+    storage_path: str
+    pairs: list[Pair]
+    base: dict
+    space: dict[str, tuple[str, list]]
+    search: Search
+
+    @property
+    def uri(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def metric(self, pair: Pair) -> str:
+        m = self.search.metric
+        return ("l1" if pair.builtin else "fid") if m == "auto" else m
+
+
+def _unknown(key: str, known, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return ConfigError(f"{where}: unknown" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _pair(entry: Any, index: int) -> Pair:
+    where = f"datasets[{index}]"
+    if isinstance(entry, str):
+        entry = {"builtin": entry} if entry in BUILTIN_PAIRS else {"dataroot": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: {entry!r} is not a built-in pair name, a path/URI, or a mapping")
+    unknown = set(entry) - {"name", "dataroot", "builtin"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (expected name, dataroot or builtin)")
+    if bool(entry.get("dataroot")) == bool(entry.get("builtin")):
+        raise ConfigError(f"{where}: give exactly one of dataroot and builtin")
+    if entry.get("builtin") and entry["builtin"] not in BUILTIN_PAIRS:
+        raise ConfigError(f"{where}.builtin: {entry['builtin']!r} is not one of {', '.join(BUILTIN_PAIRS)}")
+    name = entry.get("name") or entry.get("builtin") or str(entry["dataroot"]).rstrip("/").rsplit("/", 1)[-1]
+    if not re.fullmatch(NAME, str(name)):
+        raise ConfigError(f"{where}.name: {name!r} must be letters, digits, '_', '.', '-' (it names a folder)")
+    return Pair(str(name), entry.get("dataroot"), entry.get("builtin"))
+
+
+def targets(key: str) -> list[str]:
+    """The training options a searched key sets."""
+    return ["lambda_A", "lambda_B"] if key == TIED_LAMBDA else [key]
+
+
+def _check_value(key: str, value: Any, base: dict, what: str) -> None:
+    try:
+        from_dict({**base, **{k: value for k in targets(key)}}, source="experiment")
+    except ConfigError as e:
+        raise ConfigError(f"space.{key}: {what} {value!r} is rejected: {e}") from None
+
+
+def _space_entry(key: str, spec: Any, base: dict) -> tuple[str, list]:
+    if key not in FIELDS and key != TIED_LAMBDA:
+        close = difflib.get_close_matches(key, list(FIELDS) + [TIED_LAMBDA], n=1)
+        raise ConfigError(f"space.{key}: unknown option" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if key in NOT_SEARCHABLE:
+        raise ConfigError(f"space.{key}: not searchable (the sweep sets it per pair and trial)")
+    if isinstance(spec, list):
+        spec = {"choice": spec}
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+        raise ConfigError(f"space.{key}: {spec!r} must be a list of choices or one of "
+                          f"{{choice: [...]}}, {{uniform: [low, high]}}, {{loguniform: [low, high]}}, "
+                          f"{{randint: [low, high]}}")
+    kind, args = next(iter(spec.items()))
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"space.{key}: {kind} needs a non-empty list, got {args!r}")
+    if kind == "choice":
+        for value in args:
+            _check_value(key, value, base, "choice")
+        return kind, args
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"space.{key}: {kind} needs [low, high] numbers, got {args!r}")
+    low, high = args
+    if not low < high and not (kind == "randint" and low == high):
+        raise ConfigError(f"space.{key}: empty range [{low}, {high}] (low must be below high)")
+    field_type = "float" if key == TIED_LAMBDA else FIELDS[key].type
+    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+        raise ConfigError(f"space.{key}: randint needs integer bounds, got {args!r}")
+    if kind in ("uniform", "loguniform") and "int" in str(field_type):
+        raise ConfigError(f"space.{key}: an integer option: use randint or choice, not {kind}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"space.{key}: loguniform needs low > 0, got {low}")
+    for value in (low, high):
+        _check_value(key, value, base, "bound")
+    return kind, [low, high]
+
+
+def parse_search(values: dict, pairs: list[Pair]) -> Search:
+    for key in sorted(values):
+        if key not in SEARCH_FIELDS:
+            raise _unknown(key, SEARCH_FIELDS, f"search.{key}")
+    search = Search(**values)
+    for key in SEARCH_FIELDS:
+        _check_setting(key, getattr(search, key))
+    if search.metric in ("l1", "psnr"):
+        for pair in pairs:
+            if not pair.builtin:
+                raise ConfigError(f"search.metric: {search.metric} needs ideal translations, which only "
+                                  f"built-in pairs have ({pair.name} is not one); use fid or kid")
+    return search
+
+
+def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
+    """Validate everything a sweep needs before any trial starts; errors name the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping")
+    for key in data:
+        if key not in EXPERIMENT_KEYS:
+            close = difflib.get_close_matches(key, EXPERIMENT_KEYS, n=1)
+            raise ConfigError(f"{key}: unknown key in {source}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; expected {', '.join(EXPERIMENT_KEYS)}")
+    name = str(data.get("name") or "")
+    if not re.fullmatch(NAME, name):
+        raise ConfigError(f"name: {name!r} must be letters, digits, '_', '.', '-' (it names the sweep's folder)")
+    base = dict(data.get("base") or {})
+    for key in base:
+        if key in NOT_SEARCHABLE - BASE_MAY_SET:
+            raise ConfigError(f"base.{key}: set per pair by the sweep (use datasets / storage_path)")
+    base = {**SWEEP_BASE_DEFAULTS, **base}
+    from_dict(base, source=f"{source} base")  # names a bad key or value
+    datasets = data.get("datasets") or ["seasons"]
+    if not isinstance(datasets, list):
+        raise ConfigError(f"datasets: {datasets!r} must be a list")
+    pairs = [_pair(entry, i) for i, entry in enumerate(datasets)]
+    names = [p.name for p in pairs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"datasets: two pairs share a name ({names}); give them distinct 'name's")
+    space_in = data.get("space") or {}
+    if not isinstance(space_in, dict) or not space_in:
+        raise ConfigError("space: needs at least one option to search, e.g. lambda_cycle: {loguniform: [3, 30]}")
+    if TIED_LAMBDA in space_in and ({"lambda_A", "lambda_B"} & set(space_in)):
+        raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
+    space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
+    search = parse_search(data.get("search") or {}, pairs)
+    storage_path = str(data.get("storage_path") or "./sweeps")
+    if not is_remote(storage_path):
+        storage_path = str(Path(storage_path).resolve())
+    return Experiment(name, storage_path, pairs, base, space, search)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    return parse_experiment(load_yaml(path), source=str(path))
+
+
+def save_experiment(exp: Experiment, store: Storage) -> None:
+    """``<sweep>/experiment.yaml``: what ``--resume`` and ``cyclegan report`` read back."""
+    store.write_text(f"{exp.uri}/{EXPERIMENT_FILE}", yaml.safe_dump(dataclasses.asdict(exp), sort_keys=False))
+
+
+def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
+    """The experiment a sweep folder (or s3:// prefix) was started from."""
+    store = store or Storage.from_options()
+    uri = uri.rstrip("/") if is_remote(uri) else str(Path(uri).resolve())
+    try:
+        text = store.read_text(f"{uri}/{EXPERIMENT_FILE}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri}: not a sweep (no {EXPERIMENT_FILE}); --resume takes "
+                                f"<storage_path>/<sweep name>") from None
+    saved = yaml.safe_load(text)
+    saved["pairs"] = [Pair(**p) for p in saved["pairs"]]
+    saved["space"] = {k: tuple(v) for k, v in saved["space"].items()}
+    saved["search"] = Search(**saved["search"])
+    exp = Experiment(**saved)
+    if exp.uri.rstrip("/") != uri and not is_remote(uri):  # the folder was moved: follow it
+        exp = dataclasses.replace(exp, storage_path=str(Path(uri).parent), name=Path(uri).name)
+    return exp
+
+
+def trial_values(exp: Experiment, pair: Pair, params: dict) -> dict:
+    """The training options of one trial: schema defaults < sweep defaults < base < pair < sampled values."""
+    values = dict(exp.base)
+    if pair.builtin:
+        values["builtin"] = pair.builtin
+    else:
+        values["dataroot"] = pair.dataroot
+    for key, value in params.items():
+        for target in targets(key):
+            values[target] = value
+    if values.get("dataroot") and is_remote(values["dataroot"]) and str(values.get("num_workers", "0")) == "0":
+        values["num_workers"] = "1"  # object-store data streams through Ray Data: a Train run
+    return values
+
+
+def pair_config(exp: Experiment, pair: Pair) -> Config:
+    """The options every trial of a pair shares (before the sampled values)."""
+    return from_dict(trial_values(exp, pair, {}), source="experiment")

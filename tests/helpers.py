@@ -1,0 +1,209 @@
+"""Helpers shared by the tests (fixtures live in conftest.py): waiting, local servers on loopback ports,
+a CLI driver killed mid-run, and Ray Train's checkpoints as a run leaves them in storage."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- ports and processes
+def free_port() -> int:
+    """A port that was free a moment ago: another process may take it before ours binds, so whoever
+    starts a server on it must retry with another (see ``start_ray_head``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on 127.0.0.1:``port`` (or on all addresses), from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, state, inode = fields[1], fields[3], fields[9]
+        host, port_hex = address.split(":")
+        if state == "0A" and int(port_hex, 16) == port and host in ("0100007F", "00000000"):
+            found.add(inode)
+    return found
+
+
+def owns_port(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on ``port`` (not some other process)."""
+    inodes = listening_inodes(port)
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def stop_processes_mentioning(text: str) -> None:
+    """SIGTERM, then SIGKILL, every process whose command line holds ``text`` (a temp folder of ours)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_mentioning(text)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if pids:
+            try:
+                wait_for(lambda: not processes_mentioning(text), 10, f"processes of {text} to end")
+            except TimeoutError:
+                pass
+
+
+# ---------------------------------------------------------------- a local S3 API server
+def answers_s3(endpoint: str) -> bool:
+    """Whether an S3 API answers at ``endpoint``: a signed ListBuckets gets a list, or an S3 error such as
+    refused credentials (a named error code, not a bare HTTP status from some other server)."""
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+    try:
+        return "Buckets" in client.list_buckets()
+    except botocore.exceptions.ClientError as e:
+        return not str(e.response.get("Error", {}).get("Code", "")).isdigit()
+    except botocore.exceptions.BotoCoreError:
+        return False
+    finally:
+        client.close()
+
+
+def start_moto_server(log_path: Path, env: Optional[dict] = None, tries: int = 3) -> tuple[subprocess.Popen, str]:
+    """moto's standalone S3 server on a port it binds itself (port 0), read back from its log; ready when it
+    answers an S3 request, and checked to be the process listening there. Returns (process, endpoint)."""
+    last = ""
+    for _ in range(tries):
+        log = open(log_path, "w")
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        port: Optional[int] = None
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", log_path.read_text())
+            if found:
+                port = int(found.group(1))
+                if answers_s3(f"http://127.0.0.1:{port}") and owns_port(proc.pid, port):
+                    return proc, f"http://127.0.0.1:{port}"
+            time.sleep(0.2)
+        last = log_path.read_text()[-2000:]
+        stop(proc)
+    raise RuntimeError(f"moto server did not start in {tries} tries:\n{last}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- a local Ray head
+def start_ray_head(temp_prefix: str, tries: int = 4) -> tuple[str, str]:
+    """``ray start --head`` on 127.0.0.1 with its own temp folder: Ray picks the GCS port (``--port 0``);
+    the other ports are ones free a moment ago, so a try whose port was taken meanwhile fails, is stopped,
+    and the next try takes new ports. Returns (temp folder, dashboard URL)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    failure = ""
+    for _ in range(tries):
+        temp = tempfile.mkdtemp(prefix=temp_prefix)  # short: Ray's socket paths must stay under 108 bytes
+        dashboard = free_port()
+        ports = {"--port": 0, "--dashboard-port": dashboard, "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+                 "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
+        command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+                   "--num-cpus", "2", "--temp-dir", temp, "--disable-usage-stats",
+                   *[str(x) for kv in ports.items() for x in kv]]
+        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode == 0:
+            return temp, f"http://127.0.0.1:{dashboard}"
+        failure = (started.stdout + started.stderr)[-3000:]
+        stop_processes_mentioning(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    raise RuntimeError(f"ray start --head failed {tries} times; last output:\n{failure}")
+
+
+# ---------------------------------------------------------------- drivers and checkpoints
+def kill_driver_when(args: list[str], ready, timeout: float, what: str, log_path=None) -> None:
+    """Run ``python -m cyclegan.cli ARGS`` as a driver joined to a running Ray, SIGKILL it once ``ready()``
+    holds, and reap it (killed as well if waiting failed)."""
+    env = dict(os.environ, RAY_AUTH_MODE="token")  # the CLI joins a token-protected cluster
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", *args], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            wait_for(ready, timeout, what)
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    finally:
+        if log_path:
+            log.close()
+
+
+def checkpoint_states(storage_run: Path) -> list[dict]:
+    import torch
+    out = []
+    for path in sorted(storage_run.glob("checkpoint_*/state.pt")):
+        try:
+            p = torch.load(path, weights_only=True)["progress"]
+            out.append({"dir": path.parent.name, **{k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}})
+        except Exception:
+            pass  # being written
+    return out
+
+
+def registered(storage_run: Path) -> set[str]:
+    """Checkpoints Ray Train has registered (a just-reported one may not be yet: see ray-2.60 notes)."""
+    try:
+        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return set()
+    return {c["checkpoint_dir_name"] for c in snapshot.get("checkpoint_results", [])}
