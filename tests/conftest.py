@@ -76,3 +76,15 @@ def ray_session(tmp_path_factory):
              configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# ---------------------------------------------------------------- the quick tier
+# Tests that start Ray, the S3 server or a Ray head (tens of seconds each) are `slow`, so
+# `./run.sh test -m "not slow"` is the edit-test loop; CI runs everything.
+SLOW_FIXTURES = {"ray_session", "s3_server", "s3", "ray_head"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

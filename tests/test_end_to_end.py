@@ -136,6 +136,7 @@ def test_synth_command_writes_the_unaligned_layout(tmp_path):
     assert json.loads((tmp_path / "z" / "pair.json").read_text())["pair"] == "zebra"
 
 
+@pytest.mark.slow
 def test_the_score_separates_a_trained_model_from_identity_and_collapse(tmp_path):
     root = write_pair("seasons", tmp_path / "seasons", size=32, n_train=40, n_test=8)
     cfg = from_dict(dict(dataroot=str(root), checkpoints_dir=str(tmp_path / "ck"), name="brief",
