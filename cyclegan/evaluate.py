@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import AugmentParams, augment, decode_image, list_files, load_image, to_chw_uint8, transform
+from .data import (AugmentParams, augment, decode_image, list_files, load_image, normalize, to_chw_uint8, to_uint8,
+                   transform)
 
 
 def has_ideal(dataroot: Optional[str]) -> bool:
@@ -120,9 +121,9 @@ def translate_images(generator: nn.Module, images: list[np.ndarray]) -> list[np.
     try:
         out = []
         for image in images:
-            x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(127.5).sub(1)[None].to(device)
-            y = generator(x).float().clamp(-1, 1)[0]
-            out.append(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+            x = normalize(torch.from_numpy(image.transpose(2, 0, 1).copy()))[None].to(device)
+            y = generator(x)[0]
+            out.append(to_uint8(y).permute(1, 2, 0).cpu().numpy())  # rounded: a score, not a saved image
         return out
     finally:
         generator.train(was_training)

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from ..config import Config, from_dict
 from ..data import (BadImage, DataError, Domain, collect_domain, decode_image, domain_folders, epoch_plan,
-                    normalize, preprocess_uint8, sample_rng, warn_skipped)
+                    first_images, normalize, preprocess_uint8, sample_rng, warn_skipped)
 from . import storage
 
 
@@ -56,11 +56,10 @@ def list_objects(uri: str, options: dict, max_size: float = math.inf) -> list[st
         if "NOSUCHBUCKET" in code or "BUCKET" in code and ("NOT FOUND" in code or "DOES NOT EXIST" in code):
             raise DataError(f"{uri}: the bucket does not exist") from None
         raise DataError(f"{uri}: cannot list ({text.splitlines()[0]})") from None
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                   and not i.base_name.startswith("."))
+    files = [i.path for i in infos if i.type == pafs.FileType.File]
     if not files:
         raise DataError(f"{uri}: no objects under this prefix")
-    return files[: int(min(len(files), max_size))]
+    return first_images(files, max_size)  # the local listing's rule: images only, then max_dataset_size
 
 
 def _probe(batch: dict, root_uri: str, options: dict, channels: int) -> dict:
@@ -115,7 +114,8 @@ def epoch_batches(domains: RemoteDomains, cfg: Config, options: dict, epoch: int
                   world_size: int, prefetch_batches: int = 2) -> Iterator[dict]:
     """This worker's batches of ``epoch``, from its sample ``start`` on, in plan order."""
     import ray.data
-    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches)
+    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches,
+                              cfg.direction)
     count = samples_per_worker(domains, world_size)
     rows = [{"i": i, "a": domains.A.paths[a_idx[i]], "b": domains.B.paths[b_idx[i]]}
             for i in (rank + world_size * k for k in range(start, count))]

@@ -336,6 +336,7 @@ class SweepHooks:
 def run_trial(params: dict, setup: dict) -> None:
     """One trial: Tune calls it with the sampled values (and again, from its checkpoint, after a restart)."""
     from ray import tune
+    from ..data import resolve_dataroot
     from ..train import Trainer
     from .train import fit, parse_resources, quiet_data, train_and_report
     exp, pair = setup["experiment"], setup["pair"]
@@ -345,10 +346,9 @@ def run_trial(params: dict, setup: dict) -> None:
     scratch = Path(tempfile.gettempdir()) / "cyclegan-trials" / ctx.get_trial_id()
     values = trial_values(exp, pair, params)
     cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
-    if not cfg.dataroot:
-        from ..train import builtin_dataroot
-        cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(
-            dataclasses.replace(cfg, checkpoints_dir=setup["builtin_root"]))))
+    # A built-in pair is read from where the driver wrote it (_trainable), not from the trial's scratch.
+    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(
+        dataclasses.replace(cfg, checkpoints_dir=setup["builtin_root"])))
     hparams = {"pair": pair.name, **{k: v for k, v in params.items()}}
     spec = {"metric": setup["metric"], "feature_extractor": exp.search["feature_extractor"],
             "eval_images": exp.search["eval_images"], "grid_images": exp.search["grid_images"],
@@ -385,8 +385,8 @@ def _trainable(exp: Experiment, pair: Pair, base_cfg: Config, options: dict):
     metric = exp.metric(pair)
     builtin_root = str(Path(base_cfg.checkpoints_dir).resolve())
     if pair.builtin:  # written once here, so the trials only read it
-        from ..train import builtin_dataroot
-        builtin_dataroot(dataclasses.replace(base_cfg, checkpoints_dir=builtin_root))
+        from ..data import resolve_dataroot
+        resolve_dataroot(dataclasses.replace(base_cfg, checkpoints_dir=builtin_root))
     setup = {"experiment": exp, "pair": pair, "metric": metric, "pair_uri": f"{exp.uri}/{pair.name}",
              "options": options, "builtin_root": builtin_root}
     fn = tune.with_parameters(run_trial, setup=setup)

@@ -17,7 +17,8 @@ import yaml
 
 from .. import checkpoint as ckpt
 from ..config import Config, ConfigError, from_dict
-from ..train import Trainer, builtin_dataroot
+from ..data import resolve_dataroot
+from ..train import Trainer
 from . import storage
 from .streams import RemoteDomains, epoch_batches, samples_per_worker, scan_domains
 
@@ -207,8 +208,7 @@ def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[b
     init_ray(address)
     quiet_data()
     options = storage.with_env(storage_options or {})
-    if not cfg.dataroot:
-        cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
     if not storage.is_remote(cfg.dataroot):
         cfg = dataclasses.replace(cfg, dataroot=str(Path(cfg.dataroot).resolve()))
     # Workers may start in another folder: rank 0's local outputs go where the user asked.
