@@ -156,10 +156,10 @@ def test_a_run_resumed_from_a_save_deferred_to_the_epoch_end_is_bit_identical(ti
 
 
 # ---------------------------------------------------------------- 5. image listing
-def write_images(folder, names, size=(30, 30)):
+def write_images(folder, names, size=(30, 30), green=90):
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
-        Image.new("RGB", size, (20 * i, 90, 160)).save(folder / name, format="PNG")
+        Image.new("RGB", size, (20 * i, green, 160)).save(folder / name, format="PNG")
 
 
 def test_non_image_files_never_count_against_max_dataset_size_or_the_epoch(tmp_path):
@@ -203,6 +203,22 @@ def test_BtoA_cycles_folder_A_and_draws_folder_B_then_swaps(tmp_path):
     serial = UnalignedDataset(dataclasses.replace(cfg, serial_batches=True))
     assert [(Path(serial[i]["A_paths"]).name, Path(serial[i]["B_paths"]).name) for i in range(6)] == \
         [(f"b{i}.png", f"a{i % 2}.png") for i in range(6)]
+
+
+@pytest.mark.slow
+def test_a_BtoA_ray_stream_serves_the_same_pairs_as_the_local_dataset(ray_session, tmp_path):
+    from cyclegan.distributed.streams import epoch_batches, scan_domains
+    write_images(tmp_path / "trainA", [f"a{i}.png" for i in range(2)], green=90)
+    write_images(tmp_path / "trainB", [f"b{i}.png" for i in range(6)], green=200)  # every image its own colour
+    cfg = from_dict(dict(dataroot=str(tmp_path), load_size=28, crop_size=24, direction="BtoA", seed=1))
+    local = UnalignedDataset(cfg)
+    domains = scan_domains(cfg, {})
+    for epoch in (1, 2):
+        local.set_epoch(epoch)
+        streamed = list(epoch_batches(domains, cfg, {}, epoch, 0, rank=0, world_size=1))
+        assert len(streamed) == 6
+        for i, batch in enumerate(streamed):
+            assert torch.equal(batch["A"][0], local[i]["A"]) and torch.equal(batch["B"][0], local[i]["B"]), i
 
 
 def test_BtoA_reads_folder_A_with_output_nc_and_folder_B_with_input_nc(tmp_path):
