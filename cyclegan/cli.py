@@ -40,7 +40,7 @@ def _test_config(args):
     as flags); load_size follows crop_size unless given as a flag; without --dataroot, the built-in pair."""
     import dataclasses
 
-    from .train import builtin_dataroot
+    from .data import resolve_dataroot
     cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
     # A config file (a run's train_opt.yaml, say) holds training-time values of these: test-time ones
     # apply unless given as flags.
@@ -48,7 +48,7 @@ def _test_config(args):
     cfg = dataclasses.replace(cfg, **{k: v for k, v in TEST_DEFAULTS.items() if k not in given})
     if "load_size" not in given:
         cfg = dataclasses.replace(cfg, load_size=cfg.crop_size)
-    return cfg if cfg.dataroot else dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+    return dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
 
 
 def _test(args) -> int:

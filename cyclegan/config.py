@@ -82,10 +82,11 @@ class Config:
     # --- saving and resuming ---
     save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1)
     save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1)
-    save_by_iter: bool = opt(False, "also keep reference weights named iter_<n> at each latest save")
+    save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest")
     continue_train: bool = opt(False, "continue from the latest checkpoint of this run")
     epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>")
-    load_iter: int = opt(0, "if > 0, load the checkpoint of this iteration (iter_<n>)", minimum=0)
+    load_iter: int = opt(0, "if > 0, load the weights of this iteration (iter_<n>); test results go to "
+                            "<phase>_<epoch>_iter<n>", minimum=0)
     keep_checkpoints: int = opt(3, "full-state checkpoints kept (older ones are deleted)", minimum=1)
     print_freq: int = opt(100, "log losses every this many training images", minimum=1)
     # --- this implementation ---
@@ -154,7 +155,9 @@ class Config:
 
 # Options whose reference default differs at test time (test_options.py).
 TEST_DEFAULTS = {"phase": "test", "load_size": 256, "no_flip": True, "serial_batches": True, "num_threads": 0,
-                 "batch_size": 1}
+                 "batch_size": 1,
+                 # The identity loss is a training term: it must not stop testing a 1 <-> 3 channel model.
+                 "lambda_identity": 0.0}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
@@ -227,6 +230,9 @@ def validate(cfg: Config) -> Config:
     if cfg.total_epochs < 1:
         raise ConfigError(f"n_epochs: n_epochs + n_epochs_decay must be at least 1 (got {cfg.n_epochs} + "
                           f"{cfg.n_epochs_decay})")
+    if cfg.lambda_identity > 0 and cfg.input_nc != cfg.output_nc:  # G_A(real_B) must fit G_A's input
+        raise ConfigError(f"lambda_identity: {cfg.lambda_identity} needs input_nc == output_nc (got input_nc "
+                          f"{cfg.input_nc}, output_nc {cfg.output_nc}); set lambda_identity 0")
     return cfg
 
 
@@ -273,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, 
         else:
             parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=help_text, metavar=key.upper())
     add_reference_only_arguments(parser)
+    parser.add_argument("--suffix", default=argparse.SUPPRESS, metavar="SUFFIX",
+                        help="appended to --name as name_<suffix>, formatted with the options, e.g. "
+                             "{netG}_size{load_size} (as the reference's --suffix)")
     parser.add_argument("--dropout", dest="no_dropout", action="store_const", const=False,
                         default=argparse.SUPPRESS, help="use dropout in the generator")
 
@@ -280,7 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, 
 # Reference flags for its visdom display, HTML refresh and device list: accepted so that existing
 # command lines run unchanged. Display and HTML options do nothing here (TensorBoard replaces them).
 REFERENCE_ONLY_FLAGS = ("display_id", "display_freq", "display_ncols", "display_server", "display_env",
-                        "display_port", "display_winsize", "update_html_freq", "no_html", "verbose", "suffix",
+                        "display_port", "display_winsize", "update_html_freq", "no_html", "verbose",
                         "use_wandb", "wandb_project_name", "gpu_ids", "dataset_mode", "isTrain")
 
 
@@ -300,9 +309,30 @@ def from_args(args: argparse.Namespace, defaults: Optional[dict[str, Any]] = Non
         first = str(gpu_ids).split(",")[0].strip()
         given["device"] = "cpu" if first.startswith("-") else f"cuda:{first}"
     file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    file_suffix = file_values.pop("suffix", "")  # a file may give it too; the flag wins
+    suffix = getattr(args, "suffix", file_suffix)
     base = dict(defaults or {})
     for key in file_values:
         if key not in FIELDS:
             from_dict({key: None}, source=f"config file {args.config}")  # raises with a hint
     base.update(file_values)
-    return from_dict(given, base=base, source="command line")
+    return with_suffix(from_dict(given, base=base, source="command line"), str(suffix or ""),
+                       name_from_file="name" not in given and "name" in file_values)
+
+
+def with_suffix(cfg: Config, suffix: str, name_from_file: bool = False) -> Config:
+    """The reference's --suffix: name becomes name_<suffix formatted with the options>. Applied once,
+    where a command line becomes a Config; suffix is no option of its own, so a saved train_opt.yaml
+    holds the suffixed name and nothing that would append it again. A name read from a file that
+    already ends in the suffix (a run's train_opt.yaml given with the same flags) is left as it is."""
+    if not suffix:
+        return cfg
+    try:
+        formatted = suffix.format(**cfg.to_dict())
+    except KeyError as e:
+        raise ConfigError(f"suffix: {suffix!r} names {{{e.args[0]}}}, which is not an option") from None
+    except (ValueError, IndexError) as e:
+        raise ConfigError(f"suffix: {suffix!r} is not a valid format string ({e})") from None
+    if name_from_file and cfg.name.endswith("_" + formatted):
+        return cfg
+    return dataclasses.replace(cfg, name=f"{cfg.name}_{formatted}")

@@ -21,9 +21,19 @@ import torch
 from PIL import Image, ImageFile
 
 from .config import Config
+from .synth import write_pair
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail to decode, not load half grey
+# The reference's extensions, then ours: .webp .gif .pgm. Matched in any letter case.
 IMG_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm"}
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file or object name counts as an image: not hidden, with an image extension.
+    Other files (README.txt, Thumbs.db, labels.csv) are never listed, so they count neither against
+    max_dataset_size nor as unreadable images."""
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMG_EXTENSIONS
 
 
 class DataError(ValueError):
@@ -132,9 +142,24 @@ def to_chw_uint8(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
+# ---------------------------------------------------------------- pixels: [0, 255] <-> [-1, 1]
 def normalize(images):
-    """uint8 [0, 255] to float32 [-1, 1] (the reference's ToTensor + Normalize(0.5, 0.5)); NumPy or torch."""
+    """[0, 255] (uint8 or float) to float32 [-1, 1] (the reference's ToTensor + Normalize(0.5, 0.5));
+    NumPy or torch."""
     return images.astype(np.float32) / 127.5 - 1.0 if isinstance(images, np.ndarray) else images.float() / 127.5 - 1.0
+
+
+def to_uint8(images, truncate: bool = False):
+    """float [-1, 1] to uint8 [0, 255], clamped first; NumPy or torch, any shape, float32 arithmetic.
+
+    ``truncate=True`` is the reference's ``tensor2im``, ``(x + 1) / 2 * 255`` cut to an integer: for
+    saved result images and image logs, so they match the reference's byte for byte. Otherwise
+    rounded to the nearest value: for scores, which compare translations with real images."""
+    if isinstance(images, np.ndarray):
+        x = np.clip(images.astype(np.float32), -1, 1)
+        return ((x + 1) / 2.0 * 255.0).astype(np.uint8) if truncate else np.rint((x + 1) * 127.5).astype(np.uint8)
+    x = images.float().clamp(-1, 1)
+    return ((x + 1) / 2.0 * 255.0).to(torch.uint8) if truncate else ((x + 1) * 127.5).round().to(torch.uint8)
 
 
 def transform(img: Image.Image, cfg: Config, params: AugmentParams) -> np.ndarray:
@@ -156,13 +181,19 @@ def preprocess_uint8(img: Image.Image, cfg: Config, rng: np.random.Generator) ->
 
 
 # ---------------------------------------------------------------- listing and validation
+def first_images(names: Sequence[str], max_size: float = math.inf) -> list[str]:
+    """The image names among ``names``, sorted, then the first ``max_size`` (the reference's order:
+    filter by extension, then cut)."""
+    images = sorted(n for n in names if is_image_name(n))
+    return images[: int(min(len(images), max_size))]
+
+
 def list_files(folder: str | os.PathLike, max_size: float = math.inf) -> list[str]:
-    """Every non-hidden file below ``folder``, sorted (the reference walks the tree the same way)."""
+    """The image files below ``folder`` (see ``first_images``); the reference walks the tree the same way."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder does not exist")
-    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return files[: int(min(len(files), max_size))]
+    return first_images([str(p) for p in folder.rglob("*") if p.is_file()], max_size)
 
 
 @dataclass
@@ -207,6 +238,18 @@ def collect_domain(folder: str, results: Sequence[tuple[str, Optional[tuple[int,
     return domain
 
 
+def resolve_dataroot(cfg: Config) -> str:
+    """The dataset a config trains and tests on: --dataroot, or else the built-in pair, written under
+    ``<checkpoints_dir>/_builtin/`` the first time it is asked for."""
+    if cfg.dataroot:
+        return cfg.dataroot
+    root = Path(cfg.checkpoints_dir) / "_builtin" / f"{cfg.builtin}_{cfg.builtin_size}px_{cfg.builtin_count}"
+    if not (root / "pair.json").exists():
+        n_test = max(8, cfg.builtin_count // 10)
+        write_pair(cfg.builtin, root, size=cfg.builtin_size, n_train=cfg.builtin_count, n_test=n_test, seed=0)
+    return str(root)
+
+
 def domain_folders(cfg: Config, phase: Optional[str] = None) -> tuple[str, str]:
     """Folder names of the model's domains A and B: BtoA trains G_A on folder <phase>B."""
     phase = phase or cfg.phase
@@ -222,12 +265,24 @@ def warn_skipped(domains: Sequence[Domain]) -> int:
 
 
 # ---------------------------------------------------------------- pairing
-def epoch_plan(n_A: int, n_B: int, seed: int, epoch: int, serial: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the A and B image of every sample of an epoch of max(n_A, n_B) samples.
+def epoch_plan(n_A: int, n_B: int, seed: int, epoch: int, serial: bool,
+               direction: str = "AtoB") -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the model's domains A and B (sizes ``n_A``, ``n_B``) of every sample of an epoch of
+    max(n_A, n_B) samples.
 
-    As in the reference: samples in shuffled order (in order with serial_batches); A cycles
-    through its images; B is drawn at random (cycles in order with serial_batches).
+    As in the reference: samples in shuffled order (in order with serial_batches); folder <phase>A
+    cycles through its images; folder <phase>B is drawn at random (cycles in order with
+    serial_batches). With BtoA the model's A is folder <phase>B: the folders are paired first and
+    swapped after, as the reference's set_input does, so folder <phase>A is still the cycled one.
     """
+    if direction == "BtoA":
+        folder_A_idx, folder_B_idx = _folder_plan(n_B, n_A, seed, epoch, serial)  # folder A: the model's B
+        return folder_B_idx, folder_A_idx
+    return _folder_plan(n_A, n_B, seed, epoch, serial)
+
+
+def _folder_plan(n_A: int, n_B: int, seed: int, epoch: int, serial: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into folder <phase>A, into folder <phase>B) for an epoch: A cycles, B is drawn."""
     length = max(n_A, n_B)
     rng = np.random.default_rng([seed, epoch, 7])
     order = np.arange(length) if serial else rng.permutation(length)
@@ -258,7 +313,7 @@ class UnalignedDataset(torch.utils.data.Dataset):
         """Serve the samples of ``epoch`` from position ``start`` on."""
         self.epoch, self.start = epoch, start
         self.a_idx, self.b_idx = epoch_plan(len(self.A.paths), len(self.B.paths), self.cfg.seed, epoch,
-                                            self.cfg.serial_batches)
+                                            self.cfg.serial_batches, self.cfg.direction)
 
     def __len__(self) -> int:
         return self.epoch_length - self.start

@@ -17,7 +17,18 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import AugmentParams, augment, decode_image, list_files, load_image, to_chw_uint8, transform
+from .data import (
+    AugmentParams,
+    augment,
+    decode_image,
+    first_images,
+    list_files,
+    load_image,
+    normalize,
+    to_chw_uint8,
+    to_uint8,
+    transform,
+)
 from .storage import Storage, is_remote
 
 
@@ -90,13 +101,12 @@ def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: in
     if is_remote(dataroot):
         store = store or Storage.from_options()
         uri = f"{str(dataroot).rstrip('/')}/{split}"
-        files = sorted(i.path for i in store.list_files(uri) if i.is_file and not i.base_name.startswith("."))
-        files = files[:limit]
+        files = first_images([i.path for i in store.list_files(uri) if i.is_file], limit)
 
         def read(path):
             return decode_image(store.read_bytes(uri, listed=path), channels, path)
     else:
-        files = list_files(Path(dataroot) / split)[:limit]
+        files = list_files(Path(dataroot) / split, limit)
 
         def read(path):
             return load_image(path, channels)
@@ -122,9 +132,9 @@ def translate_images(generator: nn.Module, images: list[np.ndarray]) -> list[np.
     try:
         out = []
         for image in images:
-            x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(127.5).sub(1)[None].to(device)
-            y = generator(x).float().clamp(-1, 1)[0]
-            out.append(((y + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+            x = normalize(torch.from_numpy(image.transpose(2, 0, 1).copy()))[None].to(device)
+            y = generator(x)[0]
+            out.append(to_uint8(y).permute(1, 2, 0).cpu().numpy())  # rounded: a score, not a saved image
         return out
     finally:
         generator.train(was_training)

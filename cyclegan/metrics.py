@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data import normalize
+
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -79,7 +81,7 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[np.ndarray], 
     out, batch = [], []
 
     def flush():
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).to(device) / 127.5 - 1.0
+        x = normalize(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).to(device))
         out.append(extractor(x).reshape(len(batch), -1).double().cpu().numpy())
         batch.clear()
     for image in images:

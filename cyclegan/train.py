@@ -21,24 +21,14 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
-from .data import UnalignedDataset
+from .data import UnalignedDataset, resolve_dataroot, to_uint8
 from .evaluate import has_ideal, score_translation
 from .model import LOSS_NAMES, CycleGAN, process_group
-from .synth import write_pair
 
 log = logging.getLogger("cyclegan")
 
 # Options that change the shape of the networks: a checkpoint only resumes a run that agrees on them.
 ARCHITECTURE_KEYS = ("netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "input_nc", "output_nc", "no_dropout")
-
-
-def builtin_dataroot(cfg: Config) -> Path:
-    """Write (once) and return the built-in pair that a run without --dataroot trains on."""
-    root = Path(cfg.checkpoints_dir) / "_builtin" / f"{cfg.builtin}_{cfg.builtin_size}px_{cfg.builtin_count}"
-    if not (root / "pair.json").exists():
-        n_test = max(8, cfg.builtin_count // 10)
-        write_pair(cfg.builtin, root, size=cfg.builtin_size, n_train=cfg.builtin_count, n_test=n_test, seed=0)
-    return root
 
 
 def crossed(total: int, step: int, every: int) -> bool:
@@ -60,8 +50,7 @@ class Progress:
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
                  keep_history: bool = False, dataset=None, tensorboard_dir: Optional[Path] = None):
-        if not cfg.dataroot:
-            cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+        cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
         self.cfg = cfg
         self.rank, self.world_size = process_group()
         self.is_main = self.rank == 0  # only the first process writes files
@@ -168,10 +157,10 @@ class Trainer:
         import torchvision
         v = self.model.visuals
 
-        def row(names):
-            tiles = [v[n][0].detach().float().cpu() for n in names if v.get(n) is not None]
+        def row(names):  # the bytes a results page would show (tensor2im), one channel tiled to three
+            tiles = [to_uint8(v[n][0].detach().cpu(), truncate=True) for n in names if v.get(n) is not None]
             tiles = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in tiles]
-            return torchvision.utils.make_grid([(t + 1) / 2 for t in tiles], nrow=len(tiles), padding=2)
+            return torchvision.utils.make_grid(tiles, nrow=len(tiles), padding=2)
         step = self.progress.total_iters
         self.writer.add_image("images/A", row(["real_A", "fake_B", "rec_A", "idt_B"]), step)
         self.writer.add_image("images/B", row(["real_B", "fake_A", "rec_B", "idt_A"]), step)
@@ -191,10 +180,35 @@ class Trainer:
         """Hook after every step; True asks for a checkpoint now (the distributed layer's spot notice)."""
         return False
 
+    def save_labels(self, requested: bool, finished_epoch: Optional[int] = None) -> tuple[str, ...]:
+        """Whether a save is due now, as the reference-format labels it writes (empty: no save).
+
+        Mid-epoch (``finished_epoch`` None): a ``requested`` save (save_latest_freq crossed or a
+        preemption notice) writes ``latest``, or ``iter_<total_iters>`` instead with --save_by_iter, as
+        the reference does. On the epoch's last step it is not written yet: the position would be
+        the epoch's end before its schedule step, so it waits for the end of the epoch.
+        At the end of an epoch (position: the start of the next): ``latest`` and ``<epoch>`` every
+        save_epoch_freq epochs, ``latest`` after the last epoch, plus a request that waited, all in
+        one save.
+        """
+        cfg, p = self.cfg, self.progress
+        periodic = (f"iter_{p.total_iters}",) if cfg.save_by_iter else ("latest",)
+        if finished_epoch is None:
+            return periodic if requested and p.epoch_iter < self.epoch_length() else ()
+        labels: tuple[str, ...] = ()
+        if finished_epoch % cfg.save_epoch_freq == 0:
+            labels = ("latest", str(finished_epoch))
+        elif finished_epoch == cfg.total_epochs:
+            labels = ("latest",)
+        if requested:
+            labels += tuple(label for label in periodic if label not in labels)
+        return labels
+
     def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
         self.started = (time.perf_counter(), p.total_iters)
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
+        requested = False  # a periodic save or a preemption notice not yet written
         while p.epoch <= cfg.total_epochs:
             lr = model.set_epoch_lr(p.epoch)
             bar = tqdm(total=self.epoch_length(), initial=p.epoch_iter, unit="img", leave=False,
@@ -219,9 +233,11 @@ class Trainer:
                     window = {name: [] for name in LOSS_NAMES}
                 if self.writer is not None and crossed(p.total_iters, n, cfg.image_log_freq):
                     self._log_images()
-                urgent = self.after_step()
-                if (urgent or crossed(p.total_iters, n, cfg.save_latest_freq)) and p.epoch_iter < self.epoch_length():
-                    labels = ("latest", f"iter_{p.total_iters}") if cfg.save_by_iter else ("latest",)
+                notice = self.after_step()  # called at every step: under data parallelism it is collective
+                requested = requested or notice or crossed(p.total_iters, n, cfg.save_latest_freq)
+                labels = self.save_labels(requested)
+                if labels:
+                    requested = False
                     path = self.save(labels)
                     if on_save:
                         on_save(self, path)
@@ -232,8 +248,10 @@ class Trainer:
             if self.writer is not None and any(window.values()):
                 self._log_scalars({k: v for k, v in window.items() if v}, lr)
                 window = {name: [] for name in LOSS_NAMES}
-            if finished % cfg.save_epoch_freq == 0 or finished == cfg.total_epochs:
-                path = self.save(("latest", str(finished)) if finished % cfg.save_epoch_freq == 0 else ("latest",))
+            labels = self.save_labels(requested, finished_epoch=finished)
+            requested = False
+            if labels:
+                path = self.save(labels)
                 if on_save:
                     on_save(self, path)
             if self.is_main:

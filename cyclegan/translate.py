@@ -16,7 +16,7 @@ from PIL import Image
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import SingleDataset, UnalignedDataset
+from .data import SingleDataset, UnalignedDataset, to_uint8
 from .model import CycleGAN
 from .networks import define_G
 
@@ -24,10 +24,12 @@ log = logging.getLogger("cyclegan")
 
 
 def tensor_to_image(t: torch.Tensor) -> Image.Image:
-    """[-1, 1] CHW tensor to an 8-bit PIL image (the reference's tensor2im)."""
-    arr = ((t.detach().float().cpu().clamp(-1, 1).numpy() + 1) / 2 * 255.0).round().astype(np.uint8)
-    arr = arr.transpose(1, 2, 0)
-    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    """[-1, 1] CHW tensor to an RGB PIL image with the reference's tensor2im: truncated to 8 bits, one
+    channel tiled to three, so a results folder compares byte for byte with the reference's."""
+    arr = to_uint8(t.detach().float().cpu().numpy(), truncate=True)
+    if arr.shape[0] == 1:
+        arr = np.tile(arr, (3, 1, 1))
+    return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
 
 
 def save_image(t: torch.Tensor, path: Path, aspect_ratio: float = 1.0) -> None:
@@ -71,11 +73,17 @@ def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Modul
     return net.eval() if cfg.eval else net
 
 
+def results_folder(cfg: Config) -> str:
+    """The reference's ``<phase>_<epoch>``, with ``_iter<N>`` appended under --load_iter N."""
+    folder = f"{cfg.phase}_{cfg.epoch}"
+    return f"{folder}_iter{cfg.load_iter}" if cfg.load_iter > 0 else folder
+
+
 def run_test(cfg: Config) -> Path:
     """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
     from .model import resolve_device
     device = resolve_device(cfg.device)
-    web_dir = Path(cfg.results_dir) / cfg.name / f"{cfg.phase}_{epoch_label(cfg)}"
+    web_dir = Path(cfg.results_dir) / cfg.name / results_folder(cfg)
     image_dir = web_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
 
@@ -121,4 +129,4 @@ def run_test(cfg: Config) -> Path:
         rows.append((stem, files))
         if i % 5 == 0:
             log.info("processing (%04d)-th image... %s", i, paths[0])
-    return write_index(web_dir, f"Experiment = {cfg.name}, Phase = {cfg.phase}, Epoch = {epoch_label(cfg)}", rows)
+    return write_index(web_dir, f"Experiment = {cfg.name}, Phase = {cfg.phase}, Epoch = {cfg.epoch}", rows)

@@ -90,7 +90,7 @@ def test_bad_files_are_skipped_counted_and_listed_in_one_warning(tmp_path):
     jpeg = good.getvalue()
     corrupt = bytearray(jpeg)
     corrupt[200:400] = b"\x00" * 200
-    bad = {"zero.png": b"", "notes.txt": b"just some text\n", "truncated.jpg": jpeg[: len(jpeg) // 2],
+    bad = {"zero.png": b"", "notes.png": b"just some text\n", "truncated.jpg": jpeg[: len(jpeg) // 2],
            "corrupt.jpg": b"\xff\xd8\xff\xe0" + bytes(corrupt[40:60]), "rgba.png": _png("RGBA"),
            "sixteen.png": _png("I;16"), "palette.png": _png("P"), "gray.png": _png("L")}
     write_domains(tmp_path, bad)
@@ -100,7 +100,7 @@ def test_bad_files_are_skipped_counted_and_listed_in_one_warning(tmp_path):
     assert len(record) == 1
     message = str(record[0].message)
     assert "skipped 4 unreadable file(s)" in message
-    for name in ("zero.png", "notes.txt", "truncated.jpg", "corrupt.jpg"):
+    for name in ("zero.png", "notes.png", "truncated.jpg", "corrupt.jpg"):
         assert name in message
     assert ds.skipped == 4
     assert len(ds.A.paths) == 3 + 4 and ds.epoch_length == 7  # the odd modes are converted and kept
@@ -111,7 +111,8 @@ def test_bad_files_are_skipped_counted_and_listed_in_one_warning(tmp_path):
 
 def test_grayscale_domains(tmp_path):
     write_domains(tmp_path, {})
-    ds = UnalignedDataset(cfg_for(dataroot=str(tmp_path), input_nc=1, load_size=36, crop_size=32))
+    ds = UnalignedDataset(cfg_for(dataroot=str(tmp_path), input_nc=1, lambda_identity=0, load_size=36,
+                                 crop_size=32))
     assert ds[0]["A"].shape == (1, 32, 32) and ds[0]["B"].shape == (3, 32, 32)
 
 

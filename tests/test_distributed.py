@@ -44,7 +44,7 @@ def png_bytes(img):
 def bucket(s3, tiny_pair):
     s3.mkdir("cyclegan-test")
     upload_pair(s3, tiny_pair, "cyclegan-test/seasons")
-    bad = {"zero.png": b"", "readme.txt": b"these are not images\n",
+    bad = {"zero.png": b"", "readme.png": b"these are not images\n", "labels.csv": b"not listed: no image name\n",
            "corrupt.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4,
            "rgba.png": png_bytes(Image.new("RGBA", (30, 30), (10, 200, 30, 128))),
            "sixteen.png": png_bytes(Image.fromarray(np.full((30, 30), 30000, np.uint16)))}

@@ -27,6 +27,7 @@ from ..data import (
     decode_image,
     domain_folders,
     epoch_plan,
+    first_images,
     normalize,
     preprocess_uint8,
     sample_rng,
@@ -49,11 +50,10 @@ class RemoteDomains:
 
 def list_objects(uri: str, store: Storage, max_size: float = math.inf) -> list[str]:
     infos = store.list_files(uri)
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                   and not i.base_name.startswith("."))
+    files = [i.path for i in infos if i.type == pafs.FileType.File]
     if not files:
         raise DataError(f"{uri}: no objects under this prefix")
-    return files[: int(min(len(files), max_size))]
+    return first_images(files, max_size)  # the local listing's rule: images only, then max_dataset_size
 
 
 def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
@@ -108,7 +108,8 @@ def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: in
                   world_size: int, prefetch_batches: int = 2) -> Iterator[dict]:
     """This worker's batches of ``epoch``, from its sample ``start`` on, in plan order."""
     import ray.data
-    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches)
+    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches,
+                              cfg.direction)
     count = samples_per_worker(domains, world_size)
     rows = [{"i": i, "a": domains.A.paths[a_idx[i]], "b": domains.B.paths[b_idx[i]]}
             for i in (rank + world_size * k for k in range(start, count))]

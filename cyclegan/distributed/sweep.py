@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config, ConfigError
+from ..data import resolve_dataroot
 from ..evaluate import METRICS
 from ..experiment import EXPERIMENT_FILE, Experiment, Pair, pair_config, save_experiment
 from ..storage import Storage
-from ..train import builtin_dataroot
 from .runtime import init_ray, quiet_data
 from .trial import run_trial
 
@@ -57,7 +57,7 @@ def _trainable(exp: Experiment, pair: Pair, base_cfg: Config, store: Storage):
     metric = exp.metric(pair)
     builtin_root = str(Path(base_cfg.checkpoints_dir).resolve())
     if pair.builtin:  # written once here, so the trials only read it
-        builtin_dataroot(dataclasses.replace(base_cfg, checkpoints_dir=builtin_root))
+        resolve_dataroot(dataclasses.replace(base_cfg, checkpoints_dir=builtin_root))
     setup = {"experiment": exp, "pair": pair, "metric": metric, "pair_uri": f"{exp.uri}/{pair.name}",
              "store": store, "builtin_root": builtin_root}
     fn = tune.with_parameters(run_trial, setup=setup)

@@ -16,8 +16,9 @@ import yaml
 
 from .. import checkpoint as ckpt
 from ..config import Config, from_dict
+from ..data import resolve_dataroot
 from ..storage import Storage, is_remote
-from ..train import Trainer, builtin_dataroot
+from ..train import Trainer
 from .runtime import init_ray, parse_resources, quiet_data
 from .streams import RemoteDomains, epoch_batches, samples_per_worker, scan_domains
 
@@ -178,8 +179,7 @@ def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[b
     init_ray(address)
     quiet_data()
     store = store or Storage.from_options()
-    if not cfg.dataroot:
-        cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(cfg)))
+    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
     if not is_remote(cfg.dataroot):
         cfg = dataclasses.replace(cfg, dataroot=str(Path(cfg.dataroot).resolve()))
     # Workers may start in another folder: rank 0's local outputs go where the user asked.

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import from_dict
+from ..data import resolve_dataroot
 from ..evaluate import METRICS, Scorer, test_images, translate_images
 from ..experiment import trial_values
 from ..storage import Storage, is_remote
-from ..train import Trainer, builtin_dataroot
+from ..train import Trainer
 from .runtime import parse_resources, quiet_data
 from .train import fit, train_and_report
 
@@ -115,9 +116,9 @@ def run_trial(params: dict, setup: dict) -> None:
     scratch = Path(tempfile.gettempdir()) / "cyclegan-trials" / ctx.get_trial_id()
     values = trial_values(exp, pair, params)
     cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
-    if not cfg.dataroot:
-        cfg = dataclasses.replace(cfg, dataroot=str(builtin_dataroot(
-            dataclasses.replace(cfg, checkpoints_dir=setup["builtin_root"]))))
+    # A built-in pair is read from where the driver wrote it (_trainable), not from the trial's scratch.
+    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(
+        dataclasses.replace(cfg, checkpoints_dir=setup["builtin_root"])))
     hparams = {"pair": pair.name, **{k: v for k, v in params.items()}}
     spec = {"metric": setup["metric"], "feature_extractor": exp.search.feature_extractor,
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
