@@ -24,6 +24,7 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_c
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
+COMPILE_MODES = ("none", "networks", "step")
 BUILTIN_PAIRS = ("zebra", "fruit", "seasons")  # kept in step with synth.PAIRS (checked in tests)
 
 
@@ -90,8 +91,17 @@ class Config:
     print_freq: int = opt(100, "log losses every this many training images", minimum=1)
     # --- this implementation ---
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
-    amp: str = opt("none", "mixed precision on CUDA", choices=AMP_MODES)
-    channels_last: bool = opt(False, "channels-last memory format")
+    amp: str = opt("none", "mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with loss scaling); "
+                           "none measured fastest on CPU", choices=AMP_MODES)
+    channels_last: bool = opt(False, "channels-last memory format (off: measured slower on CPU)")
+    compile: str = opt("none", "torch.compile: networks (each network) or step (each network's forward and "
+                               "the losses as one graph per optimizer); none: measured default on CPU, where "
+                               "the first steps pay minutes of compilation", choices=COMPILE_MODES)
+    fused_adam: bool = opt(False, "fused Adam kernels (CPU and CUDA); off: measured no faster on CPU")
+    cudnn_benchmark: bool = opt(False, "let cuDNN pick the fastest convolution algorithms (CUDA only; "
+                                       "not measured on GPU yet)")
+    cuda_graphs: bool = opt(False, "replay the compiled step as CUDA graphs (CUDA only, needs compile; "
+                                   "not measured on GPU yet)")
     tensorboard: bool = opt(True, "write TensorBoard event files under the run folder")
     image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1)
     eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations")
@@ -224,10 +234,29 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"num_workers: {cfg.num_workers!r} is not N or MIN-MAX with MIN <= MAX")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda or cuda:N")
+    if cfg.device == "cpu":
+        check_device_options(cfg, "cpu")
+    if cfg.compile != "none" and cfg.gan_mode == "wgangp":
+        raise ConfigError(f"compile: {cfg.compile!r} does not work with gan_mode 'wgangp' (its gradient "
+                          f"penalty needs double backward through the compiled graph); use compile none")
+    if cfg.cuda_graphs and cfg.compile == "none":
+        raise ConfigError("cuda_graphs: True needs compile networks or step (the graphs are torch.compile's)")
     if cfg.total_epochs < 1:
         raise ConfigError(f"n_epochs: n_epochs + n_epochs_decay must be at least 1 (got {cfg.n_epochs} + "
                           f"{cfg.n_epochs_decay})")
     return cfg
+
+
+def check_device_options(cfg: Config, device_type: str) -> None:
+    """Refuse, naming the key, options that cannot work on the device the run resolved to."""
+    if device_type == "cuda":
+        return
+    if cfg.amp == "fp16":
+        raise ConfigError(f"amp: 'fp16' needs a CUDA device (device {cfg.device!r} is {device_type}); "
+                          f"use amp bf16 or none")
+    for key in ("cudnn_benchmark", "cuda_graphs"):
+        if getattr(cfg, key):
+            raise ConfigError(f"{key}: True needs a CUDA device (device {cfg.device!r} is {device_type})")
 
 
 def from_dict(values: dict[str, Any], base: Optional[dict[str, Any]] = None, source: str = "config") -> Config:

@@ -73,7 +73,7 @@ def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Modul
 
 def run_test(cfg: Config) -> Path:
     """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
-    from .model import resolve_device
+    from .parallel import resolve_device
     device = resolve_device(cfg.device)
     web_dir = Path(cfg.results_dir) / cfg.name / f"{cfg.phase}_{epoch_label(cfg)}"
     image_dir = web_dir / "images"
