@@ -92,12 +92,13 @@ class Config:
     # --- this implementation ---
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     amp: str = opt("none", "mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with loss scaling); "
-                           "none measured fastest on CPU", choices=AMP_MODES)
+                           "default none: bf16 measured no faster on CPU", choices=AMP_MODES)
     channels_last: bool = opt(False, "channels-last memory format (off: measured slower on CPU)")
-    compile: str = opt("none", "torch.compile: networks (each network) or step (each network's forward and "
-                               "the losses as one graph per optimizer); none: measured default on CPU, where "
-                               "the first steps pay minutes of compilation", choices=COMPILE_MODES)
-    fused_adam: bool = opt(False, "fused Adam kernels (CPU and CUDA); off: measured no faster on CPU")
+    compile: str = opt("none", "torch.compile: networks (each network) or step (the forwards and losses of "
+                               "each optimizer as one graph); default none: on CPU the first step was measured "
+                               "to pay minutes of compilation", choices=COMPILE_MODES)
+    fused_adam: bool = opt(False, "fused Adam kernels (CPU and CUDA); measured faster on CPU, but off "
+                                 "until the golden loss curve is regenerated (it changes rounding)")
     cudnn_benchmark: bool = opt(False, "let cuDNN pick the fastest convolution algorithms (CUDA only; "
                                        "not measured on GPU yet)")
     cuda_graphs: bool = opt(False, "replay the compiled step as CUDA graphs (CUDA only, needs compile; "
