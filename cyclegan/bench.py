@@ -65,8 +65,7 @@ def matrix_configs(cfg: Config, batch_sizes: Optional[list[int]] = None) -> list
         for amp in ("none", "bf16"):
             for compile_mode in ("none", compiled):
                 configs.append(validate(dataclasses.replace(cfg, batch_size=batch_size, amp=amp,
-                                                            compile=compile_mode,
-                                                            cuda_graphs=cfg.cuda_graphs and compile_mode != "none")))
+                                                            compile=compile_mode)))
     return configs
 
 

@@ -71,16 +71,15 @@ class CycleGAN(nn.Module):
         self.generator_loss, self.discriminator_loss = generator_loss, discriminator_loss
         if cfg.compile == "none":
             return
-        options = dict(mode="reduce-overhead") if cfg.cuda_graphs else {}
         if cfg.compile == "networks":
             for net in self.networks().values():
-                net.compile(**options)
+                net.compile()
         elif train:
-            self.generator_loss = torch.compile(generator_loss, **options)
-            self.discriminator_loss = torch.compile(discriminator_loss, **options)
+            self.generator_loss = torch.compile(generator_loss)
+            self.discriminator_loss = torch.compile(discriminator_loss)
         else:
             for net in (self.G_A, self.G_B):
-                net.compile(**options)
+                net.compile()
 
     # ------------------------------------------------------------------ helpers
     def networks(self) -> dict[str, nn.Module]:
