@@ -45,7 +45,7 @@ class CycleGAN(nn.Module):
             self.fake_A_pool = ImagePool(cfg.pool_size, seed=rank_seed + 1)
             self.fake_B_pool = ImagePool(cfg.pool_size, seed=rank_seed + 2)
             self.gp_rng = torch.Generator(device=self.device).manual_seed(rank_seed + 3)
-            # fused=None leaves torch's default (the foreach kernels), as before the option existed.
+            # fused=None keeps torch's default implementation (foreach on CUDA, a loop over tensors on CPU).
             adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if cfg.fused_adam else None)
             self.optimizer_G = torch.optim.Adam(list(self.G_A.parameters()) + list(self.G_B.parameters()), **adam)
             self.optimizer_D = torch.optim.Adam(list(self.D_A.parameters()) + list(self.D_B.parameters()), **adam)
