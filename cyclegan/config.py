@@ -92,7 +92,8 @@ class Config:
     # --- this implementation ---
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     amp: str = opt("none", "mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with loss scaling); "
-                           "default none (fp32): bf16 measured 1.4-2x faster on CPU but changes the numbers", choices=AMP_MODES)
+                           "default none (fp32): bf16 measured 1.4-2x faster on CPU but changes the numbers",
+                   choices=AMP_MODES)
     channels_last: bool = opt(False, "channels-last memory format (off: measured slower on CPU)")
     compile: str = opt("none", "torch.compile: networks (each network) or step (the forwards and losses of "
                                "each optimizer as one graph); default none: measured no faster than eager on CPU, "
