@@ -116,7 +116,10 @@ def _bench(args) -> int:
         bench_data(cfg, args.data, batch_size=args.data_batch_size)
         return 0
     from .bench import main as bench_main
-    bench_main(cfg, args.warmup, args.iters)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
+    if batch_sizes is not None and min(batch_sizes) < 1:
+        raise ConfigError(f"batch_sizes: {args.batch_sizes!r} must be positive integers")
+    bench_main(cfg, args.warmup, args.iters, matrix=args.matrix, batch_sizes=batch_sizes)
     return 0
 
 
@@ -187,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", metavar="EXPERIMENT", help="instead: per-trial overhead of this sweep, run one "
                                                          "trial at a time into a temporary folder")
     p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
+    p.add_argument("--matrix", action=argparse.BooleanOptionalAction, default=None,
+                   help="fp32 and bf16, eager and compiled, one JSON line each with peak GPU memory "
+                        "(default: on for CUDA, off on CPU)")
+    p.add_argument("--batch_sizes", metavar="N,N,...", help="run the matrix for each of these batch sizes, "
+                                                              "e.g. 1,4,8,16")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("data", help="datasets")

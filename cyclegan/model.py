@@ -1,53 +1,26 @@
-"""The CycleGAN model: two generators, two discriminators, the objective and one training step.
+"""The CycleGAN model: its four networks, their optimizers and one training step.
 
 Notation follows the paper: G_A: A -> B (the paper's G), G_B: B -> A (the paper's F);
-D_A judges domain B (real B vs G_A(A)), D_B judges domain A.
+D_A judges domain B (real B vs G_A(A)), D_B judges domain A. The objective itself is in
+``objective.py``; this module holds the mechanics around it (devices, precision, compilation,
+optimizer steps, gradient averaging, state).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from .config import Config
-from .losses import GANLoss, ImagePool, gradient_penalty
+from .config import Config, check_device_options
+from .losses import GANLoss, ImagePool
 from .networks import define_D, define_G
+from .objective import LOSS_NAMES, discriminator_loss, generator_loss
+from .parallel import average_gradients, process_group, resolve_device
+from .schedules import lr_factor, plateau_scheduler, set_lr
 
-LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
-
-
-def process_group() -> tuple[int, int]:
-    """(rank, world size) of this process under torch.distributed; (0, 1) when not data parallel."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def lr_factor(cfg: Config, epoch: int) -> float:
-    """Multiplier of the base learning rate during ``epoch`` (1-based), for the stateless policies.
-
-    linear: 1 for the first n_epochs epochs, then down by 1/(n_epochs_decay+1) per epoch, so the
-    last decay epoch still trains at 1/(n_epochs_decay+1) and the rate reaches zero only after it.
-    """
-    if cfg.lr_policy == "linear":
-        return 1.0 - max(0, epoch - cfg.n_epochs) / float(cfg.n_epochs_decay + 1)
-    if cfg.lr_policy == "step":
-        return 0.1 ** ((epoch - 1) // cfg.lr_decay_iters)
-    if cfg.lr_policy == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.total_epochs))
-    return 1.0  # plateau: adjusted by ReduceLROnPlateau from the epoch's losses
 
 
 class CycleGAN(nn.Module):
@@ -55,6 +28,7 @@ class CycleGAN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
+        check_device_options(cfg, self.device.type)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
         use_dropout = not cfg.no_dropout
         g_args = dict(norm=cfg.norm, use_dropout=use_dropout, init_type=cfg.init_type, init_gain=cfg.init_gain)
@@ -67,30 +41,45 @@ class CycleGAN(nn.Module):
             self.D_A = define_D(cfg.output_nc, cfg.ndf, cfg.netD, **d_args)
             self.D_B = define_D(cfg.input_nc, cfg.ndf, cfg.netD, **d_args)
             self.criterion_gan = GANLoss(cfg.gan_mode)
-            self.criterion_cycle = nn.L1Loss()
-            self.criterion_idt = nn.L1Loss()
             rank_seed = cfg.seed + 10 * rank  # each process draws its own pool swaps
             self.fake_A_pool = ImagePool(cfg.pool_size, seed=rank_seed + 1)
             self.fake_B_pool = ImagePool(cfg.pool_size, seed=rank_seed + 2)
             self.gp_rng = torch.Generator(device=self.device).manual_seed(rank_seed + 3)
-            betas = (cfg.beta1, 0.999)
-            self.optimizer_G = torch.optim.Adam(list(self.G_A.parameters()) + list(self.G_B.parameters()),
-                                                lr=cfg.lr, betas=betas)
-            self.optimizer_D = torch.optim.Adam(list(self.D_A.parameters()) + list(self.D_B.parameters()),
-                                                lr=cfg.lr, betas=betas)
-            self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer_G, mode="min", factor=0.2,
-                                                                       threshold=0.01, patience=5)
-                            if cfg.lr_policy == "plateau" else None)
+            # fused=None keeps torch's default implementation (foreach on CUDA, a loop over tensors on CPU).
+            adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True if cfg.fused_adam else None)
+            self.optimizer_G = torch.optim.Adam(list(self.G_A.parameters()) + list(self.G_B.parameters()), **adam)
+            self.optimizer_D = torch.optim.Adam(list(self.D_A.parameters()) + list(self.D_B.parameters()), **adam)
+            self.plateau = plateau_scheduler(cfg, self.optimizer_G)
         if self.world_size > 1 and cfg.norm == "batch":  # batch statistics over all processes' images
             for name, net in self.networks().items():
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(net))
         self.to(self.device)
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        if self.amp_dtype is not None and self.device.type != "cuda":
-            self.amp_dtype = None  # autocast on CPU is slower than fp32 for these convs; AMP is a GPU option
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)  # fp16: CUDA only (checked)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        if cfg.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self._compile(train)
+        self.loss_G: Optional[torch.Tensor] = None  # the last step's generator objective (detached)
+
+    def _compile(self, train: bool) -> None:
+        """compile networks: each network's forward is compiled in place (``nn.Module.compile``, so
+        state_dict keys stay clean). compile step: the generator and discriminator objectives (forward
+        passes and losses) are compiled as one graph each; backward is compiled with them."""
+        cfg = self.cfg
+        self.generator_loss, self.discriminator_loss = generator_loss, discriminator_loss
+        if cfg.compile == "none":
+            return
+        if cfg.compile == "networks":
+            for net in self.networks().values():
+                net.compile()
+        elif train:
+            self.generator_loss = torch.compile(generator_loss)
+            self.discriminator_loss = torch.compile(discriminator_loss)
+        else:
+            for net in (self.G_A, self.G_B):
+                net.compile()
 
     # ------------------------------------------------------------------ helpers
     def networks(self) -> dict[str, nn.Module]:
@@ -114,88 +103,53 @@ class CycleGAN(nn.Module):
     def set_epoch_lr(self, epoch: int) -> float:
         """Set the learning rate for ``epoch`` from the policy; exact after any resume."""
         if self.plateau is None:
-            for opt in (self.optimizer_G, self.optimizer_D):
-                for group in opt.param_groups:
-                    group["lr"] = self.cfg.lr * lr_factor(self.cfg, epoch)
+            set_lr((self.optimizer_G, self.optimizer_D), self.cfg.lr * lr_factor(self.cfg, epoch))
         return self.optimizer_G.param_groups[0]["lr"]
 
     def end_epoch(self, mean_loss_G: float) -> None:
         if self.plateau is not None:
-            self.plateau.step(mean_loss_G)
-            for group in self.optimizer_D.param_groups:  # both optimizers follow one schedule
-                group["lr"] = self.optimizer_G.param_groups[0]["lr"]
+            self.plateau.step(float(mean_loss_G))
+            set_lr((self.optimizer_D,), self.optimizer_G.param_groups[0]["lr"])  # both follow one schedule
 
-    def average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
-        """Data parallelism: every process steps with the mean gradient over all processes.
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """backward (scaled for fp16), the mean gradient over processes, the optimizer step."""
+        self.scaler.scale(loss).backward()
+        average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.world_size)
+        self.scaler.step(optimizer)
 
-        One all-reduce of the flattened gradients per optimizer. (DDP's wrapper does not fit this
-        step: each generator runs up to three times per iteration and the discriminators are frozen
-        for the generators' backward pass.)
+    # ------------------------------------------------------------------ one training iteration
+    def optimize(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One iteration: update G_A and G_B with the discriminators frozen, then D_A and D_B.
+
+        Returns the parts of the objective as detached tensors on the device: reading them (float())
+        waits for the device, so the caller does it only when it logs. ``self.loss_G`` is the total.
         """
-        if self.world_size == 1:
-            return
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            grad.copy_(mean)
-
-    # ------------------------------------------------------------------ objective
-    def discriminator_loss(self, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """(GAN(D(real), real) + GAN(D(fake), fake)) / 2, plus the gradient penalty for wgangp."""
-        loss = (self.criterion_gan(netD(real), True) + self.criterion_gan(netD(fake.detach()), False)) * 0.5
-        if self.cfg.gan_mode == "wgangp":
-            loss = loss + gradient_penalty(netD, real, fake.detach(), self.cfg.lambda_gp, self.gp_rng)
-        return loss
-
-    def optimize(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, float]:
-        """One iteration: update G_A and G_B with the discriminators frozen, then D_A and D_B."""
         cfg = self.cfg
         real_A, real_B = self.prepare(real_A), self.prepare(real_B)
-        lambda_A, lambda_B, lambda_idt = cfg.lambda_A, cfg.lambda_B, cfg.lambda_identity
 
-        # Generators: adversarial + cycle-consistency (+ identity) losses.
         self.set_requires_grad([self.D_A, self.D_B], False)
         self.optimizer_G.zero_grad(set_to_none=True)
         with self.autocast():
-            fake_B = self.G_A(real_A)      # G(x)
-            rec_A = self.G_B(fake_B)       # F(G(x)) ~ x
-            fake_A = self.G_B(real_B)      # F(y)
-            rec_B = self.G_A(fake_A)       # G(F(y)) ~ y
-            loss_G_A = self.criterion_gan(self.D_A(fake_B), True)
-            loss_G_B = self.criterion_gan(self.D_B(fake_A), True)
-            loss_cycle_A = self.criterion_cycle(rec_A.float(), real_A) * lambda_A
-            loss_cycle_B = self.criterion_cycle(rec_B.float(), real_B) * lambda_B
-            if lambda_idt > 0:  # G_A(y) ~ y and G_B(x) ~ x keep colours when they need not change
-                idt_A = self.G_A(real_B)
-                idt_B = self.G_B(real_A)
-                loss_idt_A = self.criterion_idt(idt_A.float(), real_B) * lambda_B * lambda_idt
-                loss_idt_B = self.criterion_idt(idt_B.float(), real_A) * lambda_A * lambda_idt
-            else:
-                idt_A = idt_B = None
-                loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
-            loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
-        self.scaler.scale(loss_G).backward()
-        self.average_gradients(self.optimizer_G)
-        self.scaler.step(self.optimizer_G)
+            loss_G, parts_G, images = self.generator_loss(
+                self.G_A, self.G_B, self.D_A, self.D_B, real_A, real_B, self.criterion_gan,
+                cfg.lambda_A, cfg.lambda_B, cfg.lambda_identity)
+        self._step(self.optimizer_G, loss_G)
 
         # Discriminators, on generated images drawn through the history pools.
         self.set_requires_grad([self.D_A, self.D_B], True)
         self.optimizer_D.zero_grad(set_to_none=True)
+        fake_B = self.fake_B_pool.query(images["fake_B"])
+        fake_A = self.fake_A_pool.query(images["fake_A"])
         with self.autocast():
-            loss_D_A = self.discriminator_loss(self.D_A, real_B, self.fake_B_pool.query(fake_B))
-            loss_D_B = self.discriminator_loss(self.D_B, real_A, self.fake_A_pool.query(fake_A))
-        self.scaler.scale(loss_D_A + loss_D_B).backward()
-        self.average_gradients(self.optimizer_D)
-        self.scaler.step(self.optimizer_D)
+            loss_D, parts_D = self.discriminator_loss(self.D_A, self.D_B, real_A, real_B, fake_A, fake_B,
+                                                      self.criterion_gan, cfg.lambda_gp, self.gp_rng)
+        self._step(self.optimizer_D, loss_D)
         self.scaler.update()
 
-        self.visuals = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A, "idt_B": idt_B,
-                        "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B, "idt_A": idt_A}
-        losses = {"D_A": loss_D_A, "G_A": loss_G_A, "cycle_A": loss_cycle_A, "idt_A": loss_idt_A,
-                  "D_B": loss_D_B, "G_B": loss_G_B, "cycle_B": loss_cycle_B, "idt_B": loss_idt_B}
-        return {name: float(value.detach()) for name, value in losses.items()}
+        self.visuals = {"real_A": real_A, "real_B": real_B, **images}
+        self.loss_G = loss_G.detach()
+        parts = {**parts_G, **parts_D}
+        return {name: parts[name].detach() for name in LOSS_NAMES}
 
     @torch.no_grad()
     def translate(self, real_A: Optional[torch.Tensor] = None, real_B: Optional[torch.Tensor] = None) -> dict:

@@ -23,7 +23,9 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 from .data import UnalignedDataset, resolve_dataroot, to_uint8
 from .evaluate import has_ideal, score_translation
-from .model import LOSS_NAMES, CycleGAN, process_group
+from .model import CycleGAN
+from .objective import LOSS_NAMES
+from .parallel import process_group
 
 log = logging.getLogger("cyclegan")
 
@@ -42,7 +44,7 @@ class Progress:
     epoch: int
     epoch_iter: int = 0
     total_iters: int = 0
-    epoch_loss_G: float = 0.0  # sum over the epoch, for the plateau schedule
+    epoch_loss_G: float | torch.Tensor = 0.0  # sum over the epoch, for the plateau schedule (a tensor while it runs)
     epoch_steps: int = 0
     history: list = field(default_factory=list)  # per-step losses (kept only when asked)
 
@@ -61,7 +63,7 @@ class Trainer:
         self.model = CycleGAN(cfg, device=device)
         self.progress = Progress(epoch=cfg.epoch_count)
         self.resumed_from: Optional[dict] = None  # where the last restore picked the run up
-        self.last_losses: dict[str, float] = {}
+        self.last_losses: dict[str, torch.Tensor] = {}  # the last step's, on the device
         self.writer = None
         if cfg.continue_train:
             self._resume()
@@ -124,7 +126,7 @@ class Trainer:
         model_state = self.model.training_state()
         state = {"config": self.cfg.to_dict(), "model": model_state, "rng": ckpt.rng_state(),
                  "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
-                              "epoch_loss_G": p.epoch_loss_G, "epoch_steps": p.epoch_steps,
+                              "epoch_loss_G": float(p.epoch_loss_G), "epoch_steps": p.epoch_steps,
                               "world_size": self.world_size},
                  "total_iters": p.total_iters}
         if self.world_size > 1:
@@ -150,6 +152,7 @@ class Trainer:
     def _log_scalars(self, window: dict[str, list[float]], lr: float) -> None:
         step = self.progress.total_iters
         for name, values in window.items():
+            values = torch.stack(values).tolist()  # one read-back of the window per loss
             self.writer.add_scalar(f"loss/{name}", sum(values) / len(values), step)
         self.writer.add_scalar("lr", lr, step)
 
@@ -215,22 +218,24 @@ class Trainer:
                        desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar,
                        mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs get a line per 30 s
             for batch in self.batches(p.epoch, p.epoch_iter):
+                # Losses stay on the device (detached); they are read back only to log (below), for
+                # the history when kept, and at checkpoints (last_losses), so steps queue without a sync.
                 losses = self.last_losses = model.optimize(batch["A"], batch["B"])
                 n = batch["A"].shape[0]
                 p.epoch_iter += n
                 p.total_iters += n
-                p.epoch_loss_G += losses["G_A"] + losses["G_B"] + losses["cycle_A"] + losses["cycle_B"] + \
-                    losses["idt_A"] + losses["idt_B"]
+                p.epoch_loss_G = p.epoch_loss_G + model.loss_G.double()  # the step's total, summed on the device
                 p.epoch_steps += 1
                 if self.keep_history:
-                    p.history.append(losses)
+                    p.history.append({name: float(value) for name, value in losses.items()})
                 for name, value in losses.items():
                     window[name].append(value)
                 bar.update(n)
-                bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("G_A", "D_A", "cycle_A")}, refresh=False)
-                if self.writer is not None and crossed(p.total_iters, n, cfg.print_freq):
-                    self._log_scalars(window, lr)
-                    window = {name: [] for name in LOSS_NAMES}
+                if crossed(p.total_iters, n, cfg.print_freq):
+                    bar.set_postfix({k: f"{float(losses[k]):.3f}" for k in ("G_A", "D_A", "cycle_A")}, refresh=False)
+                    if self.writer is not None:
+                        self._log_scalars(window, lr)
+                        window = {name: [] for name in LOSS_NAMES}
                 if self.writer is not None and crossed(p.total_iters, n, cfg.image_log_freq):
                     self._log_images()
                 notice = self.after_step()  # called at every step: under data parallelism it is collective
@@ -243,7 +248,7 @@ class Trainer:
                         on_save(self, path)
             bar.close()
             finished = p.epoch
-            model.end_epoch(p.epoch_loss_G / max(1, p.epoch_steps))
+            model.end_epoch(float(p.epoch_loss_G) / max(1, p.epoch_steps))
             p.epoch, p.epoch_iter, p.epoch_loss_G, p.epoch_steps = p.epoch + 1, 0, 0.0, 0
             if self.writer is not None and any(window.values()):
                 self._log_scalars({k: v for k, v in window.items() if v}, lr)

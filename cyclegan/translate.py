@@ -81,7 +81,7 @@ def results_folder(cfg: Config) -> str:
 
 def run_test(cfg: Config) -> Path:
     """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
-    from .model import resolve_device
+    from .parallel import resolve_device
     device = resolve_device(cfg.device)
     web_dir = Path(cfg.results_dir) / cfg.name / results_folder(cfg)
     image_dir = web_dir / "images"

@@ -8,7 +8,8 @@ import torch
 
 from cyclegan import checkpoint as ckpt
 from cyclegan.config import from_dict
-from cyclegan.model import CycleGAN, lr_factor
+from cyclegan.model import CycleGAN
+from cyclegan.schedules import lr_factor
 from cyclegan.train import Trainer
 
 GOLDEN = Path(__file__).parent / "golden" / "loss_curve.json"

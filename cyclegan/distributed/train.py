@@ -83,7 +83,7 @@ def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Option
     p = trainer.progress
     metrics = {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
                "skipped_images": trainer.dataset.skipped, "lr": trainer.model.optimizer_G.param_groups[0]["lr"],
-               **{f"loss_{name}": value for name, value in trainer.last_losses.items()}}
+               **{f"loss_{name}": float(value) for name, value in trainer.last_losses.items()}}
     if hooks is not None:
         metrics.update(hooks.metrics(trainer))
     report_fn = report_fn or train_report
