@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +17,21 @@ from helpers import start_moto_server, stop
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
+
+# Whatever the run writes to temporary folders (Ray's sessions and workers, sweep trials' scratch,
+# Inductor's cache, the processes the tests start) lands below one folder, removed when the session
+# ends: a run leaves nothing in /tmp. Short, as Ray's socket paths must stay under 108 bytes.
+# pytest's own tmp_path folders stay where they were (it keeps only failing tests', see pyproject.toml).
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+SCRATCH = tempfile.mkdtemp(prefix="cg-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = SCRATCH
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_removed_at_the_end():
+    yield  # torn down after every other session fixture (Ray, the S3 server)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
 
 # Small enough for CPU tests, large enough for every layer (3 halvings in the PatchGAN, 2 in G).
 TINY = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0, print_freq=4,

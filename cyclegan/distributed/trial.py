@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -132,7 +133,12 @@ def run_trial(params: dict, setup: dict) -> None:
 
         def report_fn(metrics, folder):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
-        train_and_report(trainer, tune.get_checkpoint(), report_fn, hooks)
+        try:
+            train_and_report(trainer, tune.get_checkpoint(), report_fn, hooks)
+        finally:  # the trial's record is in storage; this node's copies go
+            shutil.rmtree(scratch, ignore_errors=True)
+            if hooks.upload_to is not None:
+                shutil.rmtree(hooks.tensorboard_dir, ignore_errors=True)
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
         fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu,
