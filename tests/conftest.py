@@ -27,9 +27,8 @@ SCRATCH = tempfile.mkdtemp(prefix="cg-tests-")
 os.environ["TMPDIR"] = tempfile.tempdir = SCRATCH
 
 
-@pytest.fixture(scope="session", autouse=True)
-def scratch_removed_at_the_end():
-    yield  # torn down after every other session fixture (Ray, the S3 server)
+def pytest_unconfigure(config):
+    """The very end of the run (after Ray and the S3 server stopped), also after --collect-only."""
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
