@@ -134,21 +134,43 @@ def test_resuming_with_other_networks_is_refused(tiny_cfg):
         Trainer(tiny_cfg(name="arch", ngf=8, continue_train=True), progress_bar=False)
 
 
+# The CPU kernels the golden run may use, fixed so that every x86-64 machine computes the same numbers:
+# ATen's and oneDNN's kernels are picked per CPU (AVX2, AVX-512 ...) and sum in different orders, and
+# this tiny GAN amplifies a 1e-7 difference to 1e-3 within a few steps (seen between two machines).
+GOLDEN_ENV = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"}
+GOLDEN_RUN = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from cyclegan.config import from_dict
+from cyclegan.train import Trainer
+trainer = Trainer(from_dict(json.loads(sys.argv[1])), progress_bar=False, keep_history=True)
+trainer.run()
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "steps": trainer.progress.history}))
+"""
+
+
 def recorded_with() -> dict:
-    """The versions that decide a CPU run's floating-point results (all pinned by the lock)."""
+    """The versions that decide a CPU run's floating-point results (all pinned by the lock), and the kernels."""
     import numpy
     import PIL
-    return {"torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__, **GOLDEN_ENV}
 
 
 def test_golden_loss_curve(tiny_cfg):
     """Per-iteration losses of a tiny seeded CPU run. Any numerical change to the objective shows here.
-    The curve belongs to the lock: it is recorded with the versions of requirements/lock-*.txt.
+    The curve belongs to the lock: it is recorded with the versions of requirements/lock-*.txt, in a
+    process whose CPU kernels are pinned (GOLDEN_ENV), so it holds on any x86-64 machine.
     After an intended change, or a new lock: CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/test_training.py -k golden"""
-    trainer = Trainer(tiny_cfg(name="golden", n_epochs=1, n_epochs_decay=1, gan_mode="lsgan"),
-                      progress_bar=False, keep_history=True)
-    trainer.run()
-    curve = trainer.progress.history
+    import subprocess
+    import sys
+    cfg = tiny_cfg(name="golden", n_epochs=1, n_epochs_decay=1, gan_mode="lsgan")
+    child = subprocess.run([sys.executable, "-c", GOLDEN_RUN, json.dumps(cfg.to_dict())], capture_output=True,
+                           text=True, env={**os.environ, **GOLDEN_ENV}, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    ran = json.loads(child.stdout.strip().splitlines()[-1])
+    assert ran["capability"] == "DEFAULT"  # the pin took effect
+    curve = ran["steps"]
     assert len(curve) == 20
     if os.environ.get("CYCLEGAN_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
