@@ -144,6 +144,15 @@ def _upload(args) -> int:
     return 0
 
 
+def _watch_preemption(args) -> int:
+    from .distributed.preemption import watch
+    notice = watch(args.provider, address=args.address, node_id=args.node_id, metadata_url=args.metadata_url,
+                   poll_s=args.poll_s, grace_period_s=args.grace_period_s, hold_s=args.hold_s,
+                   drain_on_rebalance=args.drain_on_rebalance)
+    print(f"preemption notice: {notice.what}" if notice else "stopped without a notice")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .synth import PAIRS
     parser = argparse.ArgumentParser(prog="cyclegan", description=__doc__)
@@ -217,6 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("folder")
     u.add_argument("uri")
     u.set_defaults(func=_upload)
+
+    p = sub.add_parser("cluster", help="node-side helpers for Ray clusters")
+    cluster_sub = p.add_subparsers(dest="cluster_command", required=True)
+    w = cluster_sub.add_parser("watch-preemption", help="drain this Ray node (reason: preemption, with the time left) "
+                                                        "when the cloud announces that it will be reclaimed")
+    w.add_argument("--provider", required=True, choices=("aws", "gcp", "kubernetes"),
+                   help="aws/gcp: poll the instance metadata; kubernetes: drain now (the worker pod's preStop hook)")
+    w.add_argument("--address", help="the Ray cluster (default: the one this node belongs to)")
+    w.add_argument("--node_id", help="the Ray node to drain, in hex (default: the one on this machine)")
+    w.add_argument("--metadata_url", help="instance metadata service (default: the cloud's own)")
+    w.add_argument("--poll_s", type=float, default=5.0, help="seconds between polls (default: 5)")
+    w.add_argument("--grace_period_s", type=float, default=25.0,
+                   help="seconds left after a SIGTERM or a pod termination (default: 25)")
+    w.add_argument("--hold_s", type=float, default=None,
+                   help="after draining, wait this long before returning (kubernetes: Ray stays up meanwhile)")
+    w.add_argument("--drain_on_rebalance", action="store_true",
+                   help="AWS: drain on a rebalance recommendation too, not only on the interruption notice")
+    w.set_defaults(func=_watch_preemption)
     return parser
 
 

@@ -114,16 +114,21 @@ class Config:
     # --- distributed (Ray) ---
     num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
                                 "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")
-    use_gpu: Optional[bool] = opt(None, "one GPU per Ray worker (default: when the cluster has GPUs)")
+    use_gpu: bool = opt(False, "request one GPU per Ray worker (an autoscaler then starts GPU nodes); NCCL "
+                               "between them. Off: CPU workers, gloo")
     cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
                                                 '{"spot_gpu": 1} to place workers on one node type')
     address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)")
-    storage_path: Optional[str] = opt(None, "where Ray Train keeps checkpoints: a folder or s3://bucket/prefix "
-                                            "(default: <checkpoints_dir>/ray)")
+    storage_path: Optional[str] = opt(None, "where a Ray run keeps everything (checkpoints, weights, TensorBoard, "
+                                            "result.json) in <storage_path>/<name>: s3://bucket/prefix on a "
+                                            "cluster (default: checkpoints_dir)")
+    shared_filesystem: bool = opt(False, "a local dataroot/storage_path is on a filesystem every Ray node mounts "
+                                         "(NFS, EFS): allow it on a cluster of several nodes")
     storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
                                                "region, endpoint_url (default: the AWS_* variables)")
-    max_failures: int = opt(-1, "restarts after worker or node loss (-1: without limit)", minimum=-1)
+    max_failures: int = opt(3, "restarts after a worker fails or a node is lost (-1: without limit); "
+                               "preemptions the cloud announces are counted apart, without limit", minimum=-1)
     resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>")
     # --- test ---
     results_dir: str = opt("./results/", "where test results go")

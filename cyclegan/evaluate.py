@@ -32,23 +32,53 @@ from .data import (
 from .storage import Storage, is_remote
 
 
-def has_ideal(dataroot: Optional[str]) -> bool:
-    return bool(dataroot) and (Path(dataroot) / "ideal" / "testA").is_dir()
+def has_ideal(dataroot: Optional[str], store: Optional[Storage] = None) -> bool:
+    if not dataroot:
+        return False
+    if is_remote(dataroot):
+        return (store or Storage.from_options()).exists(f"{str(dataroot).rstrip('/')}/ideal/testA")
+    return (Path(dataroot) / "ideal" / "testA").is_dir()
 
 
-def _as_tensor(path: str, channels: int, cfg: Config) -> torch.Tensor:
-    return torch.from_numpy(transform(load_image(path, channels), cfg, AugmentParams(0, 0, False)))
+class ImageFolder:
+    """The images of a folder or s3://, gs:// prefix (sorted, as the local listing), and how to read one."""
+
+    def __init__(self, uri: str, store: Optional[Storage] = None, limit: float = math.inf):
+        self.uri = str(uri).rstrip("/")
+        self.store = store or Storage.from_options()
+        if is_remote(self.uri):
+            self.paths = first_images([i.path for i in self.store.list_files(self.uri) if i.is_file], limit)
+        else:
+            self.paths = list_files(self.uri, limit)
+
+    def read(self, path: str, channels: int):
+        if is_remote(self.uri):
+            return decode_image(self.store.read_bytes(self.uri, listed=path), channels, path)
+        return load_image(path, channels)
+
+    def relative(self, path: str) -> str:
+        """``path`` relative to the folder (a listed object path has no scheme: compare from the end)."""
+        root = self.uri if not is_remote(self.uri) else self.store.resolve(self.uri)[1]
+        return str(Path(path).relative_to(root))
 
 
 @torch.no_grad()
-def score_direction(generator: nn.Module, inputs: list[str], ideals: list[str], in_nc: int, out_nc: int,
+def score_direction(generator: nn.Module, inputs: ImageFolder, ideals: ImageFolder, in_nc: int, out_nc: int,
                     device: torch.device, batch_size: int = 16) -> dict[str, float]:
+    """``inputs`` through ``generator`` against the image of the same relative name in ``ideals``."""
     cfg = dataclasses.replace(Config(), preprocess="none", no_flip=True)  # whole images, no augmentation
+
+    def tensor(folder: ImageFolder, path: str, channels: int) -> torch.Tensor:
+        return torch.from_numpy(transform(folder.read(path, channels), cfg, AugmentParams(0, 0, False)))
+    pairs = [(p, f"{ideals.uri}/{inputs.relative(p)}") for p in inputs.paths]
+    if is_remote(ideals.uri):
+        pairs = [(p, ideals.store.resolve(ideal)[1]) for p, ideal in pairs]
     abs_err = sq_err = id_abs = id_sq = 0.0
     count = 0
-    for i in range(0, len(inputs), batch_size):
-        real = torch.stack([_as_tensor(p, in_nc, cfg) for p in inputs[i:i + batch_size]]).to(device)
-        ideal = torch.stack([_as_tensor(p, out_nc, cfg) for p in ideals[i:i + batch_size]]).to(device)
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        real = torch.stack([tensor(inputs, p, in_nc) for p, _ in chunk]).to(device)
+        ideal = torch.stack([tensor(ideals, q, out_nc) for _, q in chunk]).to(device)
         fake = generator(real).float().clamp(-1, 1)
         diff = (fake - ideal) / 2  # [-1, 1] images: halve for [0, 1] units
         abs_err += diff.abs().sum().item()
@@ -64,18 +94,19 @@ def score_direction(generator: nn.Module, inputs: list[str], ideals: list[str], 
 
 
 def score_translation(G_A: nn.Module, G_B: nn.Module, dataroot: str, input_nc: int = 3, output_nc: int = 3,
-                      device: Optional[torch.device] = None) -> dict[str, float]:
-    """Scores of G_A on testA and G_B on testB against the ideal translations, and their mean."""
-    root = Path(dataroot)
-    if not has_ideal(dataroot):
-        raise FileNotFoundError(f"{root / 'ideal'}: no ideal translations (only built-in pairs have them; "
+                      device: Optional[torch.device] = None, store: Optional[Storage] = None) -> dict[str, float]:
+    """Scores of G_A on testA and G_B on testB against the ideal translations, and their mean
+    (``dataroot`` a folder or an s3://, gs:// prefix)."""
+    root = str(dataroot).rstrip("/")
+    if not has_ideal(root, store):
+        raise FileNotFoundError(f"{root}/ideal: no ideal translations (only built-in pairs have them; "
                                 f"make one with 'cyclegan data synth')")
     device = device or next(G_A.parameters()).device
     result: dict[str, float] = {}
     for name, gen, split, in_nc, out_nc in (("AtoB", G_A, "testA", input_nc, output_nc),
                                             ("BtoA", G_B, "testB", output_nc, input_nc)):
-        inputs = list_files(root / split)
-        ideals = [str(root / "ideal" / split / Path(p).relative_to(root / split)) for p in inputs]
+        inputs = ImageFolder(f"{root}/{split}", store)
+        ideals = ImageFolder(f"{root}/ideal/{split}", store)
         was_training = gen.training
         gen.eval()
         try:
@@ -98,23 +129,12 @@ def test_images(dataroot: str, split: str, channels: int, cfg: Config, limit: in
     """Up to ``limit`` images of ``<dataroot>/<split>`` (a folder or s3:// prefix, read through ``store``),
     sorted, at the size the generators see at test time, as (name, uint8 HxWxC)."""
     test_cfg = dataclasses.replace(cfg, load_size=cfg.crop_size, no_flip=True)
-    if is_remote(dataroot):
-        store = store or Storage.from_options()
-        uri = f"{str(dataroot).rstrip('/')}/{split}"
-        files = first_images([i.path for i in store.list_files(uri) if i.is_file], limit)
-
-        def read(path):
-            return decode_image(store.read_bytes(uri, listed=path), channels, path)
-    else:
-        files = list_files(Path(dataroot) / split, limit)
-
-        def read(path):
-            return load_image(path, channels)
-    if not files:
+    folder = ImageFolder(f"{str(dataroot).rstrip('/')}/{split}", store, limit)
+    if not folder.paths:
         raise FileNotFoundError(f"{dataroot}/{split}: no test images to score")
     out = []
-    for path in files:
-        img = augment(read(path), test_cfg, AugmentParams(0, 0, False))
+    for path in folder.paths:
+        img = augment(folder.read(path, channels), test_cfg, AugmentParams(0, 0, False))
         out.append((Path(path).name, to_chw_uint8(img).transpose(1, 2, 0)))
     return out
 
@@ -152,10 +172,10 @@ class Scorer:
                  store: Optional[Storage] = None, device: Optional[torch.device] = None):
         if metric not in METRICS:
             raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
-        if METRICS[metric][1] and not has_ideal(cfg.dataroot):
+        if METRICS[metric][1] and not has_ideal(cfg.dataroot, store):
             raise FileNotFoundError(f"metric {metric}: {cfg.dataroot} has no ideal translations (only built-in "
                                     f"pairs do); use fid or kid")
-        self.cfg, self.metric, self.device = cfg, metric, device or torch.device("cpu")
+        self.cfg, self.metric, self.store, self.device = cfg, metric, store, device or torch.device("cpu")
         self.images: dict[str, list[tuple[str, np.ndarray]]] = {}
         if not METRICS[metric][1]:
             from .metrics import get_extractor
@@ -171,7 +191,7 @@ class Scorer:
     def __call__(self, G_A: nn.Module, G_B: nn.Module) -> dict[str, float]:
         if METRICS[self.metric][1]:
             return score_translation(G_A, G_B, self.cfg.dataroot, self.cfg.input_nc, self.cfg.output_nc,
-                                     self.device)
+                                     self.device, self.store)
         from .metrics import fid_from_features, kid_from_features
         result: dict[str, float] = {}
         for name, gen, source, target in (("AtoB", G_A, "testA", "testB"), ("BtoA", G_B, "testB", "testA")):

@@ -27,9 +27,10 @@ SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end":
 # Keys a sweep sets itself, that say where things go, or that fix a trial's resources: not searchable.
 NOT_SEARCHABLE = {"name", "dataroot", "checkpoints_dir", "storage_path", "storage_options", "resume",
                   "address", "continue_train", "epoch", "load_iter", "results_dir", "builtin", "phase",
-                  "num_workers", "use_gpu", "cpus_per_worker", "worker_resources"}
+                  "num_workers", "use_gpu", "cpus_per_worker", "worker_resources", "shared_filesystem"}
 # Of those, the ones the base options may still set (for every trial).
-BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker", "worker_resources"}
+BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker", "worker_resources",
+                "shared_filesystem"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # names a folder
@@ -45,8 +46,9 @@ class Search:
     metric: str = setting("auto", "l1 | psnr (built-in pairs) | fid | kid; auto: l1 for built-in pairs, else fid",
                           choices=("auto", *METRICS))
     num_samples: int = setting(8, "trials per pair", minimum=1)
-    max_concurrent_trials: int = setting(2, "per pair (pairs run one after the other)", minimum=1)
-    time_budget_s: Optional[float] = setting(None, "per pair")
+    max_concurrent_trials: int = setting(0, "trials running at once, all pairs together (the cluster-wide limit); "
+                                            "0: as many as the cluster's resources hold", minimum=0)
+    time_budget_s: Optional[float] = setting(None, "for the whole sweep")
     seed: int = setting(0, "Optuna's TPE sampler")
     scheduler: str = setting("asha", "asha | none", choices=("asha", "none"))
     grace_period: float = setting(1, "ASHA: epochs every trial gets", above=0)

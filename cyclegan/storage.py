@@ -1,11 +1,14 @@
 """Where files live: local folders, ``s3://`` and ``gs://`` URIs, through pyarrow filesystems.
 
 A run resolves its settings once into a :class:`Storage` and hands it down; every read, write and
-listing of the project goes through it. S3 settings come from the standard AWS variables
-(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION,
-AWS_ENDPOINT_URL) and can be overridden by ``storage_options`` (keys: access_key, secret_key,
-session_token, region, endpoint_url), so S3-compatible stores such as MinIO work. Secrets are never
-put into messages or logs.
+listing of the project goes through it. Where the store is (endpoint, region) comes from
+``storage_options`` (endpoint_url, region) or the AWS_ENDPOINT_URL / AWS_REGION variables, so
+S3-compatible stores such as MinIO work; that is all a Storage carries to other processes and nodes.
+Credentials are found by each process on its own node through the AWS SDK's standard chain
+(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, ~/.aws, the instance role, IRSA web
+identity), which also renews temporary ones; Google Cloud Storage uses the node's default credentials.
+Keys given in ``storage_options`` stay in the process that read them (never pickled, never in
+messages or logs).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import functools
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import urlparse
@@ -23,6 +26,7 @@ import pyarrow.fs as pafs
 from .data import DataError
 
 S3_OPTION_KEYS = ("access_key", "secret_key", "session_token", "region", "endpoint_url")
+SECRET_KEYS = ("access_key", "secret_key", "session_token")
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
 
@@ -44,15 +48,14 @@ def parse_options(text: Union[str, dict, None]) -> dict:
     return options
 
 
-def with_env(options: dict) -> dict:
-    """Options completed from this process's AWS_* variables, so Ray tasks and workers (whose
-    environment is the cluster's, not the driver's) reach the same store with the same settings."""
+def location_from_env(options: dict) -> dict:
+    """Where the store is (endpoint_url, region): from ``options``, else this process's AWS_* variables.
+    Not secret, and all that travels with a Storage."""
     env = os.environ
-    found = {"access_key": env.get("AWS_ACCESS_KEY_ID"), "secret_key": env.get("AWS_SECRET_ACCESS_KEY"),
-             "session_token": env.get("AWS_SESSION_TOKEN"),
-             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+    found = {"region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
              "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")}
-    return {**{k: v for k, v in found.items() if v}, **options}
+    given = {k: v for k, v in options.items() if k not in SECRET_KEYS}
+    return {**{k: v for k, v in found.items() if v}, **given}
 
 
 def access_denied(error: Exception) -> bool:
@@ -81,10 +84,11 @@ def storage_error(uri: str, error: OSError, failed: str) -> DataError:
     return DataError(f"{uri}: {failed} ({text.splitlines()[0]})")
 
 
-def _s3(settings: tuple) -> pafs.S3FileSystem:
-    opts = with_env(dict(settings))
+def _s3(settings: tuple, secrets: tuple) -> pafs.S3FileSystem:
+    """Without explicit keys, the AWS SDK's default chain finds this node's credentials."""
+    opts = dict(settings)
     endpoint = opts.get("endpoint_url")
-    kwargs = {key: opts.get(key) for key in ("access_key", "secret_key", "session_token")}
+    kwargs: dict = dict(secrets)
     kwargs["region"] = opts.get("region") or "us-east-1"
     if endpoint:
         parsed = urlparse(endpoint)
@@ -94,10 +98,10 @@ def _s3(settings: tuple) -> pafs.S3FileSystem:
 
 
 @functools.lru_cache(maxsize=8)
-def _filesystem(scheme: str, settings: tuple) -> pafs.FileSystem:
+def _filesystem(scheme: str, settings: tuple, secrets: tuple = ()) -> pafs.FileSystem:
     """One filesystem per process and settings (never shared across a fork)."""
     if scheme == "s3":
-        return _s3(settings)
+        return _s3(settings, secrets)
     if scheme in ("gs", "gcs"):
         return pafs.GcsFileSystem()
     return pafs.LocalFileSystem()
@@ -106,21 +110,29 @@ def _filesystem(scheme: str, settings: tuple) -> pafs.FileSystem:
 @dataclass(frozen=True)
 class Storage:
     """A run's object-store settings, resolved once (``from_options``) and passed down to every reader
-    and writer, Ray tasks and workers included: it pickles as its settings, and each process opens its
-    own filesystem from them. Methods take a local path or an ``s3://``/``gs://`` URI."""
+    and writer, Ray tasks and workers included: it pickles as its location settings alone (endpoint,
+    region), and each process opens its own filesystem with its own node's credentials. Keys given in
+    ``--storage_options`` (``secrets``) are used in this process only. Methods take a local path or an
+    ``s3://``/``gs://`` URI."""
 
     settings: tuple = ()
+    secrets: tuple = field(default=(), repr=False)
 
     @classmethod
     def from_options(cls, options: Union[str, dict, None] = None) -> Storage:
-        """``--storage_options`` (JSON text or a mapping) over this process's AWS_* variables."""
-        return cls(tuple(sorted(with_env(parse_options(options)).items())))
+        """``--storage_options`` (JSON text or a mapping) over this process's AWS_ENDPOINT_URL/AWS_REGION."""
+        options = parse_options(options)
+        secrets = tuple(sorted((k, v) for k, v in options.items() if k in SECRET_KEYS and v))
+        return cls(tuple(sorted(location_from_env(options).items())), secrets)
+
+    def __reduce__(self):
+        return Storage, (self.settings,)  # the secrets never leave this process
 
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The filesystem and the path inside it."""
         parsed = urlparse(str(uri))
         if parsed.scheme in REMOTE_SCHEMES:
-            return _filesystem(parsed.scheme, self.settings), (parsed.netloc + parsed.path).rstrip("/")
+            return _filesystem(parsed.scheme, self.settings, self.secrets), (parsed.netloc + parsed.path).rstrip("/")
         return _filesystem("file", ()), str(Path(uri).resolve())
 
     def ray_storage(self, uri: str) -> tuple[Optional[pafs.FileSystem], str]:
@@ -178,12 +190,44 @@ class Storage:
         fs.create_dir(path, recursive=True)
 
     def upload_file(self, local: Union[str, Path], uri: str) -> None:
-        """Copy a local file to ``uri``, streamed (an object store needs no folders: none are made)."""
+        """Copy a local file to ``uri``, streamed. An object appears whole when its upload completes; a local
+        copy is written beside its name and renamed, so no reader ever sees half a file."""
         fs, path = self.resolve(uri)
+        target = path
+        if not is_remote(uri):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = f"{Path(path).parent}/.{Path(path).name}.{os.getpid()}.tmp"
         with open(local, "rb") as src, fs.open_output_stream(path) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+        if path != target:
+            os.replace(path, target)
 
     def copy_folder(self, local: Union[str, Path], uri: str) -> None:
         """Copy a local folder's files into ``uri`` (overwriting what is there)."""
         fs, path = self.resolve(uri)
         pafs.copy_files(str(local), path, destination_filesystem=fs)
+
+
+class FolderMirror:
+    """Keeps ``uri`` (a folder or an s3://, gs:// prefix) a copy of the local folder ``local``: each
+    ``sync`` uploads the files that are new or changed since the last one (a node's outputs reach the
+    run's storage, so losing the node loses nothing). Folders named in ``skip`` stay local."""
+
+    def __init__(self, store: Storage, local: Union[str, Path], uri: str, skip: tuple[str, ...] = ()):
+        self.store, self.local, self.uri, self.skip = store, Path(local), uri.rstrip("/"), skip
+        self.sent: dict[Path, tuple[int, int]] = {}
+
+    def sync(self) -> int:
+        """Upload what changed; returns the number of files sent."""
+        sent = 0
+        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.local)
+            if rel.parts[0] in self.skip or path.name.startswith("."):  # skipped, or a file being written
+                continue
+            stat = path.stat()
+            if self.sent.get(rel) == (stat.st_mtime_ns, stat.st_size):
+                continue
+            self.store.upload_file(path, f"{self.uri}/{rel.as_posix()}")
+            self.sent[rel] = (stat.st_mtime_ns, stat.st_size)
+            sent += 1
+        return sent

@@ -26,6 +26,7 @@ from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
 from .objective import LOSS_NAMES
 from .parallel import process_group
+from .storage import Storage
 
 log = logging.getLogger("cyclegan")
 
@@ -51,14 +52,18 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
-                 keep_history: bool = False, dataset=None, tensorboard_dir: Optional[Path] = None):
+                 keep_history: bool = False, dataset=None, tensorboard_dir: Optional[Path] = None,
+                 run_dir: Optional[Path] = None, store: Optional[Storage] = None):
+        """``run_dir``: where this process writes the run's files (default ``<checkpoints_dir>/<name>``);
+        ``store``: how to reach a dataroot in object storage (the end-of-run score reads it)."""
         cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
         self.cfg = cfg
+        self.store = store or Storage.from_options()
         self.rank, self.world_size = process_group()
         self.is_main = self.rank == 0  # only the first process writes files
         self.progress_bar = progress_bar and self.is_main
         self.keep_history = keep_history
-        self.run_dir = cfg.run_dir
+        self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
         self.dataset = dataset if dataset is not None else UnalignedDataset(cfg)
         self.model = CycleGAN(cfg, device=device)
         self.progress = Progress(epoch=cfg.epoch_count)
@@ -271,9 +276,9 @@ class Trainer:
             seconds = time.perf_counter() - self.started[0]
             result["train_seconds"] = seconds
             result["images_per_sec"] = (self.progress.total_iters - self.started[1]) * self.world_size / seconds
-        if self.cfg.eval_at_end and has_ideal(self.cfg.dataroot) and self.is_main:
+        if self.cfg.eval_at_end and self.is_main and has_ideal(self.cfg.dataroot, self.store):
             scores = score_translation(self.model.G_A, self.model.G_B, self.cfg.dataroot, self.cfg.input_nc,
-                                       self.cfg.output_nc, self.model.device)
+                                       self.cfg.output_nc, self.model.device, self.store)
             result["eval"] = scores
             if self.writer is not None:
                 for key in ("l1", "psnr", "identity_l1"):

@@ -7,16 +7,21 @@ process, so the multi-node cluster lives in this child process and is shut down 
 
 The training workers ask for a 'trainnode' resource that only the worker node has, so removing
 that node takes them all; a replacement node with the same resource lets the run continue.
+In the spot scenario nobody drains the node by hand: the node's preemption watcher
+(``cyclegan cluster watch-preemption``) reads a fake EC2 metadata service on 127.0.0.1 that
+announces, mid-run, that the instance terminates in two minutes.
 """
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from helpers import checkpoint_states, registered, wait_for  # this script's folder is on sys.path
+from helpers import FakeInstanceMetadata, checkpoint_states, registered, stop, wait_for  # this script's folder
 
 
 def main(scenario: str, config_path: str, out_path: str) -> None:
@@ -39,32 +44,48 @@ def main(scenario: str, config_path: str, out_path: str) -> None:
             outcome["result"] = run(cfg, progress_bar=False)
         except BaseException as e:  # reported to the test
             outcome["error"] = repr(e)
+    started = time.time()
+    report: dict = {"timeline": {}}
+
+    def mark(what: str) -> None:  # seconds since the run started, to see where a slow scenario spends them
+        report["timeline"][what] = round(time.time() - started, 1)
     thread = threading.Thread(target=train, daemon=True)
     thread.start()
-    report = {}
     try:
         if scenario == "node":
             wait_for(lambda: len(registered(storage_run)) >= 2, 240, "two registered checkpoints")
             done = registered(storage_run)
             report["before_loss"] = [c for c in checkpoint_states(storage_run) if c["dir"] in done]
+            mark("two checkpoints")
             cluster.remove_node(node, allow_graceful=False)
-        else:  # spot: the autoscaler's notice, a deadline, then the node goes
-            from ray.core.generated import autoscaler_pb2
-            wait_for(lambda: (Path(cfg.checkpoints_dir) / cfg.name / "train_opt.yaml").exists(), 240,
-                     "training to start")
-            time.sleep(2)
-            before = {c["dir"] for c in checkpoint_states(storage_run)}
-            gcs = ray._raylet.GcsClient(address=cluster.address)
-            accepted, _ = gcs.drain_node(node.node_id,
-                                         autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
-                                         "spot instance reclaimed", int(time.time() * 1000) + 20_000)
-            report["drain_accepted"] = bool(accepted)
-            wait_for(lambda: registered(storage_run) - before, 60, "the checkpoint after the notice")
+        else:  # spot: the cloud's notice, the watcher's drain, then the node goes
+            metadata = FakeInstanceMetadata()
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "cyclegan.cli", "cluster", "watch-preemption", "--provider", "aws",
+                 "--metadata_url", metadata.url, "--address", cluster.address, "--node_id", node.node_id,
+                 "--poll_s", "0.5"], env=dict(os.environ, RAY_AUTH_MODE="token"),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                wait_for(lambda: (storage_run / "train_opt.yaml").exists(), 240, "training to start")
+                mark("training")
+                before = {c["dir"] for c in checkpoint_states(storage_run)}
+                metadata.reclaim(in_seconds=120)
+                wait_for(lambda: watcher.poll() is not None, 60, "the watcher to drain the node")
+                mark("drained")
+                report["watcher"] = {"code": watcher.returncode, "output": watcher.stdout.read()[-2000:]}
+                wait_for(lambda: registered(storage_run) - before, 60, "the checkpoint after the notice")
+                mark("notice checkpoint")
+            finally:
+                stop(watcher)
+                metadata.close()
             new = registered(storage_run) - before
             report["notice_checkpoint"] = [c for c in checkpoint_states(storage_run) if c["dir"] in new][0]
             cluster.remove_node(node, allow_graceful=False)
+        mark("node removed")
         cluster.add_node(num_cpus=2, resources={"trainnode": 2})
+        mark("replacement added")
         thread.join(timeout=400)
+        mark("finished")
         report["finished"] = not thread.is_alive()
         report.update(outcome)
         report["history"] = checkpoint_states(storage_run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import shutil
 import tempfile
 
@@ -13,7 +14,7 @@ import torch
 from cyclegan.config import from_dict
 from cyclegan.synth import write_pair
 
-from helpers import start_moto_server, stop
+from helpers import RAY, S3_SECRET, start_moto_server, stop
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
@@ -25,6 +26,10 @@ torch.set_num_threads(2)
 os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
 SCRATCH = tempfile.mkdtemp(prefix="cg-tests-")
 os.environ["TMPDIR"] = tempfile.tempdir = SCRATCH
+# Every Ray the tests start or join (in-process, `ray start` heads and nodes, drivers, the CLI) uses this
+# session's own token: nothing is read from or written to ~/.ray, whatever the machine had before.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def pytest_unconfigure(config):
@@ -61,11 +66,12 @@ def replace(cfg, **changes):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 API server (moto's standalone server) on 127.0.0.1, as s3fs's own tests use.
-    The AWS_* variables point at it for the whole session; the server is stopped by its pid."""
+    The AWS_* variables point at it for the whole session (every Ray node started afterwards finds its
+    credentials there, as a cloud node finds its instance role's); the server is stopped by its pid."""
     proc, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "server.log")
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                              "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY=S3_SECRET,
                       AWS_DEFAULT_REGION="us-east-1")
     yield endpoint
     for k, v in saved.items():
@@ -79,17 +85,21 @@ def s3_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3(s3_server):
     import s3fs
-    return s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_server},
+    return s3fs.S3FileSystem(key="testing", secret=S3_SECRET, client_kwargs={"endpoint_url": s3_server},
                              skip_instance_cache=True)
 
 
 @pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
-    """One local Ray instance for the whole test session, on loopback, with its own temp folder."""
+def ray_session(tmp_path_factory, s3_server):
+    """One local Ray instance for the whole test session, on loopback, with its own temp folder. Started
+    after the S3 server, so its processes have the credentials in their environment (a node's own), and
+    with Ray Train's run state kept (what the dashboard serves while a run lives)."""
     import ray
     temp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=str(temp),
-             configure_logging=False, log_to_driver=False)
+    os.environ["RAY_TRAIN_ENABLE_STATE_TRACKING"] = "1"
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=str(temp),
+                       configure_logging=False, log_to_driver=False)
+    RAY.update(temp=temp, dashboard=f"http://{context.dashboard_url}")
     yield ray
     ray.shutdown()
 

@@ -12,8 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Optional
+
+# The loopback S3 server's secret key: distinctive, so that a test can search Ray's state, logs and the
+# bucket for it (no credential may travel through Ray or reach a file).
+S3_SECRET = f"cg-secret-{uuid.uuid4().hex}"
+RAY: dict = {}  # the test session's Ray (conftest.ray_session): its temp folder and dashboard URL
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
@@ -142,29 +148,48 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ---------------------------------------------------------------- a local Ray head
-def start_ray_head(temp_prefix: str, tries: int = 4) -> tuple[str, str]:
-    """``ray start --head`` on 127.0.0.1 with its own temp folder: Ray picks the GCS port (``--port 0``);
-    the other ports are ones free a moment ago, so a try whose port was taken meanwhile fails, is stopped,
-    and the next try takes new ports. Returns (temp folder, dashboard URL)."""
+def start_ray_node(temp_prefix: str, head: Optional[str] = None, args: tuple = (), env: Optional[dict] = None,
+                   cwd: Optional[Path] = None, tries: int = 4) -> tuple[str, str]:
+    """``ray start`` on 127.0.0.1 with its own temp folder: a head (``head`` None) or a node joining the
+    head at GCS address ``head``. Ray picks the GCS port (``--port 0``) and its other ports where it can;
+    the agents' ports are ones free a moment ago, so a try whose port was taken meanwhile fails, is
+    stopped, and the next try takes new ports. ``env``/``cwd``: the node's own environment and working
+    folder (its workers inherit both). Returns (temp folder, dashboard URL or GCS address): for a head,
+    the dashboard URL, with the GCS address in ``RAY_NODES[temp]``."""
     ray = str(Path(sys.executable).parent / "ray")
-    env = dict(os.environ, RAY_AUTH_MODE="token")
+    env = dict(env or os.environ, RAY_AUTH_MODE="token")
     failure = ""
     for _ in range(tries):
         temp = tempfile.mkdtemp(prefix=temp_prefix)  # short: Ray's socket paths must stay under 108 bytes
-        dashboard = free_port()
-        ports = {"--port": 0, "--dashboard-port": dashboard, "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
-        command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                   "--num-cpus", "2", "--temp-dir", temp, "--disable-usage-stats",
-                   *[str(x) for kv in ports.items() for x in kv]]
-        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        ports = {"--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
+                 "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
+        if head is None:
+            dashboard = free_port()
+            ports.update({"--port": 0, "--dashboard-port": dashboard, "--ray-client-server-port": free_port()})
+            role = ["--head", "--dashboard-host", "127.0.0.1"]
+        else:
+            role = ["--address", head]
+        command = [ray, "start", *role, "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
+                   "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv], *args]
+        started = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
         if started.returncode == 0:
+            if head is not None:
+                return temp, head
+            gcs = re.search(r"--address='([0-9.]+:\d+)'", started.stdout + started.stderr)
+            RAY_NODES[temp] = gcs.group(1) if gcs else ""
             return temp, f"http://127.0.0.1:{dashboard}"
         failure = (started.stdout + started.stderr)[-3000:]
         stop_processes_mentioning(temp)
         shutil.rmtree(temp, ignore_errors=True)
-    raise RuntimeError(f"ray start --head failed {tries} times; last output:\n{failure}")
+    raise RuntimeError(f"ray start failed {tries} times; last output:\n{failure}")
+
+
+RAY_NODES: dict[str, str] = {}  # a started head's temp folder -> its GCS address
+
+
+def start_ray_head(temp_prefix: str, tries: int = 4) -> tuple[str, str]:
+    """``ray start --head`` with 2 CPUs (see ``start_ray_node``). Returns (temp folder, dashboard URL)."""
+    return start_ray_node(temp_prefix, args=("--num-cpus", "2"), tries=tries)
 
 
 # ---------------------------------------------------------------- drivers and checkpoints
@@ -207,3 +232,92 @@ def registered(storage_run: Path) -> set[str]:
     except (FileNotFoundError, json.JSONDecodeError):
         return set()
     return {c["checkpoint_dir_name"] for c in snapshot.get("checkpoint_results", [])}
+
+
+# ---------------------------------------------------------------- credentials
+def places_holding(secret: str, folders=(), s3=None, buckets=(), dashboard: Optional[str] = None) -> list[str]:
+    """Where ``secret`` appears: in any file below ``folders``, any object of ``buckets`` (an s3fs
+    filesystem), and, with a dashboard URL, Ray's state (jobs, actors, tasks) and Ray Train's run state
+    (the run settings, train_loop_config included). Returns the places; the runs' state must be non-empty."""
+    needle = secret.encode()
+    hits = []
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            try:
+                data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+            except OSError:
+                continue  # a file removed meanwhile
+            at = data.find(needle)
+            if at >= 0:  # the place and what surrounds it, to see what leaked it
+                hits.append(f"{path}: ...{data[max(0, at - 150):at + 40].decode(errors='replace')}...")
+    if buckets:
+        s3.invalidate_cache()  # a listing cached earlier may name objects deleted since (old checkpoints)
+    for bucket in buckets:
+        for key in s3.find(bucket):
+            try:
+                if needle in s3.cat(key):
+                    hits.append(f"s3://{key}")
+            except FileNotFoundError:
+                pass  # a folder marker (listed as a file, readable under "key/" only)
+    if dashboard:
+        import urllib.request
+
+        from ray.util.state import list_actors, list_jobs, list_tasks
+        for name, listing in (("jobs", list_jobs), ("actors", list_actors), ("tasks", list_tasks)):
+            rows = listing(address=dashboard, detail=True, limit=10_000, raise_on_missing_output=False)
+            text = json.dumps([getattr(r, "__dict__", r) for r in rows], default=str)
+            if secret in text:
+                at = text.find(secret)
+                hits.append(f"ray state: {name}: ...{text[max(0, at - 300):at + 40]}...")
+        request = urllib.request.Request(f"{dashboard}/api/train/v2/runs/v1",
+                                         headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"})
+        runs = urllib.request.urlopen(request, timeout=30).read().decode()
+        assert "train_loop_config" in runs, f"no Train run state to search: {runs[:300]}"
+        if secret in runs:
+            hits.append("ray train run state")
+    return hits
+
+
+# ---------------------------------------------------------------- a cloud's instance metadata
+class FakeInstanceMetadata:
+    """An EC2 instance metadata service (IMDSv2) on 127.0.0.1: no spot notice (404) until ``reclaim``,
+    then ``spot/instance-action`` says terminate at that time, as AWS does two minutes ahead."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        notice: dict = {}
+        self.notice = notice
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code: int, body: str = "") -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def do_PUT(self):  # IMDSv2: a session token first
+                ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                self._send(200, "imds-token") if ok else self._send(400)
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") != "imds-token":
+                    self._send(401)
+                elif self.path == "/latest/meta-data/spot/instance-action" and notice:
+                    self._send(200, json.dumps(notice))
+                else:
+                    self._send(404)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reclaim(self, in_seconds: float) -> None:
+        when = time.gmtime(time.time() + in_seconds)
+        self.notice.update(action="terminate", time=time.strftime("%Y-%m-%dT%H:%M:%SZ", when))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,6 +3,7 @@ and datasets downloaded from a loopback HTTP server and uploaded to the loopback
 import copy
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 
 from cyclegan.data import DataError
 
-from helpers import processes_mentioning, start_ray_head, stop_processes_mentioning
+from helpers import FakeInstanceMetadata, processes_mentioning, start_ray_head, stop_processes_mentioning
 
 ROOT = Path(__file__).parents[1]
 CLUSTER = ROOT / "cluster"
@@ -58,6 +59,127 @@ def test_aws_node_configs_are_valid_run_instances_parameters():
     assert "InstanceMarketOptions" not in types["gpu_ondemand"]["node_config"]  # the on-demand fallback
     typo = {**types["gpu_spot"]["node_config"], "InstanceTyp": "g5.xlarge", "MinCount": 1, "MaxCount": 1}
     assert ParamValidator().validate(typo, shape).has_errors()
+
+
+# vCPUs and GPUs of the instance types the launcher files name (AWS's and Google Cloud's published sizes).
+INSTANCE_TYPES = {"m6i.xlarge": (4, 0), "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4),
+                  "n2-standard-4": (4, 0), "g2-standard-8": (8, 1)}
+DATA_CPUS = 1  # what a worker node keeps for Ray Data's tasks besides its training workers
+
+
+def node_types() -> dict[str, dict]:
+    """Every worker node type of the shipped cluster files: its Ray resources, as Ray would see them."""
+    found = {}
+    for name in ("aws-spot.yaml", "gcp-spot.yaml"):
+        config = yaml.safe_load((CLUSTER / name).read_text())
+        for type_name, node in config["available_node_types"].items():
+            found[f"{name}:{type_name}"] = {"head": type_name == config["head_node_type"], **node["resources"]}
+    for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
+        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
+        head = spec["headGroupSpec"]
+        found[f"{name}:head"] = {"head": True, "CPU": float(head["rayStartParams"].get("num-cpus", 0)),
+                                 **json.loads(json.loads(head["rayStartParams"].get("resources", '"{}"')))}
+        for group in spec["workerGroupSpecs"]:
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            found[f"{name}:{group['groupName']}"] = {"head": False, "CPU": float(limits["cpu"]),
+                                                     "GPU": int(limits.get("nvidia.com/gpu", 0))}
+    return found
+
+
+def test_declared_node_resources_match_their_instance_types():
+    for name in ("aws-spot.yaml", "gcp-spot.yaml"):
+        config = yaml.safe_load((CLUSTER / name).read_text())
+        for type_name, node in config["available_node_types"].items():
+            kind = node["node_config"].get("InstanceType") or node["node_config"]["machineType"]
+            cpus, gpus = INSTANCE_TYPES[kind]
+            declared = node["resources"]
+            if type_name == config["head_node_type"]:
+                assert declared["CPU"] == 0 and declared["driver"] >= 1, (name, "drivers only on the head")
+                continue
+            assert declared["CPU"] == cpus and declared.get("GPU", 0) == gpus, (name, type_name, kind, declared)
+            accelerators = node["node_config"].get("guestAccelerators", [])
+            if accelerators:
+                assert sum(a["acceleratorCount"] for a in accelerators) == gpus
+
+
+def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
+    """A worker of each shipped experiment (its CPUs, GPU, and a CPU left for Ray Data) fits a worker node
+    of each cluster file; a GPU experiment asks for GPUs explicitly, so an autoscaler starts GPU nodes."""
+    from cyclegan.experiment import load_experiment
+    nodes = node_types()
+    for path in sorted((ROOT / "experiments").glob("sweep*.yaml")):
+        exp = load_experiment(path)
+        base = exp.base
+        need_gpu = 1 if base.get("use_gpu") else 0
+        cpus = float(base.get("cpus_per_worker", 1))
+        if not any(str(p.dataroot or "").startswith(("s3://", "gs://")) for p in exp.pairs):
+            continue  # a laptop sweep
+        assert need_gpu, f"{path.name}: a cluster sweep that does not ask for GPUs trains on CPUs"
+        for cluster in {key.split(":")[0] for key in nodes}:
+            workers = [n for key, n in nodes.items() if key.startswith(cluster + ":") and not n["head"]]
+            assert any(n.get("GPU", 0) >= need_gpu and n["CPU"] >= cpus + DATA_CPUS for n in workers), \
+                (path.name, cluster, cpus, workers)
+            heads = [n for key, n in nodes.items() if key.startswith(cluster + ":") and n["head"]]
+            assert heads and all(n.get("driver", 0) >= 1 and n["CPU"] == 0 for n in heads), (cluster, heads)
+
+
+def test_spot_nodes_run_the_preemption_watcher():
+    for name, provider in (("aws-spot.yaml", "aws"), ("gcp-spot.yaml", "gcp")):
+        commands = " ".join(yaml.safe_load((CLUSTER / name).read_text())["worker_start_ray_commands"])
+        assert f"cyclegan cluster watch-preemption --provider {provider}" in commands, name
+    for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
+        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
+        for group in spec["workerGroupSpecs"]:
+            pod = group["template"]["spec"]
+            hook = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+            assert hook[:5] == ["cyclegan", "cluster", "watch-preemption", "--provider", "kubernetes"]
+            grace = float(hook[hook.index("--grace_period_s") + 1])
+            hold = float(hook[hook.index("--hold_s") + 1])
+            assert grace == pod["terminationGracePeriodSeconds"] and hold < grace, (name, grace, hold)
+    from cyclegan.cli import build_parser  # the hook's flags are the command's
+    build_parser().parse_args(hook[1:])
+
+
+def test_cloud_notices_are_read_from_instance_metadata():
+    """The watcher's view of AWS (IMDSv2, spot instance-action) and GCE (instance/preempted) metadata,
+    served on 127.0.0.1: nothing before the notice, the deadline after it."""
+    import time
+
+    from cyclegan.distributed.preemption import GCE_NOTICE_S, aws_notice, gcp_notice
+    aws = FakeInstanceMetadata()
+    try:
+        assert aws_notice(aws.url) is None
+        aws.reclaim(in_seconds=120)
+        notice = aws_notice(aws.url)
+        assert notice.what == "spot instance-action terminate" and abs(notice.deadline - time.time() - 120) < 3
+    finally:
+        aws.close()
+    preempted = {"value": "FALSE"}
+
+    class Gce(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            ok = self.path == "/computeMetadata/v1/instance/preempted" and self.headers["Metadata-Flavor"] == "Google"
+            body = preempted["value"].encode() if ok else b""
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert gcp_notice(url) is None
+        preempted["value"] = "TRUE"
+        notice = gcp_notice(url)
+        assert notice.what == "GCE preemption" and abs(notice.deadline - time.time() - GCE_NOTICE_S) < 3
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_gcp_workers_are_spot_gpus():
@@ -166,8 +288,9 @@ def test_a_training_job_submitted_to_a_local_head_runs_to_success(ray_head, tmp_
                             timeout=60).stdout
     assert "succeeded" in status.lower(), (status, logs[-3000:])
     assert '"total_iters": 16' in logs  # 2 epochs x 8 images, printed by the job at the end
+    # One node: the run's storage is its checkpoints_dir, with the reference files beside Ray's checkpoints.
     assert (tmp_path / "ck" / "jobrun" / "latest_net_G_A.pth").exists()
-    assert list((tmp_path / "ck" / "ray" / "jobrun").glob("checkpoint_*/state.pt"))
+    assert list((tmp_path / "ck" / "jobrun").glob("checkpoint_*/state.pt"))
 
 
 # ---------------------------------------------------------------- datasets

@@ -21,7 +21,7 @@ from cyclegan.config import from_dict
 from cyclegan.data import BadImageWarning, DataError
 from cyclegan.storage import Storage
 
-from helpers import kill_driver_when, registered, start_moto_server, stop, wait_for
+from helpers import RAY, S3_SECRET, kill_driver_when, places_holding, registered, start_moto_server, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,26 +53,49 @@ def bucket(s3, tiny_pair):
     return "cyclegan-test"
 
 
-def test_two_workers_from_s3_with_checkpoints_in_s3(ray_session, s3, bucket, tmp_path, capsys):
+def test_two_workers_from_s3_keep_everything_in_s3_and_no_credentials_in_ray(ray_session, s3, bucket, tmp_path,
+                                                                             capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what the driver would leave in its working folder shows up here
     with pytest.warns(BadImageWarning, match=r"skipped 3 unreadable file\(s\)"):
         code = main(["train", "--dataroot", f"s3://{bucket}/seasons", "--name", "s3run", "--num_workers", "2",
                      "--checkpoints_dir", str(tmp_path / "ck"), "--storage_path", f"s3://{bucket}/runs",
                      "--n_epochs", "1", "--n_epochs_decay", "1", "--save_latest_freq", "4", *TINY_FLAGS])
     assert code == 0
     out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])  # read back from the bucket by the driver
     # 12 A images (10 + RGBA + 16-bit) and 10 B: epochs of 12 samples, 6 per worker.
-    assert result["skipped_images"] == 3 and result["total_iters"] == 12
-    states = sorted(s3.glob(f"{bucket}/runs/s3run/checkpoint_*/state.pt"))
+    assert result["skipped_images"] == 3 and result["total_iters"] == 12 and result["world_size"] == 2
+    run = f"{bucket}/runs/s3run"
+    states = sorted(s3.glob(f"{run}/checkpoint_*/state.pt"))
     assert 1 <= len(states) <= 3  # keep_checkpoints
     with s3.open(states[-1], "rb") as f:
         state = torch.load(io.BytesIO(f.read()), weights_only=True)
     assert state["progress"]["epoch"] == 3 and len(state["ranks"]) == 2
-    assert s3.exists(f"{bucket}/runs/s3run/cyclegan_config.yaml")
-    snapshot = json.loads(s3.cat(f"{bucket}/runs/s3run/checkpoint_manager_snapshot.json"))
+    snapshot = json.loads(s3.cat(f"{run}/checkpoint_manager_snapshot.json"))
     reported = snapshot["checkpoint_results"][-1]["metrics"]
     assert {"loss_G_A", "loss_D_B", "loss_cycle_A", "lr", "total_iters"} <= set(reported)
-    assert (tmp_path / "ck" / "s3run" / "latest_net_G_A.pth").exists()  # rank 0's reference weights
+    # Rank 0's outputs are in the run's storage, not on the disk of the node it ran on.
+    for name in ("cyclegan_config.yaml", "train_opt.yaml", "result.json", "latest_net_G_A.pth", "latest_net_D_B.pth"):
+        assert s3.exists(f"{run}/{name}"), name
+    assert torch.load(io.BytesIO(s3.cat(f"{run}/latest_net_G_B.pth")), weights_only=True)
+    assert s3.glob(f"{run}/tensorboard/events.out.tfevents.*")
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing in checkpoints_dir or the working folder
+    # The secret key reached no file, no object and nothing Ray keeps about jobs, actors, tasks and runs.
+    hits = places_holding(S3_SECRET, folders=[RAY["temp"]], s3=s3, buckets=[bucket], dashboard=RAY["dashboard"])
+    assert hits == []
+
+
+def test_an_image_missing_on_the_node_that_reads_it_is_not_taken_for_a_bad_image(ray_session, tiny_pair,
+                                                                                  tmp_path, monkeypatch):
+    """A local dataroot on a cluster: the driver lists files that another node's disk does not have."""
+    from cyclegan.distributed import streams
+    listed = streams.list_objects
+    monkeypatch.setattr(streams, "list_objects", lambda uri, store, max_size: listed(uri, store, max_size)
+                        + [str(tmp_path / "on-another-disk.png")])
+    cfg = from_dict(dict(FT, dataroot=str(tiny_pair), name="missing", checkpoints_dir=str(tmp_path)))
+    with pytest.raises(DataError, match=r"on-another-disk.png: listed by the driver but not found on node .*"
+                                        r"upload it with 'cyclegan data upload'.*--shared_filesystem"):
+        streams.scan_domains(cfg, Storage.from_options())
 
 
 def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s3, bucket):
@@ -96,7 +119,7 @@ def ft_cfg(tiny_pair, tmp_path, name, **kw):
 
 
 def final_weights(cfg):
-    run = Path(cfg.checkpoints_dir) / cfg.name
+    run = Path(cfg.storage_path) / cfg.name  # a Ray run's reference weights are in its storage
     return {n: torch.load(run / f"latest_net_{n}.pth", weights_only=True) for n in ("G_A", "G_B", "D_A", "D_B")}
 
 
@@ -153,19 +176,21 @@ def test_after_the_driver_dies_resume_finishes_with_the_same_weights(uninterrupt
                      "checkpoints_dir": str(tmp_path / "ck")})
     result = run(cfg, given={"address", "checkpoints_dir"}, progress_bar=False)
     assert result["resumed_from"]["total_iters"] > 0 and result["total_iters"] == 30
-    resumed = from_dict(dict(FT, name="driver", checkpoints_dir=str(tmp_path / "ck")))
+    resumed = from_dict(dict(FT, name="driver", storage_path=str(tmp_path / "storage")))
     assert_same_weights(final_weights(resumed), uninterrupted)
 
 
 def run_scenario(scenario, tiny_pair, tmp_path, name, **overrides):
+    # One machine: every simulated node has the same disk.
     values = dict(FT, dataroot=str(tiny_pair), name=name, checkpoints_dir=str(tmp_path / "ck"),
                   storage_path=str(tmp_path / "storage"), worker_resources='{"trainnode": 1}',
-                  keep_checkpoints=100)
+                  keep_checkpoints=100, shared_filesystem=True)
     values.update(overrides)
     (tmp_path / "config.json").write_text(json.dumps(values))
     script = Path(__file__).parent / "cluster_scenarios.py"
     ray_tmp = tempfile.mkdtemp(prefix="cg-ray-")  # short: Ray's socket paths must stay under 108 bytes
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).parents[1]))
+    env.pop("RAY_TRAIN_ENABLE_STATE_TRACKING", None)  # the session's Ray keeps run state; this cluster has no dashboard
     try:
         proc = subprocess.run([sys.executable, str(script), scenario, str(tmp_path / "config.json"),
                                str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=800)
@@ -173,6 +198,7 @@ def run_scenario(scenario, tiny_pair, tmp_path, name, **overrides):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (tmp_path / "out.json").exists(), proc.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
+    print(f"{scenario}: {report['timeline']}")
     assert report.get("finished") and "error" not in report, (report, proc.stderr[-3000:])
     return report, from_dict(values)
 
@@ -191,15 +217,17 @@ def test_losing_the_node_of_the_workers_resumes_on_a_replacement(uninterrupted, 
     assert_same_weights(final_weights(cfg), uninterrupted)
 
 
-def test_a_spot_notice_writes_a_checkpoint_that_the_run_resumes_from(tiny_pair, tmp_path):
-    # Rare regular saves, so the checkpoint after the notice is the one that matters.
-    report, cfg = run_scenario("spot", tiny_pair, tmp_path, "spot", n_epochs=30, n_epochs_decay=0,
-                               save_latest_freq=1000, save_epoch_freq=100)
-    assert report["drain_accepted"]
+def test_a_spot_notice_from_the_cloud_drains_the_node_and_the_run_resumes_from_its_checkpoint(
+        uninterrupted, tiny_pair, tmp_path):
+    # No regular saves before the end: the checkpoint after the notice is the one the run resumes from.
+    report, cfg = run_scenario("spot", tiny_pair, tmp_path, "spot", save_latest_freq=1000, save_epoch_freq=100)
+    assert report["watcher"]["code"] == 0, report["watcher"]
+    assert "preemption notice: spot instance-action terminate" in report["watcher"]["output"]
     notice = report["notice_checkpoint"]
-    assert 0 < notice["total_iters"] < 150
+    assert 0 < notice["total_iters"] < 30
     assert report["result"]["resumed_from"]["total_iters"] == notice["total_iters"]
-    assert report["result"]["total_iters"] == 150
+    assert report["result"]["total_iters"] == 30
+    assert_same_weights(final_weights(cfg), uninterrupted)
 
 
 def test_elastic_worker_count_trains_on_what_the_cluster_has(ray_session, tiny_pair, tmp_path):

@@ -1,6 +1,7 @@
 """Sweeps: Ray Tune + Optuna over built-in pairs, ASHA, TensorBoard read back, report, and resume."""
 import glob
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,56 +84,105 @@ def read_events(folder):
     return found
 
 
-def trial_records(pair_dir):
+def trial_records(sweep_dir, pair=None):
+    """Every trial of a sweep (of one pair), by folder name: its params (pair included), results, folder."""
     out = {}
-    for folder in sorted(p for p in pair_dir.iterdir() if (p / "params.json").exists()):
-        results = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
-        out[folder.name] = {"params": json.loads((folder / "params.json").read_text()), "results": results,
-                            "folder": folder}
+    for folder in sorted(p for p in sweep_dir.iterdir() if (p / "params.json").exists()):
+        params = json.loads((folder / "params.json").read_text())
+        if pair is None or params["pair"] == pair:
+            results = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+            out[folder.name] = {"params": params, "results": results, "folder": folder}
     return out
 
 
-def test_a_sweep_over_two_pairs_with_asha_tensorboard_and_report(ray_session, tmp_path):
+def running_profile(trials) -> list[tuple[float, int, str]]:
+    """From Tune's results: (time, trials running just after it, pair) at every trial start and end. A trial
+    starts when its first result's time_this_iter_s began and ends with its last result."""
+    events = []
+    for t in trials.values():
+        first, last = t["results"][0], t["results"][-1]
+        events += [(first["reported_at"] - first["time_this_iter_s"], 1, t["params"]["pair"]),
+                   (last["reported_at"], -1, t["params"]["pair"])]
+    profile, running = [], 0
+    for when, change, pair in sorted(events):
+        running += change
+        profile.append((when, running, pair))
+    return profile
+
+
+def share_at_limit(profile, limit: int) -> float:
+    """The share of the time from the moment ``limit`` trials first ran to the last trial's start (the
+    queue empty) during which ``limit`` trials ran."""
+    starts = [when for (when, running, _), before in zip(profile, [(0, 0, "")] + profile) if running > before[1]]
+    filled = next(when for when, running, _ in profile if running == limit)
+    full = sum(min(b[0], starts[-1]) - a[0] for a, b in zip(profile, profile[1:])
+               if a[1] == limit and filled <= a[0] < starts[-1])
+    return full / max(1e-9, starts[-1] - filled)
+
+
+def test_three_pairs_searched_at_once_fill_the_limit_with_asha_tensorboard_and_report(ray_session, tmp_path):
     from cyclegan.distributed.sweep import sweep
-    exp = parse_experiment(experiment(tmp_path))
+    exp = parse_experiment(experiment(tmp_path, datasets=["seasons", "fruit", "zebra"], search={
+        "num_samples": 3, "max_concurrent_trials": 2, "grace_period": 1, "reduction_factor": 2, "eval_images": 8,
+        "grid_images": 2, "seed": 0}))
     started = time.perf_counter()
     sweep(exp)
     wall = time.perf_counter() - started
     root = tmp_path / "sweeps" / "sw"
-    for pair in ("seasons", "fruit"):
-        trials = trial_records(root / pair)
-        assert len(trials) == 6
-        params = [t["params"] for t in trials.values()]
-        for key in SPACE:  # the search explored every key
-            assert len({json.dumps(p[key]) for p in params}) > 1, (key, params)
+    everything = trial_records(root)
+    assert len(everything) == 9
+    # The pairs were searched at once (trials of every pair ran before the first pair's were all done),
+    # the sweep's limit held for all of them together (2 at once, never more), and until the last trial
+    # started the slots stayed filled: an ended trial was replaced at once, whatever its pair.
+    profile = running_profile(everything)
+    print("\n" + "\n".join(f"{when - profile[0][0]:6.1f} s  {running} running  ({pair})"
+                            for when, running, pair in profile))
+    first = {pair: min(when for when, _, p in profile if p == pair) for pair in ("seasons", "fruit", "zebra")}
+    done = {pair: max(t["results"][-1]["reported_at"] for t in trial_records(root, pair).values())
+            for pair in ("seasons", "fruit", "zebra")}
+    assert max(first.values()) < min(done.values()), (first, done)
+    assert max(running for _, running, _ in profile) == 2
+    share = share_at_limit(profile, 2)
+    print(f"slots filled {share:.0%} of the time from the first full moment to the last start")
+    assert share >= 0.75, profile
+    stopped = []
+    for pair in ("seasons", "fruit", "zebra"):
+        trials = trial_records(root, pair)
+        assert len(trials) == 3
         epochs = {tid: max(r.get("epochs", 0) for r in t["results"]) for tid, t in trials.items()}
         iters = {tid: max(r["total_iters"] for r in t["results"]) for tid, t in trials.items()}
         assert max(epochs.values()) == 4 and max(iters.values()) == 32  # 4 epochs x 8 images
-        stopped = [tid for tid in trials if epochs[tid] < 4]
-        assert stopped, f"ASHA stopped nothing: {epochs}"
-        assert all(iters[tid] < 32 for tid in stopped)
+        stopped += [tid for tid in trials if epochs[tid] < 4 and iters[tid] < 32]
         for tid, t in trials.items():
+            assert tid.startswith(f"{pair}_")
             events = read_events(t["folder"])
             assert {"loss/G_A", "loss/cycle_A", "lr", "hparams/l1", "hparams/best_l1", "score/l1"} <= events["scalars"]
             assert {"test/AtoB", "test/BtoA"} <= events["images"]
             assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= events["hparams"]
             assert events["hparam_values"]["pair"] == pair
             assert events["hparam_values"]["netG"] == t["params"]["netG"]
-            assert t["results"][-1]["l1"] == pytest.approx(t["results"][-1]["best_l1"], abs=1) and \
-                t["results"][-1]["best_l1"] <= min(r["l1"] for r in t["results"]) + 1e-12
-    train_seconds = sum(r["time_this_iter_s"] for pair in ("seasons", "fruit")
-                        for t in trial_records(root / pair).values() for r in t["results"])
-    print(f"\nsweep of 12 trials: {wall:.1f} s wall, {train_seconds:.1f} s in trials")
+            assert t["results"][-1]["best_l1"] <= min(r["l1"] for r in t["results"]) + 1e-12
+    assert stopped, "ASHA stopped nothing"
+    for key in SPACE:  # the searchers explored every key
+        assert len({json.dumps(t["params"][key]) for t in everything.values()}) > 1, key
+    assert not list(Path(tempfile.gettempdir()).glob("cyclegan-trial-*"))  # the trials' scratch is gone
+    print(f"\nsweep of 9 trials: {wall:.1f} s wall")
 
     from cyclegan.cli import main
     assert main(["report", str(root)]) == 0
     page = root / "report" / "index.html"
     text = page.read_text()
-    for pair in ("seasons", "fruit"):
-        trials = trial_records(root / pair)
-        best = min(trials, key=lambda tid: trials[tid]["results"][-1]["l1"])
+    for pair in ("seasons", "fruit", "zebra"):
+        trials = trial_records(root, pair)
+        best = min(trials, key=lambda tid: trials[tid]["results"][-1]["best_l1"])
         assert f"<h2>{pair}</h2>" in text and best in text
-        assert json.loads((page.parent / pair / "best" / "trial.json").read_text())["trial"] == best
+        record = json.loads((page.parent / pair / "best" / "trial.json").read_text())
+        # The exported weights are those of the trial's best score, and the page says which epoch.
+        assert record["trial"] == best and record["best"] == trials[best]["results"][-1]["best_l1"]
+        assert record["checkpoint_score"] == record["best"]
+        at = [r for r in trials[best]["results"] if r.get("l1") == record["best"]][0]
+        assert record["checkpoint_epochs"] == at["epochs"]
+        assert f"{record['best']:.4g} @ {at['epochs']:.2f}" in text
         for name in ("G_A", "G_B", "D_A", "D_B"):
             import torch
             assert torch.load(page.parent / pair / "best" / f"latest_net_{name}.pth", weights_only=True)
@@ -143,8 +193,36 @@ def test_a_sweep_over_two_pairs_with_asha_tensorboard_and_report(ray_session, tm
     assert (tmp_path / "results" / "best" / "test_latest" / "index.html").exists()
     import re
     images = re.findall(r"<img src='([^']+)'>", text)
-    assert len(images) >= 2 * 2 * 2  # two pairs, two directions, input + at least one trial per test image
+    assert len(images) >= 3 * 2 * 2  # three pairs, two directions, input + at least one trial per test image
     assert all((page.parent / src).exists() for src in images)
+
+
+def test_checkpoints_are_kept_by_score_and_the_report_exports_the_best(ray_session, tmp_path):
+    """keep_checkpoints 1: the checkpoint with the best score and the latest (to resume from) stay, and
+    the report exports the best one's weights with the epoch it was taken at."""
+    import torch
+
+    from cyclegan.distributed.report import write_report
+    from cyclegan.distributed.sweep import sweep
+    data = experiment(tmp_path, datasets=["fruit"], base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"),
+                                                              keep_checkpoints=1, lr=0.01),
+                      space={"lambda_identity": [0.0]},
+                      search={"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1})
+    sweep(parse_experiment(data))
+    root = tmp_path / "sweeps" / "sw"
+    (tid, trial), = trial_records(root).items()
+    saved = [r for r in trial["results"] if r.get("checkpoint_dir_name")]
+    assert len(saved) == 4  # one per epoch
+    best = min(saved, key=lambda r: (r["l1"], -r["total_iters"]))
+    kept = {p.parent.name for p in trial["folder"].glob("checkpoint_*/state.pt")}
+    assert kept == {best["checkpoint_dir_name"], saved[-1]["checkpoint_dir_name"]}
+    page = write_report(str(root))
+    record = json.loads((page.parent / "fruit" / "best" / "trial.json").read_text())
+    assert record["checkpoint_score"] == best["l1"] == record["best"]
+    assert record["checkpoint_epochs"] == best["epochs"]
+    state = torch.load(trial["folder"] / best["checkpoint_dir_name"] / "state.pt", weights_only=True)
+    exported = torch.load(page.parent / "fruit" / "best" / "latest_net_G_A.pth", weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in state["model"]["nets"]["G_A"].items())
 
 
 def experiment_status(pair_dir):
@@ -155,7 +233,9 @@ def experiment_status(pair_dir):
         data = json.loads(files[-1].read_text())
     except json.JSONDecodeError:  # being rewritten
         return {}
-    return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
+    trials = [json.loads(t[0]) for t in data["trial_data"]]
+    # By trial folder (<pair>_<trial id>), as trial_records names them.
+    return {f"{t['config']['pair']}_{t['trial_id']}": t["status"] for t in trials}
 
 
 def test_trials_as_ray_train_runs_report_to_tune(ray_session, tmp_path):
@@ -165,9 +245,9 @@ def test_trials_as_ray_train_runs_report_to_tune(ray_session, tmp_path):
                       base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1", n_epochs=1,
                                 n_epochs_decay=1),
                       search={"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1})
-    results = sweep(parse_experiment(data))["fruit"]
+    results = sweep(parse_experiment(data))
     assert len(results) == 1 and not results.errors
-    pair_dir = tmp_path / "sweeps" / "sw" / "fruit"
+    pair_dir = tmp_path / "sweeps" / "sw"
     for tid, t in trial_records(pair_dir).items():
         assert t["results"][-1]["total_iters"] == 16 and "l1" in t["results"][-1]
         assert glob.glob(str(pair_dir / tid / "train" / "checkpoint_*" / "state.pt"))  # Ray Train's checkpoints
@@ -182,7 +262,7 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
                               "grid_images": 1, "seed": 1})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     address = ray_session.get_runtime_context().gcs_address
-    pair_dir = tmp_path / "sweeps" / "sw" / "seasons"
+    pair_dir = tmp_path / "sweeps" / "sw"
     kill_driver_when(["sweep", str(tmp_path / "exp.yaml"), "--address", address],
                      lambda: list(experiment_status(pair_dir).values()).count("TERMINATED") >= 1
                      and "RUNNING" in experiment_status(pair_dir).values(), 400,
@@ -217,8 +297,8 @@ def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
                       search={"num_samples": 2, "scheduler": "none", "eval_images": 4, "grid_images": 1})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     assert main(["sweep", str(tmp_path / "exp.yaml")]) == 0
-    pair = "sweep-results/sweeps/sw/seasons"
-    trials = [p for p in s3.ls(pair, refresh=True) if s3.isdir(p) and p.rstrip("/") != pair]
+    sweep_uri = "sweep-results/sweeps/sw"
+    trials = [p for p in s3.ls(sweep_uri, refresh=True) if p.rsplit("/", 1)[-1].startswith("seasons_")]
     assert len(trials) == 2
     for trial in trials:
         files = [p.rsplit("/", 1)[-1] for p in s3.ls(trial)]

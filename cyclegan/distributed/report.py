@@ -1,8 +1,10 @@
-"""``cyclegan report SWEEP``: per domain pair, the trials ranked by the sweep metric, side-by-side
-translations of the same test images by the best trials, and the best generator exported in the
-reference format (``latest_net_G_A.pth`` ...), from a sweep folder or s3:// prefix."""
+"""``cyclegan report SWEEP``: per domain pair, the trials ranked by the best value of the sweep metric
+they reached, side-by-side translations of the same test images by the best trials (each with the
+weights of its best checkpoint), and the pair's best generator exported in the reference format
+(``latest_net_G_A.pth`` ...), from a sweep folder or s3:// prefix."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import tempfile
@@ -16,10 +18,12 @@ import yaml
 
 from .. import checkpoint as ckpt
 from ..config import from_dict
+from ..data import resolve_dataroot
 from ..evaluate import METRICS, test_images, translate_images
-from ..experiment import Experiment, resumed_experiment
+from ..experiment import Experiment, pair_config, resumed_experiment
 from ..model import CycleGAN
 from ..storage import Storage, is_remote
+from .trial import PAIR_KEY, SCORE_FILE
 
 
 @dataclass
@@ -32,50 +36,69 @@ class TrialRecord:
     epochs: float
     total_iters: int
     uri: str
-    checkpoint: Optional[str] = None  # the latest state.pt, as the sweep's filesystem lists it
+    checkpoint: Optional[str] = None  # the state.pt of the best checkpoint kept, as the filesystem lists it
+    checkpoint_score: Optional[float] = None  # its value of the metric
+    checkpoint_epochs: Optional[float] = None  # and when it was taken (epochs trained)
     results: list = field(default_factory=list)
 
 
-def _latest_checkpoint(store: Storage, trial_uri: str) -> Optional[str]:
+def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optional[str], dict]:
+    """The trial's kept checkpoint with the best score (its state.pt as listed, and its score record);
+    without score records, the latest."""
     found = []
     for folder in (trial_uri, f"{trial_uri}/train"):
         for info in store.children(folder):
             state = f"{info.path}/state.pt"
-            if info.base_name.startswith("checkpoint_") and store.is_file(folder, listed=state):
-                found.append(state)
-    return sorted(found)[-1] if found else None
+            if not (info.base_name.startswith("checkpoint_") and store.is_file(folder, listed=state)):
+                continue
+            try:
+                scored = json.loads(store.read_bytes(folder, listed=f"{info.path}/{SCORE_FILE}"))
+            except (FileNotFoundError, OSError, ValueError):
+                scored = {}
+            found.append((state, scored))
+    if not found:
+        return None, {}
+    scored = [(state, s) for state, s in found if s.get("score") is not None]
+    if not scored:
+        return sorted(found)[-1][0], {}
+    return min(scored, key=lambda item: (sign * item[1]["score"], -item[1].get("total_iters", 0)))
 
 
 def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict[str, list[TrialRecord]]]:
-    """The experiment and, per pair, its trials best first (by the final value of the sweep metric)."""
+    """The experiment and, per pair, its trials best first (by the best value of the sweep metric each
+    reached: the checkpoint at that value is kept, and it is what the report exports)."""
     store = store or Storage.from_options()
     exp = resumed_experiment(uri, store)
-    pairs = {}
-    for pair in exp.pairs:
+    pairs: dict[str, list[TrialRecord]] = {pair.name: [] for pair in exp.pairs}
+    for info in store.children(exp.uri):
+        if info.type != pafs.FileType.Directory:
+            continue
+        trial_uri = f"{exp.uri}/{info.base_name}"
+        try:
+            params = json.loads(store.read_bytes(f"{trial_uri}/params.json"))
+            lines = store.read_text(f"{trial_uri}/result.json").splitlines()
+        except (FileNotFoundError, OSError):
+            continue  # not a trial folder, or a trial that never reported
+        pair_name = params.pop(PAIR_KEY, None)
+        pair = next((p for p in exp.pairs if p.name == pair_name), None)
+        if pair is None:
+            continue
         metric = exp.metric(pair)
         sign = 1 if METRICS[metric][0] == "min" else -1
-        records = []
-        pair_uri = f"{exp.uri}/{pair.name}"
-        for info in store.children(pair_uri):
-            if info.type != pafs.FileType.Directory:
-                continue
-            trial_uri = f"{pair_uri}/{info.base_name}"
-            try:
-                params = json.loads(store.read_bytes(f"{trial_uri}/params.json"))
-                lines = store.read_text(f"{trial_uri}/result.json").splitlines()
-            except (FileNotFoundError, OSError):
-                continue  # not a trial folder, or a trial that never reported
-            results = [json.loads(line) for line in lines if line.strip()]
-            scored = [r for r in results if r.get(metric) is not None]
-            last = scored[-1] if scored else {}
-            records.append(TrialRecord(
-                trial_id=info.base_name, params=params, metric=metric, final=last.get(metric),
-                best=min((r[metric] for r in scored), key=lambda v: sign * v) if scored else None,
-                epochs=max((r.get("epochs", 0) for r in results), default=0),
-                total_iters=max((r.get("total_iters", 0) for r in results), default=0),
-                uri=trial_uri, checkpoint=_latest_checkpoint(store, trial_uri), results=results))
-        records.sort(key=lambda r: (r.final is None, sign * (r.final if r.final is not None else 0)))
-        pairs[pair.name] = records
+        results = [json.loads(line) for line in lines if line.strip()]
+        scored = [r for r in results if r.get(metric) is not None]
+        checkpoint, at = _best_checkpoint(store, trial_uri, sign)
+        pairs[pair.name].append(TrialRecord(
+            trial_id=info.base_name, params=params, metric=metric,
+            final=scored[-1][metric] if scored else None,
+            best=min((r[metric] for r in scored), key=lambda v: sign * v) if scored else None,
+            epochs=max((r.get("epochs", 0) for r in results), default=0),
+            total_iters=max((r.get("total_iters", 0) for r in results), default=0),
+            uri=trial_uri, checkpoint=checkpoint, checkpoint_score=at.get("score"),
+            checkpoint_epochs=at.get("epochs"), results=results))
+    for pair in exp.pairs:
+        sign = 1 if METRICS[exp.metric(pair)][0] == "min" else -1
+        pairs[pair.name].sort(key=lambda r: (r.best is None, sign * (r.best if r.best is not None else 0)))
     return exp, pairs
 
 
@@ -105,6 +128,15 @@ def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int 
     out_dir = Path(out) if out else (Path(exp.uri) / "report" if not is_remote(exp.uri)
                                      else Path("reports") / exp.name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as builtin_root:  # built-in pairs, written here for their test images
+        dataroots = {pair.name: pair.dataroot or resolve_dataroot(
+                     dataclasses.replace(pair_config(exp, pair), checkpoints_dir=builtin_root))
+                     for pair in exp.pairs if pairs.get(pair.name)}
+        return _write_page(exp, pairs, dataroots, out_dir, top, images, store)
+
+
+def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots: dict[str, str], out_dir: Path,
+                top: int, images: int, store: Storage) -> Path:
     page = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sweep {html.escape(exp.name)}</title>"
             "<style>td,th{padding:2px 8px;text-align:left} img{width:128px;image-rendering:pixelated}</style>"
             f"</head><body><h1>Sweep {html.escape(exp.name)}</h1><p>{html.escape(exp.uri)}</p>"]
@@ -118,10 +150,11 @@ def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int 
             continue
         keys = sorted({k for r in records for k in r.params})
         page.append("<table border='1'><tr><th>rank</th><th>trial</th><th>final</th><th>best</th><th>epochs</th>"
+                    "<th>weights shown (score @ epoch)</th>"
                     + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
         for rank, r in enumerate(records, 1):
             page.append(f"<tr><td>{rank}</td><td>{html.escape(r.trial_id)}</td><td>{_fmt(r.final)}</td>"
-                        f"<td>{_fmt(r.best)}</td><td>{r.epochs:.2f}</td>"
+                        f"<td>{_fmt(r.best)}</td><td>{r.epochs:.2f}</td><td>{_at(r)}</td>"
                         + "".join(f"<td>{html.escape(str(r.params.get(k, '')))}</td>" for k in keys) + "</tr>")
         page.append("</table>")
         shown = [r for r in records if r.checkpoint][:top]
@@ -136,14 +169,18 @@ def write_report(uri: str, out: Optional[str] = None, top: int = 3, images: int 
             if rank == 0:  # the pair's best: reference-format weights, loadable by cyclegan test
                 best_dir = pair_dir / "best"
                 ckpt.save_reference_weights(best_dir, model.networks(), "latest")
-                (best_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                # The pair's own dataroot (none for a built-in pair: cyclegan test writes it again).
+                dataroot = next(p.dataroot for p in exp.pairs if p.name == pair)
+                (best_dir / "train_opt.yaml").write_text(
+                    yaml.safe_dump({**cfg.to_dict(), "dataroot": dataroot}, sort_keys=False))
                 (best_dir / "trial.json").write_text(json.dumps(
                     {"trial": r.trial_id, "metric": r.metric, "final": r.final, "best": r.best, "params": r.params,
-                     "checkpoint": r.checkpoint}, indent=2))
+                     "checkpoint": r.checkpoint, "checkpoint_score": r.checkpoint_score,
+                     "checkpoint_epochs": r.checkpoint_epochs}, indent=2))
         page.append(f"<p>best weights (reference format): <a href='{pair}/best/'>{pair}/best/</a></p>")
         first_cfg = models[0][1]
         for name, split, nc in (("AtoB", "testA", first_cfg.input_nc), ("BtoA", "testB", first_cfg.output_nc)):
-            inputs = test_images(first_cfg.dataroot, split, nc, first_cfg, images, store)
+            inputs = test_images(dataroots[pair], split, nc, first_cfg, images, store)
             page.append(f"<h3>{pair} {name}</h3><table border='1'><tr><th>input</th>"
                         + "".join(f"<th>#{i + 1} {html.escape(r.trial_id)}</th>" for i, (r, _, _) in
                                   enumerate(models)) + "</tr>")
@@ -171,6 +208,12 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def _at(r: TrialRecord) -> str:
+    if r.checkpoint is None:
+        return "–"
+    return f"{_fmt(r.checkpoint_score)} @ {r.checkpoint_epochs:.2f}" if r.checkpoint_epochs is not None else "latest"
+
+
 def table(uri: str, store: Optional[Storage] = None) -> str:
     """The plain-text ranking printed by ``cyclegan report``."""
     _, pairs = collect(uri, store)
@@ -179,8 +222,8 @@ def table(uri: str, store: Optional[Storage] = None) -> str:
         lines.append(f"{pair}: {len(records)} trials")
         for rank, r in enumerate(records, 1):
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
-            lines.append(f"  {rank:>2}. {r.trial_id}  {r.metric} {_fmt(r.final)} (best {_fmt(r.best)})  "
-                         f"epochs {r.epochs:.2f}  {params}")
+            lines.append(f"  {rank:>2}. {r.trial_id}  {r.metric} best {_fmt(r.best)} (final {_fmt(r.final)})  "
+                         f"epochs {r.epochs:.2f}  weights {_at(r)}  {params}")
     return "\n".join(lines)
 
 

@@ -56,25 +56,46 @@ def list_objects(uri: str, store: Storage, max_size: float = math.inf) -> list[s
     return first_images(files, max_size)  # the local listing's rule: images only, then max_dataset_size
 
 
+def read_listed(store: Storage, root_uri: str, path: str) -> bytes:
+    """An object the driver listed, read here: missing here means this node has another disk (a local
+    dataroot on a cluster), never an unreadable image."""
+    try:
+        return store.read_bytes(root_uri, listed=path)
+    except FileNotFoundError:
+        import ray.util
+        raise DataError(f"{path}: listed by the driver but not found on node {ray.util.get_node_ip_address()}: "
+                        f"a local dataroot must be on every node (upload it with 'cyclegan data upload', or "
+                        f"mount it everywhere and pass --shared_filesystem)") from None
+
+
 def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
-    widths, heights, reasons = [], [], []
+    widths, heights, reasons, missing = [], [], [], []
     for path in batch["path"]:
+        width = height = 0
+        reason = lost = ""
         try:
-            img = decode_image(store.read_bytes(root_uri, listed=path), channels, path)
-            widths.append(img.size[0]); heights.append(img.size[1]); reasons.append("")
+            img = decode_image(read_listed(store, root_uri, path), channels, path)
+            width, height = img.size
+        except DataError as e:  # not on this node's disk: the scan fails, naming it
+            lost = str(e)
         except (BadImage, OSError) as e:
-            widths.append(0); heights.append(0); reasons.append(str(e))
+            reason = str(e)
+        widths.append(width); heights.append(height); reasons.append(reason); missing.append(lost)
     return {"path": batch["path"], "width": np.array(widths), "height": np.array(heights),
-            "reason": np.array(reasons, dtype=object)}
+            "reason": np.array(reasons, dtype=object), "missing": np.array(missing, dtype=object)}
 
 
 def scan(uri: str, channels: int, cfg: Config, store: Storage) -> Domain:
-    """Decode every object once, in parallel Ray tasks: keep the good, record the bad."""
+    """Decode every object once, in parallel Ray tasks: keep the good, record the bad; a listed object that
+    a task's node cannot find stops the run (a local folder that is not on every node)."""
     import ray.data
     files = list_objects(uri, store, cfg.max_dataset_size)
     rows = ray.data.from_items([{"path": p} for p in files]).map_batches(
         _probe, batch_size=16, fn_kwargs={"root_uri": uri, "store": store, "channels": channels},
         num_cpus=0.5).take_all()
+    lost = [r["missing"] for r in rows if r["missing"]]
+    if lost:
+        raise DataError(f"{lost[0]}" + (f" ({len(lost) - 1} more like it)" if len(lost) > 1 else ""))
     rows.sort(key=lambda r: r["path"])
     return collect_domain(uri, [(r["path"], None if r["reason"] else (int(r["width"]), int(r["height"])),
                                  r["reason"] or None) for r in rows], cfg, noun="objects")
@@ -92,8 +113,8 @@ def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: st
     cfg = from_dict(cfg_dict)
     out_A, out_B = [], []
     for i, a_path, b_path in zip(batch["i"], batch["a"], batch["b"]):
-        a = decode_image(store.read_bytes(root_A, listed=a_path), cfg.input_nc, a_path)
-        b = decode_image(store.read_bytes(root_B, listed=b_path), cfg.output_nc, b_path)
+        a = decode_image(read_listed(store, root_A, a_path), cfg.input_nc, a_path)
+        b = decode_image(read_listed(store, root_B, b_path), cfg.output_nc, b_path)
         out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
         out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
     return {"A": np.stack(out_A), "B": np.stack(out_B)}

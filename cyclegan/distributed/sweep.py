@@ -1,32 +1,49 @@
-"""``cyclegan sweep EXPERIMENT.yaml``: hyperparameter search with Ray Tune and Optuna, per domain pair.
+"""``cyclegan sweep EXPERIMENT.yaml``: hyperparameter search with Ray Tune and Optuna over one or more
+domain pairs, all searched at once so the cluster stays busy.
+
+One Tune run holds every trial of every pair: trials of all pairs share the cluster and the sweep's
+``max_concurrent_trials`` (the cluster-wide limit), so no GPU waits for one pair's last trials while
+another pair has trials queued. Scores of different pairs are not comparable, so each pair has its own
+Optuna searcher (``PairSearch``) and its own ASHA brackets (``PairScheduler``); a trial's config names
+its pair.
 
 Layout of a sweep (local folder or s3://): ``<storage_path>/<sweep>/experiment.yaml`` (the file it was
-started from), and per pair a Tune experiment ``<pair>/`` whose trial folders ``<pair>/<trial>/`` hold
-Tune's ``params.json``/``result.json``, the checkpoints, and the trial's TensorBoard events (losses,
-learning rate, the score, image grids of the same test images for every trial, and its HParams), so
-``tensorboard --logdir <storage_path>/<sweep>`` compares pairs and trials side by side.
+started from), Tune's experiment state, and per trial a folder ``<pair>_<trial id>/`` with Tune's
+``params.json``/``result.json``, the checkpoints (the best by the pair's metric and the latest), and the
+trial's TensorBoard events (losses, learning rate, the score, image grids of the same test images for
+every trial, and its HParams), so ``tensorboard --logdir <storage_path>/<sweep>`` compares them all.
+
+On a cluster, trials that drive a Ray Train run ask for a little of the ``driver`` resource when the
+cluster defines one (the cluster files put it on the on-demand head): a spot reclaim then never takes a
+trial's driver with its workers.
 
 The experiment file is ``cyclegan/experiment.py``; one trial is ``trial.py``; this is the driver.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import pickle
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Optional
 
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import Searcher
+
 from ..config import Config, ConfigError
-from ..data import resolve_dataroot
 from ..evaluate import METRICS
-from ..experiment import EXPERIMENT_FILE, Experiment, Pair, pair_config, save_experiment
+from ..experiment import EXPERIMENT_FILE, Experiment, pair_config, save_experiment
 from ..storage import Storage
 from .runtime import init_ray, quiet_data
-from .trial import run_trial
+from .train import check_cluster
+from .trial import OBJECTIVE, PAIR_KEY, run_trial, trial_folder
 
 log = logging.getLogger("cyclegan")
+DRIVER_RESOURCE = "driver"  # on-demand capacity for trial drivers, defined by the cluster files
+DRIVER_SHARE = 0.01  # of it per trial driver: a head with driver: 1 takes 100 of them
 
 
 def tune_space(space: dict[str, tuple[str, list]]) -> dict:
@@ -44,95 +61,205 @@ def tune_space(space: dict[str, tuple[str, list]]) -> dict:
     return out
 
 
-def _tune_env() -> None:
+class PairSearch(Searcher):
+    """One searcher per pair behind Tune's single search interface. Suggestions take the pairs in turn
+    (the pair with the fewest trials so far goes next), each from its own searcher, with the pair's name
+    added to the config; a trial's results reach only its pair's searcher."""
+
+    def __init__(self, searchers: dict, samples_per_pair: int):
+        super().__init__()
+        self.by_pair, self.samples_per_pair = searchers, samples_per_pair
+        self.suggested = {pair: 0 for pair in searchers}
+        self.pair_of: dict[str, str] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # every pair's searcher already has its metric, mode and space
+
+    def suggest(self, trial_id: str):
+        open_pairs = [p for p in self.by_pair if self.suggested[p] < self.samples_per_pair]
+        if not open_pairs:
+            return self.FINISHED
+        pair = min(open_pairs, key=lambda p: self.suggested[p])
+        config = self.by_pair[pair].suggest(trial_id)
+        if config is None or config == self.FINISHED:
+            return config
+        self.suggested[pair] += 1
+        self.pair_of[trial_id] = pair
+        return {**config, PAIR_KEY: pair}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.pair_of:
+            self.by_pair[self.pair_of[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if trial_id in self.pair_of:
+            self.by_pair[self.pair_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:  # Tune saves the searchers with its experiment state
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PairScheduler(FIFOScheduler):
+    """One scheduler per pair (ASHA compares a trial only with trials of its own pair); trials start in
+    the order Tune queues them, whatever their pair."""
+
+    def __init__(self, schedulers: dict):
+        super().__init__()
+        self.by_pair = schedulers
+
+    def _of(self, trial):
+        return self.by_pair[trial.config[PAIR_KEY]]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{pair}: {s.debug_string()}" for pair, s in self.by_pair.items())
+
+
+def _tune_env(exp: Experiment) -> None:
     # Tune's own experiment state must reach storage within seconds, or a killed driver loses trials.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # The trials write their own TensorBoard events (with HParams); Tune's copy would duplicate them.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    # Every slot the limit allows is asked for at once (a pending trial is a resource demand the
+    # autoscaler serves): trials start together instead of one actor start-up after another.
+    if exp.search.max_concurrent_trials:
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(exp.search.max_concurrent_trials))
 
 
-def _trainable(exp: Experiment, pair: Pair, base_cfg: Config, store: Storage):
+def trial_resources(configs: dict[str, Config], drivers: bool):
+    """What Tune reserves for a trial of each pair: its training resources when it trains in its own process,
+    else almost nothing (it only drives a Ray Train run whose workers ask for their own), on the
+    ``driver`` resource when the cluster has one."""
+    from ray.tune import PlacementGroupFactory
+
+    def resources(config: dict):
+        cfg = configs[config[PAIR_KEY]]
+        if cfg.max_workers == 0:
+            return PlacementGroupFactory([{"CPU": cfg.cpus_per_worker, "GPU": 1 if cfg.use_gpu else 0}])
+        return PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20,
+                                       **({DRIVER_RESOURCE: DRIVER_SHARE} if drivers else {})}])
+    return resources
+
+
+def _trainable(exp: Experiment, store: Storage):
+    import ray
     from ray import tune
-    metric = exp.metric(pair)
-    builtin_root = str(Path(base_cfg.checkpoints_dir).resolve())
-    if pair.builtin:  # written once here, so the trials only read it
-        resolve_dataroot(dataclasses.replace(base_cfg, checkpoints_dir=builtin_root))
-    setup = {"experiment": exp, "pair": pair, "metric": metric, "pair_uri": f"{exp.uri}/{pair.name}",
-             "store": store, "builtin_root": builtin_root}
-    fn = tune.with_parameters(run_trial, setup=setup)
-    if base_cfg.max_workers == 0:
-        import ray
-        use_gpu = base_cfg.use_gpu if base_cfg.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-        resources = {"cpu": base_cfg.cpus_per_worker, "gpu": 1 if use_gpu else 0}
-    else:  # the trial only drives a Train run; its workers ask for their own resources
-        resources = {"cpu": 0, "memory": 64 * 2**20}
-    return tune.with_resources(fn, resources), metric
+    configs = {pair.name: pair_config(exp, pair) for pair in exp.pairs}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for pair in exp.pairs:  # the data and Tune's state must be reachable from every node
+        check_cluster(configs[pair.name], store, {"dataroot": pair.dataroot, "storage_path": exp.storage_path})
+    drivers = ray.cluster_resources().get(DRIVER_RESOURCE, 0) > 0
+    if len(nodes) > 1 and not drivers and any(c.max_workers > 0 for c in configs.values()):
+        log.warning("this cluster defines no %r resource: trial drivers may run on spot nodes, and a reclaim "
+                    "then restarts the trial (see cluster/ for the head that offers it)", DRIVER_RESOURCE)
+    fn = tune.with_parameters(run_trial, setup={"experiment": exp, "store": store})
+    return tune.with_resources(fn, trial_resources(configs, drivers))
 
 
-def _run_config(exp: Experiment, pair: Pair, base_cfg: Config, store: Storage):
+def _run_config(exp: Experiment, store: Storage):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    fs, path = store.ray_storage(exp.uri)
+    fs, path = store.ray_storage(exp.storage_path)
     return tune.RunConfig(
-        name=pair.name, storage_path=path, storage_filesystem=fs,
+        name=exp.name, storage_path=path, storage_filesystem=fs,
         sync_config=tune.SyncConfig(sync_period=5, sync_artifacts=True),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=base_cfg.keep_checkpoints),
+        # The best checkpoints by the pair's metric, and the latest (which Tune always keeps) to resume from.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=pair_config(exp, exp.pairs[0]).keep_checkpoints,
+                                                checkpoint_score_attribute=OBJECTIVE, checkpoint_score_order="min"),
         failure_config=tune.FailureConfig(max_failures=exp.search.max_trial_failures),
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback()], verbose=1)
 
 
-def _tuner(exp: Experiment, pair: Pair, store: Storage):
+def _tuner(exp: Experiment, store: Storage):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-    base_cfg = pair_config(exp, pair)
-    trainable, metric = _trainable(exp, pair, base_cfg, store)
-    mode = METRICS[metric][0]
     s = exp.search
-    scheduler = (ASHAScheduler(time_attr="epochs", max_t=base_cfg.total_epochs, grace_period=s.grace_period,
-                               reduction_factor=s.reduction_factor)
-                 if s.scheduler == "asha" else FIFOScheduler())
+    searchers, schedulers = {}, {}
+    for index, pair in enumerate(exp.pairs):  # each pair its own sampler's stream
+        metric = exp.metric(pair)
+        mode = METRICS[metric][0]
+        searchers[pair.name] = OptunaSearch(space=OptunaSearch.convert_search_space(tune_space(exp.space)),
+                                            metric=metric, mode=mode, seed=s.seed + index)
+        if s.scheduler == "asha":
+            schedulers[pair.name] = ASHAScheduler(time_attr="epochs", metric=metric, mode=mode,
+                                                  max_t=pair_config(exp, pair).total_epochs,
+                                                  grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     return tune.Tuner(
-        trainable, param_space=tune_space(exp.space),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=OptunaSearch(seed=s.seed),
-                                    scheduler=scheduler, num_samples=s.num_samples,
-                                    max_concurrent_trials=s.max_concurrent_trials,
+        _trainable(exp, store),
+        tune_config=tune.TuneConfig(search_alg=PairSearch(searchers, s.num_samples),
+                                    scheduler=PairScheduler(schedulers) if schedulers else None,
+                                    num_samples=s.num_samples * len(exp.pairs),
+                                    max_concurrent_trials=s.max_concurrent_trials or None,
                                     time_budget_s=s.time_budget_s,
                                     # The next trial runs in the same process: no second torch import.
-                                    reuse_actors=True,
-                                    trial_name_creator=lambda t: t.trial_id,
-                                    trial_dirname_creator=lambda t: t.trial_id),
-        run_config=_run_config(exp, pair, base_cfg, store))
+                                    reuse_actors=True, trial_name_creator=trial_folder,
+                                    trial_dirname_creator=trial_folder),
+        run_config=_run_config(exp, store))
 
 
 def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
-          store: Optional[Storage] = None) -> dict[str, Any]:
-    """Run (or continue) every pair's search; returns {pair: ResultGrid}."""
+          store: Optional[Storage] = None) -> Any:
+    """Run (or continue) the search of every pair at once; returns Tune's ResultGrid."""
     from ray import tune
     store = store or Storage.from_options()
     if not resume and store.exists(f"{exp.uri}/{EXPERIMENT_FILE}"):
         raise ConfigError(f"name: a sweep {exp.name!r} already exists at {exp.uri}; continue it with "
                           f"'cyclegan sweep --resume {exp.uri}' or choose another name")
-    if not resume:
-        save_experiment(exp, store)
-    _tune_env()
+    _tune_env(exp)
     init_ray(address)
     quiet_data()
-    results = {}
-    for pair in exp.pairs:
-        pair_uri = f"{exp.uri}/{pair.name}"
-        fs, path = store.ray_storage(pair_uri)
-        if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
-            log.info("resuming the search of %s from %s", pair.name, pair_uri)
-            trainable, _ = _trainable(exp, pair, pair_config(exp, pair), store)
-            tuner = tune.Tuner.restore(path, trainable=trainable, storage_filesystem=fs,
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            log.info("searching %s: %d trials, metric %s", pair.name, exp.search.num_samples, exp.metric(pair))
-            tuner = _tuner(exp, pair, store)
-        results[pair.name] = tuner.fit()
-    return results
+    fs, path = store.ray_storage(exp.uri)
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
+        log.info("resuming the sweep %s from %s", exp.name, exp.uri)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(exp, store), storage_filesystem=fs,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = _tuner(exp, store)  # checks the cluster before anything is written
+        if not resume:
+            save_experiment(exp, store)
+        log.info("searching %s: %d trials per pair, at most %s at once", ", ".join(p.name for p in exp.pairs),
+                 exp.search.num_samples, exp.search.max_concurrent_trials or "as many as the cluster holds")
+    with credentials_stay_on_their_node():
+        return tuner.fit()
+
+
+@contextlib.contextmanager
+def credentials_stay_on_their_node():
+    """Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens of the driver's
+    environment into every trial actor's runtime environment (ray.tune.execution.class_cache), where
+    Ray's state API and the runtime-env agent's log show them, and a token frozen there expires mid-sweep.
+    Trials find their own node's credentials (see storage.py), so those names come off Tune's list while
+    the sweep runs."""
+    from ray.tune.execution import class_cache
+    names = {name for name in class_cache.ENV_VARS_TO_PROPAGATE if name.startswith("AWS_")}
+    class_cache.ENV_VARS_TO_PROPAGATE -= names
+    try:
+        yield
+    finally:
+        class_cache.ENV_VARS_TO_PROPAGATE |= names
 
 
 def bench(exp: Experiment) -> dict:
@@ -145,7 +272,7 @@ def bench(exp: Experiment) -> dict:
     started = time.perf_counter()
     results = sweep(exp)
     wall = time.perf_counter() - started
-    inside = [r.metrics.get("time_total_s", 0.0) for grid in results.values() for r in grid]
+    inside = [r.metrics.get("time_total_s", 0.0) for r in results]
     figures = {"trials": len(inside), "wall_s": wall, "in_trials_s": sum(inside),
                "overhead_per_trial_s": (wall - sum(inside)) / max(1, len(inside))}
     print(f"{figures['trials']} trials, one at a time: {wall:.1f} s wall, {sum(inside):.1f} s inside the trials, "

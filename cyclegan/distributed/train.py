@@ -1,23 +1,32 @@
-"""``cyclegan train`` on Ray Train: the core trainer on N workers, data from Ray Data streams,
-full-state checkpoints reported to shared storage, restarts from the latest one after failures."""
+"""``cyclegan train`` on Ray Train: the core trainer on N workers, data from Ray Data streams, full-state
+checkpoints reported to the run's storage, restarts from the latest one after failures.
+
+Every artifact of a run lives in ``<storage_path>/<name>/`` (a folder, or an s3://, gs:// prefix on a
+cluster): Ray Train's checkpoints, and what the first worker writes (reference weights, TensorBoard
+events, ``train_opt.yaml``, ``result.json``), first to a scratch folder on its own node, then mirrored
+at every save and at the end. The scratch folder goes when the worker ends; the driver reads the
+result back from storage. Credentials never travel: each process finds its node's own.
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Iterator, Optional, Protocol
 
 import torch
 import torch.distributed as dist
 import yaml
 
 from .. import checkpoint as ckpt
-from ..config import Config, from_dict
+from ..config import Config, ConfigError, from_dict
 from ..data import resolve_dataroot
-from ..storage import Storage, is_remote
+from ..storage import FolderMirror, Storage, is_remote
 from ..train import Trainer
 from .runtime import init_ray, parse_resources, quiet_data
 from .streams import RemoteDomains, epoch_batches, samples_per_worker, scan_domains
@@ -32,7 +41,8 @@ class RunHooks(Protocol):
     ``fit`` takes a factory of them (``hooks=functools.partial(SomeHooks, spec)``): the factory travels
     to the workers and each builds its own."""
 
-    tensorboard_dir: Optional[Path]  # where the trainer writes its events (None: the run's default)
+    tensorboard_uri: Optional[str]  # where the run's TensorBoard events go (None: <run>/tensorboard)
+    run_files: bool  # whether the run's own files (reference weights, result.json) go to storage too
 
     def start(self, trainer: Trainer) -> None:
         """After the trainer is built (and resumed), before the first step."""
@@ -51,9 +61,8 @@ class StreamingTrainer(Trainer):
     """The core trainer, fed by this worker's Ray Data stream and reporting checkpoints to Ray Train."""
 
     def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, **kwargs):
-        self.store = store
         self.preemption_saved = False
-        super().__init__(cfg, dataset=domains, **kwargs)
+        super().__init__(cfg, dataset=domains, store=store, **kwargs)
 
     def epoch_length(self) -> int:
         return samples_per_worker(self.dataset, self.world_size)
@@ -76,16 +85,21 @@ class StreamingTrainer(Trainer):
         return False
 
 
-def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Optional[RunHooks] = None) -> None:
+def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Optional[RunHooks] = None,
+           mirrors: tuple[FolderMirror, ...] = ()) -> None:
     """Every worker reports at each save; the first attaches the full state as a checkpoint.
     ``report_fn(metrics, folder)`` is Ray Train's report by default (Tune's inside an in-process trial);
-    ``hooks`` add (a sweep trial's) score and files to the report."""
+    ``hooks`` add (a sweep trial's) score and files to the report; ``mirrors`` carry this node's files to
+    storage first, so a reported checkpoint never has outputs that exist only on a node."""
     p = trainer.progress
-    metrics = {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
+    metrics = {"reported_at": time.time(),  # to the sub-second (Tune's timestamp is whole seconds)
+               "epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
                "skipped_images": trainer.dataset.skipped, "lr": trainer.model.optimizer_G.param_groups[0]["lr"],
                **{f"loss_{name}": float(value) for name, value in trainer.last_losses.items()}}
     if hooks is not None:
         metrics.update(hooks.metrics(trainer))
+    for mirror in mirrors:
+        mirror.sync()
     report_fn = report_fn or train_report
     if path is None:
         report_fn(metrics, None)
@@ -102,7 +116,8 @@ def train_report(metrics: dict, folder: Optional[str]) -> None:
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
 
-def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Optional[RunHooks] = None) -> dict:
+def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Optional[RunHooks] = None,
+                     mirrors: tuple[FolderMirror, ...] = ()) -> dict:
     """Resume from ``checkpoint`` (a Ray checkpoint or None), train, report at every save and at the end."""
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -113,26 +128,57 @@ def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Option
                  trainer.progress.epoch_iter)
     if hooks is not None:
         hooks.start(trainer)
-    result = trainer.run(on_save=lambda t, path: report(t, path, report_fn, hooks))
+    for mirror in mirrors:  # train_opt.yaml: the run's folder shows at once what is training
+        mirror.sync()
+    result = trainer.run(on_save=lambda t, path: report(t, path, report_fn, hooks, mirrors))
     # The last report is collective too: every worker calls it, only the first has the score.
-    final = {"total_iters": result["total_iters"], "done": True,
+    final = {"reported_at": time.time(), "total_iters": result["total_iters"], "done": True,
              **{f"eval_{k}": v for k, v in result.get("eval", {}).items()}}
     if hooks is not None:
         final.update(hooks.metrics(trainer))
+    for mirror in mirrors:  # result.json and the closed event files
+        mirror.sync()
     (report_fn or train_report)(final, None)
     return result
+
+
+@contextlib.contextmanager
+def node_scratch(prefix: str) -> Iterator[Path]:
+    """A folder on this node's disk for one process's working files, removed when the work ends: what
+    must outlive the node is mirrored to storage before then."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_mirrors(trainer: Trainer, store: Storage, run_dir: Path, run_uri: str, tensorboard_dir: Path,
+                hooks: Optional[RunHooks] = None) -> tuple[FolderMirror, ...]:
+    """The first worker's outputs and where they go: the run's files to ``run_uri`` (full states travel
+    as Ray checkpoints instead), TensorBoard events to ``<run_uri>/tensorboard`` or the hooks' place."""
+    if not trainer.is_main:
+        return ()
+    events = FolderMirror(store, tensorboard_dir, (hooks.tensorboard_uri if hooks else None)
+                          or f"{run_uri}/tensorboard")
+    if hooks is not None and not hooks.run_files:
+        return (events,)
+    return (FolderMirror(store, run_dir, run_uri, skip=(ckpt.STATE_DIR,)), events)
 
 
 def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
     quiet_data()
-    cfg = from_dict(config["cfg"])
+    cfg, store = from_dict(config["cfg"]), config["store"]
     hooks = config["hooks"]() if config.get("hooks") else None
-    trainer = StreamingTrainer(cfg, config["domains"], config["store"], device=ray.train.torch.get_device(),
-                               progress_bar=config.get("progress_bar", True),
-                               tensorboard_dir=hooks.tensorboard_dir if hooks else None)
-    train_and_report(trainer, ray.train.get_checkpoint(), hooks=hooks)
+    with node_scratch("cyclegan-run-") as scratch:
+        run_dir, tensorboard_dir = scratch / "run", scratch / "tensorboard"
+        trainer = StreamingTrainer(cfg, config["domains"], store, device=ray.train.torch.get_device(),
+                                   progress_bar=config.get("progress_bar", True), run_dir=run_dir,
+                                   tensorboard_dir=tensorboard_dir)
+        mirrors = run_mirrors(trainer, store, run_dir, config["run_uri"], tensorboard_dir, hooks)
+        train_and_report(trainer, ray.train.get_checkpoint(), hooks=hooks, mirrors=mirrors)
 
 
 def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
@@ -149,64 +195,101 @@ def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
     return from_dict(merged)
 
 
+def run_storage(cfg: Config, storage_path: Optional[str] = None) -> str:
+    """Where a Ray run keeps everything: ``storage_path``, by default ``checkpoints_dir`` (absolute)."""
+    path = storage_path or cfg.storage_path or cfg.checkpoints_dir
+    return path.rstrip("/") if is_remote(path) else str(Path(path).resolve())
+
+
 def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True) -> dict:
-    """``cyclegan train`` on Ray: returns the run's result (rank 0's result.json) when it is reachable."""
+    """``cyclegan train`` on Ray: returns the run's result (result.json, read back from its storage)."""
     store = Storage.from_options(cfg.storage_options)  # resolved once, handed down to every reader
     if cfg.resume:
         cfg = resumed_config(cfg, given or set(), store)
-    fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu,
-        cpus_per_worker=cfg.cpus_per_worker, storage_path=cfg.storage_path, store=store,
-        max_failures=cfg.max_failures, address=cfg.address, progress_bar=progress_bar,
-        worker_resources=parse_resources(cfg.worker_resources))
-    result_file = Path(cfg.checkpoints_dir).resolve() / cfg.name / "result.json"
-    return json.loads(result_file.read_text()) if result_file.exists() else {}
+    fit(cfg, store, progress_bar=progress_bar)
+    try:
+        return json.loads(store.read_text(f"{run_storage(cfg)}/{cfg.name}/result.json"))
+    except FileNotFoundError:
+        return {}
 
 
-def fit(cfg: Config, num_workers: int | tuple[int, int] = 1, use_gpu: Optional[bool] = None,
-        cpus_per_worker: float = 1.0, storage_path: Optional[str] = None, store: Optional[Storage] = None,
-        max_failures: int = -1, address: Optional[str] = None, progress_bar: bool = True,
-        worker_resources: Optional[dict] = None, run_name: Optional[str] = None, callbacks: Optional[list] = None,
-        hooks: Optional[Callable[[], RunHooks]] = None):
-    """Run (or, with the same name and storage_path, resume) a training run on Ray Train.
-    ``num_workers`` (min, max) with min < max is elastic: Ray Train runs on what it can get and
-    grows the group back when capacity returns; the epoch's remaining samples are re-split.
-    ``store``: the run's storage settings (default: the AWS_* variables alone). Inside a sweep trial,
-    ``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its reports to Tune
-    and add the trial's score; ``hooks`` is a picklable factory that every worker calls."""
+def check_cluster(cfg: Config, store: Storage, paths: dict[str, Optional[str]]) -> None:
+    """Refuse, before anything starts, what would silently go wrong on a cluster: keys that would have to
+    travel to other nodes, and local paths (``paths``: option -> path) when the nodes have their own disks."""
     import ray
+    if store.secrets:
+        raise ConfigError("storage_options: access_key, secret_key and session_token are used by this process "
+                          "only and never sent to Ray workers; give every node its own credentials (an instance "
+                          "role, IRSA or workload identity, or the AWS_* variables) and keep endpoint_url and "
+                          "region in --storage_options")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2 or cfg.shared_filesystem:
+        return
+    for key, path in paths.items():
+        if path and not is_remote(path):
+            hint = (f"upload it (cyclegan data upload {path} s3://<bucket>/<prefix>) and give that URI"
+                    if key == "dataroot" else "give an s3:// or gs:// URI")
+            raise ConfigError(f"{key}: {path!r} is a local folder, and this Ray cluster has {len(nodes)} nodes, "
+                              f"each with its own disk: {hint}, or pass --shared_filesystem if every node "
+                              f"mounts {path!r} (NFS, EFS, Filestore)")
+
+
+def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
+    """The dataset as every node reads it: --dataroot, or the built-in pair, written once below
+    ``<storage_path>/_builtin/`` (uploaded there when the storage is a bucket)."""
+    if cfg.dataroot:
+        return cfg.dataroot if is_remote(cfg.dataroot) else str(Path(cfg.dataroot).resolve())
+    if not is_remote(storage_path):
+        return resolve_dataroot(dataclasses.replace(cfg, checkpoints_dir=storage_path))
+    with node_scratch("cyclegan-builtin-") as scratch:
+        local = Path(resolve_dataroot(dataclasses.replace(cfg, checkpoints_dir=str(scratch))))
+        uri = f"{storage_path}/_builtin/{local.name}"
+        if not store.exists(f"{uri}/pair.json"):  # written last: a pair without it is incomplete
+            for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "pair.json"):
+                store.upload_file(path, f"{uri}/{path.relative_to(local).as_posix()}")
+            store.upload_file(local / "pair.json", f"{uri}/pair.json")
+    return uri
+
+
+def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str] = None,
+        run_name: Optional[str] = None, callbacks: Optional[list] = None,
+        hooks: Optional[Callable[[], RunHooks]] = None, score: Optional[tuple[str, str]] = None,
+        progress_bar: bool = True):
+    """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
+    (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
+    can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
+    ``store``: the run's storage settings (default: the AWS_* location variables). Inside a sweep trial,
+    ``storage_path``/``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its
+    reports to Tune and add the trial's score; ``hooks`` is a picklable factory that every worker calls;
+    ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
-    init_ray(address)
+    init_ray(cfg.address)
     quiet_data()
     store = store or Storage.from_options()
-    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
-    if not is_remote(cfg.dataroot):
-        cfg = dataclasses.replace(cfg, dataroot=str(Path(cfg.dataroot).resolve()))
-    # Workers may start in another folder: rank 0's local outputs go where the user asked.
-    cfg = dataclasses.replace(cfg, checkpoints_dir=str(Path(cfg.checkpoints_dir).resolve()))
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
-    workers = high if low == high else (low, high)
+    storage_path = run_storage(cfg, storage_path)
+    check_cluster(cfg, store, {"dataroot": cfg.dataroot, "storage_path": storage_path})
+    cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, storage_path, store), storage_path=storage_path)
     domains = scan_domains(cfg, store)
-    storage_path = storage_path or str(Path(cfg.checkpoints_dir) / "ray")
-    if not is_remote(storage_path):
-        storage_path = str(Path(storage_path).resolve())
     run_name = run_name or cfg.name
-    store.write_text(f"{storage_path}/{run_name}/{CONFIG_FILE}",
-                     yaml.safe_dump(dataclasses.replace(cfg, storage_path=storage_path).to_dict(), sort_keys=False))
-    fs, storage_path = store.ray_storage(storage_path)
+    run_uri = f"{storage_path}/{run_name}"
+    store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    fs, path = store.ray_storage(storage_path)
+    low, high = max(1, cfg.min_workers), max(1, cfg.max_workers)
+    ranked = {"checkpoint_score_attribute": score[0], "checkpoint_score_order": score[1]} if score else {}
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store,
+        train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
                            "progress_bar": progress_bar, "hooks": hooks},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker,
-                                                                     **(worker_resources or {})}),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **parse_resources(cfg.worker_resources)}),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path, storage_filesystem=fs, callbacks=callbacks,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+            name=run_name, storage_path=path, storage_filesystem=fs, callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints, **ranked),
+            # Worker and node failures count against max_failures; preemptions announced by the cloud
+            # (a drained node) have their own budget, without limit: a spot run is never given up.
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, max_preemption_failures=-1)),
     )
     return trainer.fit()

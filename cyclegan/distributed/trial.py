@@ -10,24 +10,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 from ..config import from_dict
-from ..data import resolve_dataroot
 from ..evaluate import METRICS, Scorer, test_images, translate_images
 from ..experiment import trial_values
-from ..storage import Storage, is_remote
+from ..storage import FolderMirror, Storage
 from ..train import Trainer
-from .runtime import parse_resources, quiet_data
-from .train import fit, train_and_report
+from .runtime import quiet_data
+from .train import fit, node_scratch, shared_dataroot, train_and_report
 
 
 class SweepHooks:
     """What a trial adds to training (a ``RunHooks``): its score at every report (for ASHA and Optuna), the
-    best so far, the TensorBoard HParams session and fixed-image grids, and the events copied to storage."""
+    best so far, the TensorBoard HParams session and fixed-image grids (events that go to the trial's
+    folder), and each checkpoint's score."""
+
+    run_files = False  # a trial's record is its checkpoints and events; the report exports its weights
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -35,10 +35,7 @@ class SweepHooks:
         self.metric, self.mode = spec["metric"], METRICS[spec["metric"]][0]
         self.best: Optional[float] = None
         self.scored: tuple[int, dict] = (-1, {})
-        remote = is_remote(spec["trial_uri"])
-        # Events go straight to the trial folder when it is local, else to scratch and then uploaded.
-        self.tensorboard_dir = Path(tempfile.mkdtemp(prefix="cyclegan-tb-")) if remote else Path(spec["trial_uri"])
-        self.upload_to = spec["trial_uri"] if remote else None
+        self.tensorboard_uri = spec["trial_uri"]  # one TensorBoard run per trial, beside Tune's files
         self.scorer = None
 
     def start(self, trainer) -> None:
@@ -73,6 +70,7 @@ class SweepHooks:
         epochs = p.epoch - trainer.cfg.epoch_count + p.epoch_iter / max(1, trainer.epoch_length())
         # Tune gets the headline numbers; TensorBoard gets every direction and the identity baseline.
         out = {self.metric: value, f"best_{self.metric}": self.best, "epochs": epochs,
+               OBJECTIVE: value if self.mode == "min" else -value,
                **{f"score_{k}": float(v) for k, v in scores.items() if k in METRICS}}
         writer = trainer.writer
         if writer is not None:
@@ -83,8 +81,6 @@ class SweepHooks:
                 writer.add_scalar(f"score/{key}", v, step)
             self._log_grids(trainer, step)
             writer.flush()
-            if self.upload_to is not None:
-                self.store.copy_folder(self.tensorboard_dir, self.upload_to)
         self.scored = (p.total_iters, out)
         return out
 
@@ -99,50 +95,61 @@ class SweepHooks:
             trainer.writer.add_image(f"test/{name}", grid, step)  # top row: inputs, bottom: translations
 
     def save(self, folder: Path) -> None:
-        (folder / "sweep.json").write_text(json.dumps({"best": self.best}))
+        """The score of the weights in this checkpoint (what the report ranks and exports by), and the best
+        so far (what a resumed trial continues from)."""
+        step, scored = self.scored
+        (folder / SCORE_FILE).write_text(json.dumps(
+            {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),
+             "epochs": scored.get("epochs")}))
 
     def restore(self, folder: Path) -> None:
-        saved = folder / "sweep.json"
+        saved = folder / SCORE_FILE
         if saved.exists():
             self.best = json.loads(saved.read_text()).get("best")
 
 
+SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
+PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
+OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
+
+
+def trial_folder(trial) -> str:
+    """A trial's name and folder in the sweep: ``<pair>_<trial id>``."""
+    return f"{trial.config[PAIR_KEY]}_{trial.trial_id}"
+
+
 def run_trial(params: dict, setup: dict) -> None:
-    """One trial: Tune calls it with the sampled values (and again, from its checkpoint, after a restart)."""
+    """One trial: Tune calls it with the sampled values and the pair (and again, from its checkpoint, after a
+    restart). Whatever it writes on its node is scratch; its record is in the sweep's storage."""
     from ray import tune
-    exp, pair = setup["experiment"], setup["pair"]
-    ctx = tune.get_context()
-    trial_uri = f"{setup['pair_uri']}/{ctx.get_trial_id()}"
-    # This node's working files (states, reference weights): the trial's record is its Tune checkpoints.
-    scratch = Path(tempfile.gettempdir()) / "cyclegan-trials" / ctx.get_trial_id()
-    values = trial_values(exp, pair, params)
-    cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
-    # A built-in pair is read from where the driver wrote it (_trainable), not from the trial's scratch.
-    cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(
-        dataclasses.replace(cfg, checkpoints_dir=setup["builtin_root"])))
-    hparams = {"pair": pair.name, **{k: v for k, v in params.items()}}
-    spec = {"metric": setup["metric"], "feature_extractor": exp.search.feature_extractor,
+    exp, store = setup["experiment"], setup["store"]
+    pair = next(p for p in exp.pairs if p.name == params[PAIR_KEY])
+    sampled = {k: v for k, v in params.items() if k != PAIR_KEY}
+    trial_id = tune.get_context().get_trial_id()
+    trial_uri = f"{exp.uri}/{params[PAIR_KEY]}_{trial_id}"
+    metric = exp.metric(pair)
+    spec = {"metric": metric, "feature_extractor": exp.search.feature_extractor,
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
-            "trial_uri": trial_uri, "store": setup["store"], "hparams": hparams}
-    if cfg.max_workers == 0:
+            "trial_uri": trial_uri, "store": store, "hparams": {PAIR_KEY: pair.name, **sampled}}
+    values = trial_values(exp, pair, sampled)
+    with node_scratch("cyclegan-trial-") as scratch:
+        # A built-in pair is written here, on this node, for this trial (it is cheap and deterministic).
+        cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
+        if cfg.max_workers > 0:  # the trial drives a Ray Train run; its workers have their own scratch
+            from ray.tune.integration.ray_train import TuneReportCallback
+            # A built-in pair goes where every node reads it, once for the sweep.
+            cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, exp.uri, store))
+            fit(cfg, store, storage_path=trial_uri, run_name="train", callbacks=[TuneReportCallback()],
+                hooks=functools.partial(SweepHooks, spec), score=(OBJECTIVE, "min"), progress_bar=False)
+            return
         quiet_data()
         import torch
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))  # the CPUs Tune reserved, not the machine's
         hooks = SweepHooks(spec)
-        trainer = Trainer(cfg, progress_bar=False, tensorboard_dir=hooks.tensorboard_dir)
+        events = scratch / "tensorboard"
+        trainer = Trainer(cfg, progress_bar=False, tensorboard_dir=events, store=store)
 
         def report_fn(metrics, folder):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
-        try:
-            train_and_report(trainer, tune.get_checkpoint(), report_fn, hooks)
-        finally:  # the trial's record is in storage; this node's copies go
-            shutil.rmtree(scratch, ignore_errors=True)
-            if hooks.upload_to is not None:
-                shutil.rmtree(hooks.tensorboard_dir, ignore_errors=True)
-    else:
-        from ray.tune.integration.ray_train import TuneReportCallback
-        fit(cfg, num_workers=(max(1, cfg.min_workers), max(1, cfg.max_workers)), use_gpu=cfg.use_gpu,
-            cpus_per_worker=cfg.cpus_per_worker, storage_path=trial_uri, store=setup["store"],
-            max_failures=cfg.max_failures, progress_bar=False, run_name="train",
-            worker_resources=parse_resources(cfg.worker_resources), callbacks=[TuneReportCallback()],
-            hooks=functools.partial(SweepHooks, spec))
+        train_and_report(trainer, tune.get_checkpoint(), report_fn, hooks,
+                         mirrors=(FolderMirror(store, events, trial_uri),))

@@ -1,0 +1,176 @@
+"""A Ray cluster of separate nodes on this machine, as on a cloud: a head (`ray start --head`, no CPUs,
+the `driver` resource) and a worker node (`ray start --address`) with its own working folder, temp
+folder and Ray folder; the driver in a third folder; data and results in the loopback S3 server.
+
+Each node has its own disk here as on a cluster: whatever a run leaves in a node's folders would be lost
+with the node. The test proves that a training run and a sweep leave everything in the bucket and
+nothing on the nodes, that a local dataroot is refused on several nodes, that --use_gpu asks the
+cluster for GPUs, and that no credential travels through Ray (state, logs, files)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helpers import (
+    RAY_NODES,
+    S3_SECRET,
+    places_holding,
+    processes_mentioning,
+    start_ray_node,
+    stop,
+    stop_processes_mentioning,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24",
+        "--seed", "3", "--cpus_per_worker", "0.5", "--num_threads", "0"]
+
+
+def upload_pair(s3, local_root, bucket_prefix):
+    for path in sorted(local_root.rglob("*.png")):
+        s3.put(str(path), f"{bucket_prefix}/{path.relative_to(local_root)}")
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, tmp_path_factory):
+    """Head and worker node, each with its own folders (short paths: Ray's socket paths are limited)."""
+    root = Path(tempfile.mkdtemp(prefix="cg-mn-"))
+    folders = {name: root / name for name in ("node_work", "node_tmp", "driver_work", "driver_tmp", "caches")}
+    for folder in folders.values():
+        folder.mkdir()
+    # The Train run state (what the dashboard serves while a run lives) is kept, to be searched too;
+    # torch's kernel cache (which it makes in the temp folder of any process that builds an optimizer)
+    # is the node's, not a run's: it has its own folder.
+    state = dict(os.environ, RAY_TRAIN_ENABLE_STATE_TRACKING="1", TORCHINDUCTOR_CACHE_DIR=str(folders["caches"]))
+    head_temp, dashboard = start_ray_node("cg-hd-", args=("--num-cpus", "0", "--resources", '{"driver": 1}'),
+                                          env=state)
+    node_temp = None
+    try:
+        node_temp, _ = start_ray_node("cg-nd-", head=RAY_NODES[head_temp], cwd=folders["node_work"],
+                                      args=("--num-cpus", "2", "--resources", '{"trainnode": 2}'),
+                                      env=dict(state, TMPDIR=str(folders["node_tmp"])))
+        yield {"gcs": RAY_NODES[head_temp], "dashboard": dashboard, "ray_folders": [head_temp, node_temp],
+               **folders}
+    finally:
+        for temp in (node_temp, head_temp):
+            if temp:
+                stop_processes_mentioning(temp)
+                shutil.rmtree(temp, ignore_errors=True)
+                assert not processes_mentioning(temp)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def driver(cluster, *args, timeout=600):
+    """``cyclegan ARGS`` as a driver process in its own folder, joined to the cluster."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]),
+               RAY_TRAIN_ENABLE_STATE_TRACKING="1", TORCHINDUCTOR_CACHE_DIR=str(cluster["caches"]))
+    return subprocess.run([sys.executable, "-m", "cyclegan.cli", *args, "--address", cluster["gcs"]],
+                          cwd=cluster["driver_work"], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def left_on(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(cluster, s3, tiny_pair):
+    s3.mkdir("mn-bucket")
+    upload_pair(s3, tiny_pair, "mn-bucket/seasons")
+
+    # A local dataroot: every node has its own disk, so it is refused before anything starts.
+    refused = driver(cluster, "train", "--dataroot", str(tiny_pair), "--name", "local", "--num_workers", "1",
+                     "--storage_path", "s3://mn-bucket/runs", *TINY)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"dataroot: '{tiny_pair}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
+    assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
+
+    # Training: two workers on the worker node, everything to the bucket.
+    trained = driver(cluster, "train", "--dataroot", "s3://mn-bucket/seasons", "--name", "run",
+                     "--num_workers", "2", "--worker_resources", '{"trainnode": 1}', "--n_epochs", "1",
+                     "--n_epochs_decay", "1", "--save_latest_freq", "4", "--storage_path", "s3://mn-bucket/runs",
+                     *TINY)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = json.loads(trained.stdout.strip().splitlines()[-1])  # the driver read it from the bucket
+    assert result["total_iters"] == 10 and result["world_size"] == 2
+    run = "mn-bucket/runs/run"
+    for name in ("train_opt.yaml", "result.json", "latest_net_G_A.pth", "latest_net_D_B.pth", "cyclegan_config.yaml"):
+        assert s3.exists(f"{run}/{name}"), name
+    assert s3.glob(f"{run}/tensorboard/events.out.tfevents.*") and s3.glob(f"{run}/checkpoint_*/state.pt")
+    assert json.loads(s3.cat(f"{run}/result.json"))["total_iters"] == 10
+    for folder in ("node_work", "node_tmp", "driver_work"):
+        assert left_on(cluster[folder]) == [], folder
+
+    # A sweep whose trials drive Ray Train runs: the trial drivers can only run on the head (the only
+    # node with "driver"), their workers on the worker node; a built-in pair, results in the bucket.
+    experiment = {"name": "mnsweep", "storage_path": "s3://mn-bucket/sweeps", "datasets": ["fruit"],
+                  "base": {"netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "builtin_size": 24, "builtin_count": 8,
+                           "load_size": 28, "crop_size": 24, "n_epochs": 1, "n_epochs_decay": 1,
+                           "num_threads": 0, "num_workers": "1", "cpus_per_worker": 0.5,
+                           "worker_resources": '{"trainnode": 1}'},
+                  "space": {"lambda_cycle": {"loguniform": [1, 30]}},
+                  "search": {"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1}}
+    (cluster["driver_tmp"] / "exp.yaml").write_text(yaml.safe_dump(experiment))
+    swept = driver(cluster, "sweep", str(cluster["driver_tmp"] / "exp.yaml"))
+    (cluster["driver_tmp"] / "exp.yaml").unlink()
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    sweep = "mn-bucket/sweeps/mnsweep"
+    trials = [p for p in s3.ls(sweep, refresh=True) if p.rsplit("/", 1)[-1].startswith("fruit_")]
+    assert len(trials) == 1
+    trial = trials[0]
+    for name in ("params.json", "result.json"):
+        assert s3.exists(f"{trial}/{name}"), name
+    assert s3.glob(f"{trial}/events.out.tfevents.*")  # the trial's TensorBoard run, written on the worker node
+    states = s3.glob(f"{trial}/train/checkpoint_*/state.pt")
+    assert states and all(s3.exists(state.replace("state.pt", "sweep.json")) for state in states)
+    assert torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)["progress"]["total_iters"] == 16
+    assert s3.exists(f"{sweep}/experiment.yaml") and s3.glob(f"{sweep}/_builtin/fruit_24px_8/pair.json")
+    for folder in ("node_work", "node_tmp", "driver_work"):
+        assert left_on(cluster[folder]) == [], folder
+
+    # --use_gpu asks the cluster for GPUs (an autoscaler would start GPU nodes): the demand is visible.
+    env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]))
+    gpu_run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", "s3://mn-bucket/seasons",
+                                "--name", "gpu", "--num_workers", "1", "--use_gpu", "--storage_path",
+                                "s3://mn-bucket/runs", "--address", cluster["gcs"], *TINY],
+                               cwd=cluster["driver_work"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: gpu_demand(cluster["gcs"]), 180, "a pending demand for a GPU")
+    finally:
+        stop(gpu_run)
+
+    # Kubernetes evicts a spot pod: its preStop hook drains the node through Ray (reason preemption); the
+    # idle node then leaves the cluster, and its end says why.
+    from ray.util.state import list_nodes
+    node = [n for n in list_nodes(address=cluster["dashboard"], detail=True) if not n.is_head_node][0]
+    drained = subprocess.run([sys.executable, "-m", "cyclegan.cli", "cluster", "watch-preemption", "--provider",
+                              "kubernetes", "--address", cluster["gcs"], "--node_id", node.node_id,
+                              "--grace_period_s", "20"], env=dict(os.environ, RAY_AUTH_MODE="token"),
+                             capture_output=True, text=True, timeout=120)
+    assert drained.returncode == 0 and "preemption notice: pod termination" in drained.stdout, drained.stderr[-2000:]
+    wait_for(lambda: [n for n in list_nodes(address=cluster["dashboard"], detail=True)
+                      if n.node_id == node.node_id and n.state == "DEAD"], 60, "the drained node to leave")
+
+    # No credential anywhere: the secret key is in no Ray state, log or file, and in no object.
+    hits = places_holding(S3_SECRET, folders=[*cluster["ray_folders"], cluster["node_tmp"], cluster["driver_tmp"]],
+                          s3=s3, buckets=["mn-bucket"], dashboard=cluster["dashboard"])
+    assert hits == []
+
+
+def gpu_demand(gcs: str) -> bool:
+    """Whether the cluster has a pending resource demand that asks for a GPU (what an autoscaler serves)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    status = subprocess.run([ray, "status", "--address", gcs, "-v"], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, RAY_AUTH_MODE="token"))
+    demands = status.stdout.split("Demands:", 1)[-1]
+    return "GPU" in demands
