@@ -30,6 +30,9 @@ os.environ["TMPDIR"] = tempfile.tempdir = SCRATCH
 # session's own token: nothing is read from or written to ~/.ray, whatever the machine had before.
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+# Ray Train's controller polls its workers every 2 s, and a worker's next report waits for that poll:
+# the tests' runs save every few steps, so each save would cost 2 s. Polled every 0.1 s here.
+os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
 
 
 def pytest_unconfigure(config):

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow.fs as pafs
+import torch
 
 from ..config import Config, from_dict
 from ..data import (
@@ -109,38 +110,83 @@ def scan_domains(cfg: Config, store: Storage) -> RemoteDomains:
     return RemoteDomains(a, b, warn_skipped([a, b]))
 
 
-def _load_pairs(batch: dict, cfg_dict: dict, epoch: int, root_A: str, root_B: str, store: Storage) -> dict:
-    cfg = from_dict(cfg_dict)
-    out_A, out_B = [], []
-    for i, a_path, b_path in zip(batch["i"], batch["a"], batch["b"]):
-        a = decode_image(read_listed(store, root_A, a_path), cfg.input_nc, a_path)
-        b = decode_image(read_listed(store, root_B, b_path), cfg.output_nc, b_path)
-        out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, int(i), 0)))
-        out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, int(i), 1)))
-    return {"A": np.stack(out_A), "B": np.stack(out_B)}
-
-
 def samples_per_worker(domains: RemoteDomains, world_size: int) -> int:
     """Every worker takes the same number of samples (the remainder of an epoch is dropped)."""
     return domains.epoch_length // world_size
 
 
-def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
-                  world_size: int, prefetch_batches: int = 2) -> Iterator[dict]:
-    """This worker's batches of ``epoch``, from its sample ``start`` on, in plan order."""
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Which sample a worker trains on at each position of its stream: position j (from 0) is its
+    ``start + j``-th sample from the beginning of ``first_epoch``; in each epoch the worker takes every
+    ``world_size``-th sample of the pairing plan, from ``rank`` on. A pure function of the run's seed and
+    these numbers, so any position of any epoch can be computed (and replayed) anywhere."""
+    first_epoch: int
+    start: int
+    per_epoch: int  # samples of each epoch this worker takes
+    rank: int
+    world_size: int
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(epoch, index in the epoch's plan) of a stream position."""
+        epoch, k = divmod(self.start + position, self.per_epoch)
+        return self.first_epoch + epoch, self.rank + self.world_size * k
+
+
+def _load_pairs(batch: dict, cfg_dict: dict, plan: WorkerPlan, domains: RemoteDomains, store: Storage) -> dict:
+    cfg = from_dict(cfg_dict)
+    pairings: dict[int, tuple] = {}
+    epochs, out_A, out_B = [], [], []
+    for position in batch["id"]:
+        epoch, i = plan.locate(int(position))
+        if epoch not in pairings:
+            pairings[epoch] = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch,
+                                         cfg.serial_batches, cfg.direction)
+        a_idx, b_idx = pairings[epoch]
+        a_path, b_path = domains.A.paths[a_idx[i]], domains.B.paths[b_idx[i]]
+        a = decode_image(read_listed(store, domains.A.folder, a_path), cfg.input_nc, a_path)
+        b = decode_image(read_listed(store, domains.B.folder, b_path), cfg.output_nc, b_path)
+        epochs.append(epoch)
+        out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, i, 0)))
+        out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, i, 1)))
+    return {"epoch": np.array(epochs), "A": np.stack(out_A), "B": np.stack(out_B)}
+
+
+def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
+                   world_size: int, last_epoch: Optional[int] = None,
+                   prefetch_batches: int = 2) -> Iterator[tuple[int, dict]]:
+    """This worker's batches from sample ``start`` of ``epoch`` to the end of ``last_epoch`` (default: the
+    run's last), as (epoch, batch), in plan order: one Ray Data stream for all of them, so an epoch
+    boundary costs nothing (a stream per epoch cost 3-4 s of start-up each time). Batches hold up to
+    batch_size samples of one epoch (an epoch's last batch may be smaller), as the local loader's."""
     import ray.data
-    a_idx, b_idx = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch, cfg.serial_batches,
-                              cfg.direction)
-    count = samples_per_worker(domains, world_size)
-    rows = [{"i": i, "a": domains.A.paths[a_idx[i]], "b": domains.B.paths[b_idx[i]]}
-            for i in (rank + world_size * k for k in range(start, count))]
-    if not rows:
+    plan = WorkerPlan(epoch, start, samples_per_worker(domains, world_size), rank, world_size)
+    total = ((last_epoch or cfg.total_epochs) - epoch + 1) * plan.per_epoch - start
+    if total <= 0:
         return
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # plan order: what makes a run reproducible
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 16))).map_batches(
+    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / 16))).map_batches(
         _load_pairs, batch_size=16, num_cpus=0.25,
-        fn_kwargs={"cfg_dict": cfg.to_dict(), "epoch": epoch, "root_A": domains.A.folder,
-                   "root_B": domains.B.folder, "store": store})
-    for batch in ds.iter_torch_batches(batch_size=cfg.batch_size, prefetch_batches=prefetch_batches):
-        yield {"A": normalize(batch["A"]), "B": normalize(batch["B"])}  # uint8 until here: 4x fewer bytes
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "plan": plan, "domains": domains, "store": store})
+    current, A, B = None, [], []
+
+    def batch():  # uint8 until here: 4x fewer bytes through the object store
+        return current, {"A": normalize(torch.from_numpy(np.stack(A))), "B": normalize(torch.from_numpy(np.stack(B)))}
+    for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches):
+        for sample_epoch, a, b in zip(block["epoch"], block["A"], block["B"]):
+            if A and (sample_epoch != current or len(A) == cfg.batch_size):
+                yield batch()
+                A, B = [], []
+            current = int(sample_epoch)
+            A.append(a)
+            B.append(b)
+    if A:
+        yield batch()
+
+
+def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
+                  world_size: int) -> Iterator[dict]:
+    """This worker's batches of ``epoch`` alone, from its sample ``start`` on."""
+    for _, batch in worker_batches(domains, cfg, store, epoch, start, rank, world_size, last_epoch=epoch):
+        yield batch

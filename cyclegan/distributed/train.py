@@ -29,7 +29,7 @@ from ..data import resolve_dataroot
 from ..storage import FolderMirror, Storage, is_remote
 from ..train import Trainer
 from .runtime import init_ray, parse_resources, quiet_data
-from .streams import RemoteDomains, epoch_batches, samples_per_worker, scan_domains
+from .streams import RemoteDomains, samples_per_worker, scan_domains, worker_batches
 
 log = logging.getLogger("cyclegan")
 STATE_FILE = "state.pt"
@@ -62,13 +62,30 @@ class StreamingTrainer(Trainer):
 
     def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, **kwargs):
         self.preemption_saved = False
+        self.stream: Optional[Iterator[tuple[int, dict]]] = None  # this worker's batches to the run's end
+        self.stream_at: tuple[int, int] = (-1, -1)  # the (epoch, sample) the stream is at
+        self.ahead: Optional[tuple[int, dict]] = None  # the next epoch's first batch, read ahead
         super().__init__(cfg, dataset=domains, store=store, **kwargs)
 
     def epoch_length(self) -> int:
         return samples_per_worker(self.dataset, self.world_size)
 
     def batches(self, epoch: int, start: int):
-        return epoch_batches(self.dataset, self.cfg, self.store, epoch, start, self.rank, self.world_size)
+        """The epoch's batches from one stream that runs on to the end of the run (opened again only
+        when asked for another position)."""
+        if self.stream is None or self.stream_at != (epoch, start):
+            self.stream, self.ahead = worker_batches(self.dataset, self.cfg, self.store, epoch, start, self.rank,
+                                                     self.world_size), None
+        done = start
+        while True:
+            item, self.ahead = self.ahead or next(self.stream, None), None
+            if item is None or item[0] != epoch:
+                self.ahead = item
+                self.stream_at = (item[0], 0) if item is not None else (-1, -1)
+                return
+            done += item[1]["A"].shape[0]
+            self.stream_at = (epoch, done)
+            yield item[1]
 
     def after_step(self) -> bool:
         """Save at once when Ray announces that a node of this run is about to be reclaimed."""
