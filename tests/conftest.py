@@ -110,7 +110,7 @@ def ray_session(tmp_path_factory, s3_server):
 # ---------------------------------------------------------------- the quick tier
 # Tests that start Ray, the S3 server or a Ray head (tens of seconds each) are `slow`, so
 # `./run.sh test -m "not slow"` is the edit-test loop; CI runs everything.
-SLOW_FIXTURES = {"ray_session", "s3_server", "s3", "ray_head"}
+SLOW_FIXTURES = {"ray_session", "s3_server", "s3"}
 
 
 def pytest_collection_modifyitems(items):

@@ -33,7 +33,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
 # ---------------------------------------------------------------- ports and processes
 def free_port() -> int:
     """A port that was free a moment ago: another process may take it before ours binds, so whoever
-    starts a server on it must retry with another (see ``start_ray_head``)."""
+    starts a server on it must retry with another (see ``start_ray_node``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -187,11 +187,6 @@ def start_ray_node(temp_prefix: str, head: Optional[str] = None, args: tuple = (
 RAY_NODES: dict[str, str] = {}  # a started head's temp folder -> its GCS address
 
 
-def start_ray_head(temp_prefix: str, tries: int = 4) -> tuple[str, str]:
-    """``ray start --head`` with 2 CPUs (see ``start_ray_node``). Returns (temp folder, dashboard URL)."""
-    return start_ray_node(temp_prefix, args=("--num-cpus", "2"), tries=tries)
-
-
 # ---------------------------------------------------------------- drivers and checkpoints
 def kill_driver_when(args: list[str], ready, timeout: float, what: str, log_path=None) -> None:
     """Run ``python -m cyclegan.cli ARGS`` as a driver joined to a running Ray, SIGKILL it once ``ready()``
@@ -321,3 +316,52 @@ class FakeInstanceMetadata:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---------------------------------------------------------------- datasets and TensorBoard in tests
+def upload_pair(s3, local_root: Path, bucket_prefix: str) -> None:
+    for path in sorted(local_root.rglob("*.png")):
+        s3.put(str(path), f"{bucket_prefix}/{path.relative_to(local_root)}")
+
+
+def put_bad_objects(s3, prefix: str) -> None:
+    """Three unreadable images, a file that is no image by name, and two odd but usable ones (RGBA, 16-bit)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def png(img):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+    bad = {"zero.png": b"", "readme.png": b"these are not images\n", "labels.csv": b"not listed: no image name\n",
+           "corrupt.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4,
+           "rgba.png": png(Image.new("RGBA", (30, 30), (10, 200, 30, 128))),
+           "sixteen.png": png(Image.fromarray(np.full((30, 30), 30000, np.uint16)))}
+    for name, data in bad.items():
+        s3.pipe(f"{prefix}/{name}", data)
+
+
+def read_events(folder: Path) -> dict:
+    """Scalars, images and HParams summaries of every event file in a (trial) folder."""
+    import glob
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    found: dict = {"scalars": set(), "images": set(), "hparams": set(), "hparam_values": {}}
+    for path in glob.glob(str(folder / "events.out.tfevents.*")):
+        for event in EventFileLoader(path).Load():
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "hparams":
+                    found["hparams"].add(value.tag)
+                    if value.tag == "_hparams_/session_start_info":
+                        from tensorboard.plugins.hparams import plugin_data_pb2
+                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                        found["hparam_values"] = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                                                  for k, v in data.session_start_info.hparams.items()}
+                elif plugin == "images" or value.HasField("image"):
+                    found["images"].add(value.tag)
+                elif plugin == "scalars" or value.HasField("simple_value"):
+                    found["scalars"].add(value.tag)
+    return found

@@ -1,13 +1,10 @@
-"""cluster/ definitions checked offline, a job submitted to a real local Ray head through the Jobs API,
-and datasets downloaded from a loopback HTTP server and uploaded to the loopback S3 server."""
+"""cluster/ definitions checked offline (the launcher files, the KubeRay manifests, node types against the
+experiments, the cloud notices the preemption watcher reads), and datasets downloaded from a loopback HTTP
+server and uploaded to the loopback S3 server. Jobs on a real cluster: tests/test_multinode.py."""
 import copy
 import functools
 import http.server
 import json
-import os
-import shutil
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -17,7 +14,7 @@ import yaml
 
 from cyclegan.data import DataError
 
-from helpers import FakeInstanceMetadata, processes_mentioning, start_ray_head, stop_processes_mentioning
+from helpers import FakeInstanceMetadata
 
 ROOT = Path(__file__).parents[1]
 CLUSTER = ROOT / "cluster"
@@ -248,49 +245,6 @@ def test_kuberay_rayjob_runs_a_valid_sweep():
     exp = load_experiment(ROOT / command[2])  # the experiment it names exists and validates
     assert exp.storage_path.startswith(("s3://", "gs://"))  # results in object storage, not on pods
     assert all(p.dataroot and p.dataroot.startswith(("s3://", "gs://")) for p in exp.pairs)
-
-
-# ---------------------------------------------------------------- a real Ray head and the Jobs API
-@pytest.fixture
-def ray_head():
-    """``ray start --head`` on 127.0.0.1 with its own temp folder and ports (retried with new ports when one
-    was taken meanwhile); stopped by its processes' ids."""
-    temp, dashboard = start_ray_head("cg-head-")
-    try:
-        yield dashboard
-    finally:
-        stop_processes_mentioning(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-        assert not processes_mentioning(temp)
-
-
-@pytest.mark.slow
-def test_a_training_job_submitted_to_a_local_head_runs_to_success(ray_head, tmp_path):
-    import json
-    ray = str(Path(sys.executable).parent / "ray")
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ADDRESS=ray_head)
-    flags = ("--name jobrun --builtin_size 24 --builtin_count 8 --netG resnet_6blocks --ngf 4 --ndf 4 "
-             "--load_size 28 --crop_size 24 --n_epochs 1 --n_epochs_decay 1 --num_threads 0 "
-             "--num_workers 1 --cpus_per_worker 0.5")
-    # The project's source travels with the job, as `ray job submit --working-dir .` sends it.
-    runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", "checkpoints", "results", "sweeps",
-                                                          "reports", "tests", "**/__pycache__"]}
-    job_id = f"cyclegan-test-{os.getpid()}"
-    submit = subprocess.run([ray, "job", "submit", "--submission-id", job_id, "--no-wait",
-                             "--runtime-env-json", json.dumps(runtime_env), "--",
-                             sys.executable, "-m", "cyclegan.cli", "train", *flags.split(),
-                             "--checkpoints_dir", str(tmp_path / "ck")],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert submit.returncode == 0, submit.stderr[-2000:]
-    logs = subprocess.run([ray, "job", "logs", "--follow", job_id], env=env, capture_output=True, text=True,
-                          timeout=400).stdout  # returns when the job ends
-    status = subprocess.run([ray, "job", "status", job_id], env=env, capture_output=True, text=True,
-                            timeout=60).stdout
-    assert "succeeded" in status.lower(), (status, logs[-3000:])
-    assert '"total_iters": 16' in logs  # 2 epochs x 8 images, printed by the job at the end
-    # One node: the run's storage is its checkpoints_dir, with the reference files beside Ray's checkpoints.
-    assert (tmp_path / "ck" / "jobrun" / "latest_net_G_A.pth").exists()
-    assert list((tmp_path / "ck" / "jobrun").glob("checkpoint_*/state.pt"))
 
 
 # ---------------------------------------------------------------- datasets

@@ -1,5 +1,4 @@
 """The Ray layer: Ray Train workers, Ray Data streams from a real S3 API server, checkpoints in the bucket."""
-import io
 import json
 import os
 import shutil
@@ -11,17 +10,14 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from cyclegan.cli import main
 from cyclegan.config import from_dict
-from cyclegan.data import BadImageWarning, DataError
+from cyclegan.data import DataError
 from cyclegan.storage import Storage
 
-from helpers import RAY, S3_SECRET, kill_driver_when, places_holding, registered, start_moto_server, stop, wait_for
+from helpers import kill_driver_when, put_bad_objects, registered, start_moto_server, stop, upload_pair, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,60 +25,12 @@ TINY_FLAGS = ["--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_si
               "--seed", "3", "--cpus_per_worker", "0.5"]
 
 
-def upload_pair(s3, local_root, bucket_prefix):
-    for path in sorted(local_root.rglob("*.png")):
-        s3.put(str(path), f"{bucket_prefix}/{path.relative_to(local_root)}")
-
-
-def png_bytes(img):
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def bucket(s3, tiny_pair):
     s3.mkdir("cyclegan-test")
     upload_pair(s3, tiny_pair, "cyclegan-test/seasons")
-    bad = {"zero.png": b"", "readme.png": b"these are not images\n", "labels.csv": b"not listed: no image name\n",
-           "corrupt.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4,
-           "rgba.png": png_bytes(Image.new("RGBA", (30, 30), (10, 200, 30, 128))),
-           "sixteen.png": png_bytes(Image.fromarray(np.full((30, 30), 30000, np.uint16)))}
-    for name, data in bad.items():
-        s3.pipe(f"cyclegan-test/seasons/trainA/{name}", data)
+    put_bad_objects(s3, "cyclegan-test/seasons/trainA")
     return "cyclegan-test"
-
-
-def test_two_workers_from_s3_keep_everything_in_s3_and_no_credentials_in_ray(ray_session, s3, bucket, tmp_path,
-                                                                             capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # what the driver would leave in its working folder shows up here
-    with pytest.warns(BadImageWarning, match=r"skipped 3 unreadable file\(s\)"):
-        code = main(["train", "--dataroot", f"s3://{bucket}/seasons", "--name", "s3run", "--num_workers", "2",
-                     "--checkpoints_dir", str(tmp_path / "ck"), "--storage_path", f"s3://{bucket}/runs",
-                     "--n_epochs", "1", "--n_epochs_decay", "1", "--save_latest_freq", "4", *TINY_FLAGS])
-    assert code == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])  # read back from the bucket by the driver
-    # 12 A images (10 + RGBA + 16-bit) and 10 B: epochs of 12 samples, 6 per worker.
-    assert result["skipped_images"] == 3 and result["total_iters"] == 12 and result["world_size"] == 2
-    run = f"{bucket}/runs/s3run"
-    states = sorted(s3.glob(f"{run}/checkpoint_*/state.pt"))
-    assert 1 <= len(states) <= 3  # keep_checkpoints
-    with s3.open(states[-1], "rb") as f:
-        state = torch.load(io.BytesIO(f.read()), weights_only=True)
-    assert state["progress"]["epoch"] == 3 and len(state["ranks"]) == 2
-    snapshot = json.loads(s3.cat(f"{run}/checkpoint_manager_snapshot.json"))
-    reported = snapshot["checkpoint_results"][-1]["metrics"]
-    assert {"loss_G_A", "loss_D_B", "loss_cycle_A", "lr", "total_iters"} <= set(reported)
-    # Rank 0's outputs are in the run's storage, not on the disk of the node it ran on.
-    for name in ("cyclegan_config.yaml", "train_opt.yaml", "result.json", "latest_net_G_A.pth", "latest_net_D_B.pth"):
-        assert s3.exists(f"{run}/{name}"), name
-    assert torch.load(io.BytesIO(s3.cat(f"{run}/latest_net_G_B.pth")), weights_only=True)
-    assert s3.glob(f"{run}/tensorboard/events.out.tfevents.*")
-    assert [p.name for p in tmp_path.iterdir()] == []  # nothing in checkpoints_dir or the working folder
-    # The secret key reached no file, no object and nothing Ray keeps about jobs, actors, tasks and runs.
-    hits = places_holding(S3_SECRET, folders=[RAY["temp"]], s3=s3, buckets=[bucket], dashboard=RAY["dashboard"])
-    assert hits == []
 
 
 def test_an_image_missing_on_the_node_that_reads_it_is_not_taken_for_a_bad_image(ray_session, tiny_pair,

@@ -1,6 +1,7 @@
 """A Ray cluster of separate nodes on this machine, as on a cloud: a head (`ray start --head`, no CPUs,
 the `driver` resource) and a worker node (`ray start --address`) with its own working folder, temp
-folder and Ray folder; the driver in a third folder; data and results in the loopback S3 server.
+folder and Ray folder; jobs submitted through the Jobs API or drivers in a third folder; data and
+results in the loopback S3 server.
 
 Each node has its own disk here as on a cluster: whatever a run leaves in a node's folders would be lost
 with the node. The test proves that a training run and a sweep leave everything in the bucket and
@@ -26,21 +27,20 @@ from helpers import (
     S3_SECRET,
     places_holding,
     processes_mentioning,
+    put_bad_objects,
+    read_events,
     start_ray_node,
     stop,
     stop_processes_mentioning,
+    upload_pair,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[1]
 
 TINY = ["--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24",
         "--seed", "3", "--cpus_per_worker", "0.5", "--num_threads", "0"]
-
-
-def upload_pair(s3, local_root, bucket_prefix):
-    for path in sorted(local_root.rglob("*.png")):
-        s3.put(str(path), f"{bucket_prefix}/{path.relative_to(local_root)}")
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,28 @@ def left_on(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
+def submit_job(cluster, job_id: str, *args) -> str:
+    """``ray job submit`` of ``cyclegan ARGS`` with the project as the job's working dir (as the README's
+    `ray job submit --working-dir .`), followed to its end; returns its logs (asserted successful)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_ADDRESS=cluster["dashboard"], TMPDIR=str(cluster["driver_tmp"]))
+    runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", "checkpoints", "results", "sweeps",
+                                                          "reports", "tests", "**/__pycache__"]}
+    submit = subprocess.run([ray, "job", "submit", "--submission-id", job_id, "--no-wait", "--runtime-env-json",
+                             json.dumps(runtime_env), "--", sys.executable, "-m", "cyclegan.cli", *args],
+                            env=env, cwd=cluster["driver_work"], capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    logs = subprocess.run([ray, "job", "logs", "--follow", job_id], env=env, capture_output=True, text=True,
+                          timeout=600).stdout  # returns when the job ends
+    status = subprocess.run([ray, "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60)
+    assert "succeeded" in status.stdout.lower(), (status.stdout, logs[-3000:])
+    return logs
+
+
 def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(cluster, s3, tiny_pair):
     s3.mkdir("mn-bucket")
     upload_pair(s3, tiny_pair, "mn-bucket/seasons")
+    put_bad_objects(s3, "mn-bucket/seasons/trainA")
 
     # A local dataroot: every node has its own disk, so it is refused before anything starts.
     refused = driver(cluster, "train", "--dataroot", str(tiny_pair), "--name", "local", "--num_workers", "1",
@@ -95,19 +114,27 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert f"dataroot: '{tiny_pair}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
     assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
 
-    # Training: two workers on the worker node, everything to the bucket.
-    trained = driver(cluster, "train", "--dataroot", "s3://mn-bucket/seasons", "--name", "run",
-                     "--num_workers", "2", "--worker_resources", '{"trainnode": 1}', "--n_epochs", "1",
-                     "--n_epochs_decay", "1", "--save_latest_freq", "4", "--storage_path", "s3://mn-bucket/runs",
-                     *TINY)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    result = json.loads(trained.stdout.strip().splitlines()[-1])  # the driver read it from the bucket
-    assert result["total_iters"] == 10 and result["world_size"] == 2
+    # Training as a job (its driver on the head): two workers on the worker node, data with unreadable
+    # objects in the bucket, everything the run writes to the bucket.
+    logs = submit_job(cluster, f"cyclegan-mn-{os.getpid()}", "train", "--dataroot", "s3://mn-bucket/seasons",
+                      "--name", "run", "--num_workers", "2", "--worker_resources", '{"trainnode": 1}',
+                      "--n_epochs", "1", "--n_epochs_decay", "1", "--save_latest_freq", "4",
+                      "--storage_path", "s3://mn-bucket/runs", *TINY)
+    assert "skipped 3 unreadable file(s)" in logs
+    result = json.loads([line for line in logs.splitlines() if line.startswith('{"epochs"')][-1])
+    # 12 A images (10 + RGBA + 16-bit) and 10 B: epochs of 12 samples, 6 per worker; read from the bucket.
+    assert result["skipped_images"] == 3 and result["total_iters"] == 12 and result["world_size"] == 2
     run = "mn-bucket/runs/run"
     for name in ("train_opt.yaml", "result.json", "latest_net_G_A.pth", "latest_net_D_B.pth", "cyclegan_config.yaml"):
         assert s3.exists(f"{run}/{name}"), name
-    assert s3.glob(f"{run}/tensorboard/events.out.tfevents.*") and s3.glob(f"{run}/checkpoint_*/state.pt")
-    assert json.loads(s3.cat(f"{run}/result.json"))["total_iters"] == 10
+    assert torch.load(io.BytesIO(s3.cat(f"{run}/latest_net_G_B.pth")), weights_only=True)
+    assert s3.glob(f"{run}/tensorboard/events.out.tfevents.*")
+    states = sorted(s3.glob(f"{run}/checkpoint_*/state.pt"))
+    assert 1 <= len(states) <= 3  # keep_checkpoints
+    state = torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)
+    assert state["progress"]["epoch"] == 3 and len(state["ranks"]) == 2
+    reported = json.loads(s3.cat(f"{run}/checkpoint_manager_snapshot.json"))["checkpoint_results"][-1]["metrics"]
+    assert {"loss_G_A", "loss_D_B", "loss_cycle_A", "lr", "total_iters"} <= set(reported)
     for folder in ("node_work", "node_tmp", "driver_work"):
         assert left_on(cluster[folder]) == [], folder
 
@@ -128,9 +155,17 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     trials = [p for p in s3.ls(sweep, refresh=True) if p.rsplit("/", 1)[-1].startswith("fruit_")]
     assert len(trials) == 1
     trial = trials[0]
-    for name in ("params.json", "result.json"):
-        assert s3.exists(f"{trial}/{name}"), name
-    assert s3.glob(f"{trial}/events.out.tfevents.*")  # the trial's TensorBoard run, written on the worker node
+    results = [json.loads(line) for line in s3.cat(f"{trial}/result.json").decode().splitlines() if line.strip()]
+    assert results[-1]["total_iters"] == 16 and "l1" in results[-1]  # reported through Train to Tune
+    assert json.loads(s3.cat(f"{trial}/params.json"))["pair"] == "fruit"
+    # The trial's TensorBoard run, written by the Train worker on the worker node, read back from the bucket.
+    events = cluster["driver_tmp"] / "events"
+    events.mkdir()
+    for path in s3.glob(f"{trial}/events.out.tfevents.*"):
+        s3.get(path, str(events / path.rsplit("/", 1)[-1]))
+    found = read_events(events)
+    shutil.rmtree(events)
+    assert "hparams/l1" in found["scalars"] and {"test/AtoB", "test/BtoA"} <= found["images"] and found["hparams"]
     states = s3.glob(f"{trial}/train/checkpoint_*/state.pt")
     assert states and all(s3.exists(state.replace("state.pt", "sweep.json")) for state in states)
     assert torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)["progress"]["total_iters"] == 16
@@ -149,8 +184,9 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     finally:
         stop(gpu_run)
 
-    # Kubernetes evicts a spot pod: its preStop hook drains the node through Ray (reason preemption); the
-    # idle node then leaves the cluster, and its end says why.
+    # Kubernetes evicts a spot pod: its preStop hook drains the node through Ray (reason preemption): the
+    # node is draining (nothing new is placed there), or already gone when nothing ran on it.
+    from ray.autoscaler.v2.sdk import get_cluster_status
     from ray.util.state import list_nodes
     node = [n for n in list_nodes(address=cluster["dashboard"], detail=True) if not n.is_head_node][0]
     drained = subprocess.run([sys.executable, "-m", "cyclegan.cli", "cluster", "watch-preemption", "--provider",
@@ -158,8 +194,12 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
                               "--grace_period_s", "20"], env=dict(os.environ, RAY_AUTH_MODE="token"),
                              capture_output=True, text=True, timeout=120)
     assert drained.returncode == 0 and "preemption notice: pod termination" in drained.stdout, drained.stderr[-2000:]
-    wait_for(lambda: [n for n in list_nodes(address=cluster["dashboard"], detail=True)
-                      if n.node_id == node.node_id and n.state == "DEAD"], 60, "the drained node to leave")
+
+    def drained():
+        status = get_cluster_status(cluster["gcs"])
+        statuses = {n.node_id: n.node_status for n in status.active_nodes + status.idle_nodes}
+        return statuses.get(node.node_id, "DEAD") in ("DRAINING", "DEAD")
+    wait_for(drained, 60, "the node to be drained")
 
     # No credential anywhere: the secret key is in no Ray state, log or file, and in no object.
     hits = places_holding(S3_SECRET, folders=[*cluster["ray_folders"], cluster["node_tmp"], cluster["driver_tmp"]],

@@ -1,5 +1,4 @@
 """Sweeps: Ray Tune + Optuna over built-in pairs, ASHA, TensorBoard read back, report, and resume."""
-import glob
 import json
 import tempfile
 import time
@@ -11,7 +10,7 @@ import yaml
 from cyclegan.config import ConfigError
 from cyclegan.experiment import parse_experiment
 
-from helpers import kill_driver_when
+from helpers import kill_driver_when, read_events
 
 BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=8, load_size=28, crop_size=24,
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)
@@ -60,28 +59,6 @@ def test_the_shipped_sweep_experiment_is_valid():
     for path in root.glob("sweep*.yaml"):
         exp = parse_experiment(yaml.safe_load(path.read_text()), source=str(path))
         assert exp.space and exp.pairs
-
-
-def read_events(folder):
-    """Scalars, images and HParams summaries of every event file in a trial folder."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    found = {"scalars": set(), "images": set(), "hparams": set(), "hparam_values": {}}
-    for path in glob.glob(str(folder / "events.out.tfevents.*")):
-        for event in EventFileLoader(path).Load():
-            for value in event.summary.value:
-                plugin = value.metadata.plugin_data.plugin_name
-                if plugin == "hparams":
-                    found["hparams"].add(value.tag)
-                    if value.tag == "_hparams_/session_start_info":
-                        from tensorboard.plugins.hparams import plugin_data_pb2
-                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                        found["hparam_values"] = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
-                                                  for k, v in data.session_start_info.hparams.items()}
-                elif plugin == "images" or value.HasField("image"):
-                    found["images"].add(value.tag)
-                elif plugin == "scalars" or value.HasField("simple_value"):
-                    found["scalars"].add(value.tag)
-    return found
 
 
 def trial_records(sweep_dir, pair=None):
@@ -236,23 +213,6 @@ def experiment_status(pair_dir):
     trials = [json.loads(t[0]) for t in data["trial_data"]]
     # By trial folder (<pair>_<trial id>), as trial_records names them.
     return {f"{t['config']['pair']}_{t['trial_id']}": t["status"] for t in trials}
-
-
-def test_trials_as_ray_train_runs_report_to_tune(ray_session, tmp_path):
-    """num_workers >= 1: each trial drives a Ray Train run (Train inside Tune, the V2 way)."""
-    from cyclegan.distributed.sweep import sweep
-    data = experiment(tmp_path, datasets=["fruit"],
-                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1", n_epochs=1,
-                                n_epochs_decay=1),
-                      search={"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1})
-    results = sweep(parse_experiment(data))
-    assert len(results) == 1 and not results.errors
-    pair_dir = tmp_path / "sweeps" / "sw"
-    for tid, t in trial_records(pair_dir).items():
-        assert t["results"][-1]["total_iters"] == 16 and "l1" in t["results"][-1]
-        assert glob.glob(str(pair_dir / tid / "train" / "checkpoint_*" / "state.pt"))  # Ray Train's checkpoints
-        events = read_events(pair_dir / tid)  # written by the Train worker into the trial's folder
-        assert "hparams/l1" in events["scalars"] and events["images"] and events["hparams"]
 
 
 def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):

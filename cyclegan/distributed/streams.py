@@ -166,7 +166,10 @@ def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: i
         return
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # plan order: what makes a run reproducible
-    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / 16))).map_batches(
+    # The positions as items, not ray.data.range: its read tasks would each ask for a whole CPU, which a
+    # node full of training workers may not have.
+    positions = [{"id": j} for j in range(total)]
+    ds = ray.data.from_items(positions, override_num_blocks=max(1, math.ceil(total / 16))).map_batches(
         _load_pairs, batch_size=16, num_cpus=0.25,
         fn_kwargs={"cfg_dict": cfg.to_dict(), "plan": plan, "domains": domains, "store": store})
     current, A, B = None, [], []
