@@ -3,13 +3,14 @@
 Run as a script (never imported) by tests/test_distributed.py (a test session keeps one Ray instance in its own
 process, so the multi-node cluster lives in this child process and is shut down here):
 
-    python tests/cluster_scenarios.py node|spot CONFIG_JSON OUT_JSON
+    python tests/cluster_scenarios.py CONFIG_JSON OUT_JSON
 
 The training workers ask for a 'trainnode' resource that only the worker node has, so removing
 that node takes them all; a replacement node with the same resource lets the run continue.
-In the spot scenario nobody drains the node by hand: the node's preemption watcher
+First a spot reclaim, announced: nobody drains the node by hand: the node's preemption watcher
 (``cyclegan cluster watch-preemption``) reads a fake EC2 metadata service on 127.0.0.1 that
-announces, mid-run, that the instance terminates in two minutes.
+announces, mid-run, that the instance terminates in two minutes. Then the replacement node is
+lost without notice.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import FakeInstanceMetadata, checkpoint_states, registered, stop, wait_for  # this script's folder
+from helpers import FakeInstanceMetadata, registered_results, stop, wait_for  # this script's folder
 
 
-def main(scenario: str, config_path: str, out_path: str) -> None:
+def main(config_path: str, out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -52,43 +53,47 @@ def main(scenario: str, config_path: str, out_path: str) -> None:
     thread = threading.Thread(target=train, daemon=True)
     thread.start()
     try:
-        if scenario == "node":
-            wait_for(lambda: len(registered(storage_run)) >= 2, 240, "two registered checkpoints")
-            done = registered(storage_run)
-            report["before_loss"] = [c for c in checkpoint_states(storage_run) if c["dir"] in done]
-            mark("two checkpoints")
-            cluster.remove_node(node, allow_graceful=False)
-        else:  # spot: the cloud's notice, the watcher's drain, then the node goes
-            metadata = FakeInstanceMetadata()
-            watcher = subprocess.Popen(
-                [sys.executable, "-m", "cyclegan.cli", "cluster", "watch-preemption", "--provider", "aws",
-                 "--metadata_url", metadata.url, "--address", cluster.address, "--node_id", node.node_id,
-                 "--poll_s", "0.5"], env=dict(os.environ, RAY_AUTH_MODE="token"),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            try:
-                wait_for(lambda: (storage_run / "train_opt.yaml").exists(), 240, "training to start")
-                mark("training")
-                before = {c["dir"] for c in checkpoint_states(storage_run)}
-                metadata.reclaim(in_seconds=120)
-                wait_for(lambda: watcher.poll() is not None, 60, "the watcher to drain the node")
-                mark("drained")
-                report["watcher"] = {"code": watcher.returncode, "output": watcher.stdout.read()[-2000:]}
-                wait_for(lambda: registered(storage_run) - before, 60, "the checkpoint after the notice")
-                mark("notice checkpoint")
-            finally:
-                stop(watcher)
-                metadata.close()
-            new = registered(storage_run) - before
-            report["notice_checkpoint"] = [c for c in checkpoint_states(storage_run) if c["dir"] in new][0]
-            cluster.remove_node(node, allow_graceful=False)
-        mark("node removed")
-        cluster.add_node(num_cpus=2, resources={"trainnode": 2})
+        # 1. The cloud announces the spot reclaim; the node's watcher drains it through Ray; the workers
+        #    write a checkpoint at once; the node goes; a replacement comes and the run resumes.
+        metadata = FakeInstanceMetadata()
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "cyclegan.cli", "cluster", "watch-preemption", "--provider", "aws",
+             "--metadata_url", metadata.url, "--address", cluster.address, "--node_id", node.node_id,
+             "--poll_s", "0.5"], env=dict(os.environ, RAY_AUTH_MODE="token"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: (storage_run / "train_opt.yaml").exists(), 240, "training to start")
+            mark("training")
+            metadata.reclaim(in_seconds=120)
+            wait_for(lambda: watcher.poll() is not None, 60, "the watcher to drain the node")
+            mark("drained")
+            report["watcher"] = {"code": watcher.returncode, "output": watcher.stdout.read()[-2000:]}
+            wait_for(lambda: [c for c in registered_results(storage_run) if c["metrics"]["preemption_notice"]],
+                     60, "the checkpoint after the notice")
+            mark("notice checkpoint")
+        finally:
+            stop(watcher)
+            metadata.close()
+        report["at_reclaim"] = [c["metrics"] for c in registered_results(storage_run)]
+        cluster.remove_node(node, allow_graceful=False)
+        mark("reclaimed")
+        node = cluster.add_node(num_cpus=2, resources={"trainnode": 2})
         mark("replacement added")
+
+        # 2. The replacement is lost without notice once the resumed run has registered a checkpoint.
+        def resumed() -> list:
+            return [c for c in registered_results(storage_run) if c["metrics"]["resumed_from_iters"] >= 0]
+        wait_for(resumed, 240, "a checkpoint of the resumed run")
+        report["at_loss"] = [c["metrics"] for c in registered_results(storage_run)]
+        cluster.remove_node(node, allow_graceful=False)
+        mark("lost")
+        cluster.add_node(num_cpus=2, resources={"trainnode": 2})
+        mark("second replacement added")
         thread.join(timeout=400)
         mark("finished")
         report["finished"] = not thread.is_alive()
         report.update(outcome)
-        report["history"] = checkpoint_states(storage_run)
+        report["history"] = [c["metrics"] for c in registered_results(storage_run)]
     finally:
         Path(out_path).write_text(json.dumps(report, default=str))
         ray.shutdown()
@@ -96,4 +101,4 @@ def main(scenario: str, config_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:3])

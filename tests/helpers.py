@@ -208,25 +208,18 @@ def kill_driver_when(args: list[str], ready, timeout: float, what: str, log_path
             log.close()
 
 
-def checkpoint_states(storage_run: Path) -> list[dict]:
-    import torch
-    out = []
-    for path in sorted(storage_run.glob("checkpoint_*/state.pt")):
-        try:
-            p = torch.load(path, weights_only=True)["progress"]
-            out.append({"dir": path.parent.name, **{k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}})
-        except Exception:
-            pass  # being written
-    return out
-
-
-def registered(storage_run: Path) -> set[str]:
-    """Checkpoints Ray Train has registered (a just-reported one may not be yet: see ray-2.60 notes)."""
+def registered_results(storage_run: Path) -> list[dict]:
+    """Checkpoints Ray Train has registered (a just-reported one may not be yet: see ray-2.60 notes), each
+    with the metrics reported with it (``checkpoint_dir_name``, ``metrics``)."""
     try:
         snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return set()
-    return {c["checkpoint_dir_name"] for c in snapshot.get("checkpoint_results", [])}
+        return []
+    return snapshot.get("checkpoint_results", [])
+
+
+def registered(storage_run: Path) -> set[str]:
+    return {c["checkpoint_dir_name"] for c in registered_results(storage_run)}
 
 
 # ---------------------------------------------------------------- credentials

@@ -5,8 +5,9 @@ results in the loopback S3 server.
 
 Each node has its own disk here as on a cluster: whatever a run leaves in a node's folders would be lost
 with the node. The test proves that a training run and a sweep leave everything in the bucket and
-nothing on the nodes, that a local dataroot is refused on several nodes, that --use_gpu asks the
-cluster for GPUs, and that no credential travels through Ray (state, logs, files)."""
+nothing on the nodes, that an elastic run takes the workers the cluster has, that a local dataroot is
+refused on several nodes, that --use_gpu asks the cluster for GPUs, and that no credential travels
+through Ray (state, logs, files)."""
 from __future__ import annotations
 
 import io
@@ -114,12 +115,13 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert f"dataroot: '{tiny_pair}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
     assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
 
-    # Training as a job (its driver on the head): two workers on the worker node, data with unreadable
-    # objects in the bucket, everything the run writes to the bucket.
+    # Training as a job (its driver on the head): 1 to 3 workers, of which the worker node's 2 CPUs hold
+    # 2 (0.75 each) beside the data tasks, so the run goes ahead with 2; data with unreadable objects in
+    # the bucket, everything the run writes to the bucket.
     logs = submit_job(cluster, f"cyclegan-mn-{os.getpid()}", "train", "--dataroot", "s3://mn-bucket/seasons",
-                      "--name", "run", "--num_workers", "2", "--worker_resources", '{"trainnode": 1}',
+                      "--name", "run", "--num_workers", "1-3", "--worker_resources", '{"trainnode": 1}',
                       "--n_epochs", "1", "--n_epochs_decay", "1", "--save_latest_freq", "4",
-                      "--storage_path", "s3://mn-bucket/runs", *TINY)
+                      "--storage_path", "s3://mn-bucket/runs", *TINY, "--cpus_per_worker", "0.75")
     assert "skipped 3 unreadable file(s)" in logs
     result = json.loads([line for line in logs.splitlines() if line.startswith('{"epochs"')][-1])
     # 12 A images (10 + RGBA + 16-bit) and 10 B: epochs of 12 samples, 6 per worker; read from the bucket.

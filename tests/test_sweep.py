@@ -74,10 +74,13 @@ def trial_records(sweep_dir, pair=None):
 
 def running_profile(trials) -> list[tuple[float, int, str]]:
     """From Tune's results: (time, trials running just after it, pair) at every trial start and end. A trial
-    starts when its first result's time_this_iter_s began and ends with its last result."""
+    starts when its first result's time_this_iter_s began."""
     events = []
     for t in trials.values():
-        first, last = t["results"][0], t["results"][-1]
+        # Its end: the first result at its last step (ASHA stops a trial that reaches max_t there, and the
+        # run's closing report, a moment later, no longer holds the slot).
+        final = max(r["total_iters"] for r in t["results"])
+        first, last = t["results"][0], next(r for r in t["results"] if r["total_iters"] == final)
         events += [(first["reported_at"] - first["time_this_iter_s"], 1, t["params"]["pair"]),
                    (last["reported_at"], -1, t["params"]["pair"])]
     profile, running = [], 0

@@ -38,7 +38,7 @@ from ..evaluate import METRICS
 from ..experiment import EXPERIMENT_FILE, Experiment, pair_config, save_experiment
 from ..storage import Storage
 from .runtime import init_ray, quiet_data
-from .train import check_cluster
+from .train import check_cluster, remove_stale_scratch_everywhere
 from .trial import OBJECTIVE, PAIR_KEY, run_trial, trial_folder
 
 log = logging.getLogger("cyclegan")
@@ -243,7 +243,10 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
         log.info("searching %s: %d trials per pair, at most %s at once", ", ".join(p.name for p in exp.pairs),
                  exp.search.num_samples, exp.search.max_concurrent_trials or "as many as the cluster holds")
     with credentials_stay_on_their_node():
-        return tuner.fit()
+        results = tuner.fit()
+    # Trials that Tune stopped were ended without cleaning their node's scratch folder.
+    log.debug("removed %d scratch folders of ended trials", remove_stale_scratch_everywhere())
+    return results
 
 
 @contextlib.contextmanager

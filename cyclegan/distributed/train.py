@@ -9,10 +9,13 @@ result back from storage. Credentials never travel: each process finds its node'
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -112,6 +115,10 @@ def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Option
     metrics = {"reported_at": time.time(),  # to the sub-second (Tune's timestamp is whole seconds)
                "epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
                "skipped_images": trainer.dataset.skipped, "lr": trainer.model.optimizer_G.param_groups[0]["lr"],
+               # Which attempt this is (where it picked the run up; -1: from the start), and whether a
+               # preemption notice had arrived: the run's history says what each failure cost.
+               "resumed_from_iters": trainer.resumed_from["total_iters"] if trainer.resumed_from else -1,
+               "preemption_notice": int(getattr(trainer, "preemption_saved", False)),
                **{f"loss_{name}": float(value) for name, value in trainer.last_losses.items()}}
     if hooks is not None:
         metrics.update(hooks.metrics(trainer))
@@ -159,15 +166,66 @@ def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Option
     return result
 
 
+SCRATCH_KINDS = ("run", "trial", "builtin")  # a scratch folder: <tmp>/cyclegan-<kind>-<owner pid>-<random>
+
+
 @contextlib.contextmanager
-def node_scratch(prefix: str) -> Iterator[Path]:
+def node_scratch(kind: str) -> Iterator[Path]:
     """A folder on this node's disk for one process's working files, removed when the work ends: what
-    must outlive the node is mirrored to storage before then."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    must outlive the node is mirrored to storage before then. Ray ends a stopped trial or a failed
+    run's actors without finishing this block, so the folder is named after its process, and folders
+    of processes that are gone are removed by the next one on the node and at the end of a sweep."""
+    remove_stale_scratch()
+    folder = Path(tempfile.mkdtemp(prefix=f"cyclegan-{kind}-{os.getpid()}-"))
+    remove = functools.partial(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(remove)  # an actor asked to exit runs these, though not its threads' finally blocks
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove()
+        atexit.unregister(remove)
+
+
+def remove_stale_scratch(wait_s: float = 0.0) -> int:
+    """Removes this node's scratch folders whose process has ended (waiting up to ``wait_s`` for those
+    still running to end); returns how many went. A folder of a live process is never touched."""
+    deadline, removed = time.monotonic() + wait_s, 0
+    folders = [f for kind in SCRATCH_KINDS for f in Path(tempfile.gettempdir()).glob(f"cyclegan-{kind}-*-*")]
+    for folder in folders:
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        while process_alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:  # a killed process its parent has not reaped yet is a zombie: ended
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def remove_stale_scratch_everywhere(wait_s: float = 10.0) -> int:
+    """After a sweep: on every live node, the scratch folders of the trials and workers Ray ended."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    task = ray.remote(num_cpus=0, max_retries=0)(remove_stale_scratch)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    return sum(ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                        .remote(wait_s) for node in nodes]))
 
 
 def run_mirrors(trainer: Trainer, store: Storage, run_dir: Path, run_uri: str, tensorboard_dir: Path,
@@ -189,7 +247,7 @@ def worker_loop(config: dict) -> None:
     quiet_data()
     cfg, store = from_dict(config["cfg"]), config["store"]
     hooks = config["hooks"]() if config.get("hooks") else None
-    with node_scratch("cyclegan-run-") as scratch:
+    with node_scratch("run") as scratch:
         run_dir, tensorboard_dir = scratch / "run", scratch / "tensorboard"
         trainer = StreamingTrainer(cfg, config["domains"], store, device=ray.train.torch.get_device(),
                                    progress_bar=config.get("progress_bar", True), run_dir=run_dir,
@@ -258,7 +316,7 @@ def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
         return cfg.dataroot if is_remote(cfg.dataroot) else str(Path(cfg.dataroot).resolve())
     if not is_remote(storage_path):
         return resolve_dataroot(dataclasses.replace(cfg, checkpoints_dir=storage_path))
-    with node_scratch("cyclegan-builtin-") as scratch:
+    with node_scratch("builtin") as scratch:
         local = Path(resolve_dataroot(dataclasses.replace(cfg, checkpoints_dir=str(scratch))))
         uri = f"{storage_path}/_builtin/{local.name}"
         if not store.exists(f"{uri}/pair.json"):  # written last: a pair without it is incomplete

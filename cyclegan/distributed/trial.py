@@ -132,7 +132,7 @@ def run_trial(params: dict, setup: dict) -> None:
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
             "trial_uri": trial_uri, "store": store, "hparams": {PAIR_KEY: pair.name, **sampled}}
     values = trial_values(exp, pair, sampled)
-    with node_scratch("cyclegan-trial-") as scratch:
+    with node_scratch("trial") as scratch:
         # A built-in pair is written here, on this node, for this trial (it is cheap and deterministic).
         cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
         if cfg.max_workers > 0:  # the trial drives a Ray Train run; its workers have their own scratch
