@@ -8,6 +8,7 @@ a user's file is unpickled.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -48,13 +49,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def safe_load(path: str | os.PathLike) -> Any:
+def safe_load(source: str | os.PathLike | bytes, name: Optional[str] = None) -> Any:
+    """A checkpoint file (a path, or its bytes with ``name`` for messages), weights only."""
+    name = name or str(source)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                          weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated zip, bad pickle, forbidden global: all mean "unusable"
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{name}: unreadable checkpoint ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------- RNG states
@@ -91,20 +95,29 @@ def state_files(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def state_payload(state: dict) -> dict:
+    """A full state as written: marked with this format and its version."""
+    return {"format": FORMAT, "version": VERSION, **state}
+
+
 def save_state(run_dir: str | os.PathLike, state: dict, keep: int) -> Path:
-    state = {"format": FORMAT, "version": VERSION, **state}
+    state = state_payload(state)
     path = atomic_save(state, Path(run_dir) / STATE_DIR / f"state_iter{state['total_iters']:010d}.pt")
     for old in state_files(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_state(path: str | os.PathLike) -> dict:
-    state = safe_load(path)
+def load_state(source: str | os.PathLike | bytes | None, name: Optional[str] = None) -> dict:
+    """A full state from a path, or from its bytes (``name`` for messages)."""
+    name = name or str(source)
+    if source is None:
+        raise CheckpointError(f"{name}: missing")
+    state = safe_load(source, name)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a cyclegan full-state checkpoint")
+        raise CheckpointError(f"{name}: not a cyclegan full-state checkpoint")
     if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: written by a newer cyclegan (format version {state['version']})")
+        raise CheckpointError(f"{name}: written by a newer cyclegan (format version {state['version']})")
     return state
 
 

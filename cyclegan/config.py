@@ -83,6 +83,13 @@ class Config:
     # --- saving and resuming ---
     save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1)
     save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1)
+    save_latest_secs: float = opt(0.0, "also save the latest checkpoint once this many seconds have passed "
+                                       "since the last save (0: off); for spot clusters, where what is lost "
+                                       "is time, not images", minimum=0.0)
+    notice_check_freq: int = opt(8, "Ray workers agree every this many training images (one small "
+                                    "all-reduce) on a spot notice or a due --save_latest_secs save, so all "
+                                    "save at the same step; a notice is acted on at most this late",
+                                 minimum=1)
     save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest")
     continue_train: bool = opt(False, "continue from the latest checkpoint of this run")
     epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>")
@@ -116,6 +123,9 @@ class Config:
                                 "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")
     use_gpu: bool = opt(False, "request one GPU per Ray worker (an autoscaler then starts GPU nodes); NCCL "
                                "between them. Off: CPU workers, gloo")
+    grad_compression: str = opt("none", "Ray workers all-reduce the gradients as bf16 (half the bytes, for "
+                                        "links between nodes; changes the numbers) or as they are (none)",
+                                choices=("none", "bf16"))
     cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
                                                 '{"spot_gpu": 1} to place workers on one node type')

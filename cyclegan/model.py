@@ -17,7 +17,7 @@ from .config import Config, check_device_options
 from .losses import GANLoss, ImagePool
 from .networks import define_D, define_G
 from .objective import LOSS_NAMES, discriminator_loss, generator_loss
-from .parallel import average_gradients, process_group, resolve_device
+from .parallel import GradientSync, process_group, resolve_device
 from .schedules import lr_factor, plateau_scheduler, set_lr
 
 NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
@@ -56,6 +56,11 @@ class CycleGAN(nn.Module):
         self.to(self.device)
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
+        if train:  # under data parallelism: each optimizer's gradients averaged while backward runs
+            self.gradient_sync = {
+                id(opt): GradientSync((p for group in opt.param_groups for p in group["params"]), self.world_size,
+                                      compress=None if cfg.grad_compression == "none" else cfg.grad_compression)
+                for opt in (self.optimizer_G, self.optimizer_D)}
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)  # fp16: CUDA only (checked)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         if cfg.cudnn_benchmark:
@@ -113,8 +118,8 @@ class CycleGAN(nn.Module):
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         """backward (scaled for fp16), the mean gradient over processes, the optimizer step."""
-        self.scaler.scale(loss).backward()
-        average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.world_size)
+        self.scaler.scale(loss).backward()  # the gradients' all-reduces start during it
+        self.gradient_sync[id(optimizer)].finish()
         self.scaler.step(optimizer)
 
     # ------------------------------------------------------------------ one training iteration

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -102,7 +101,9 @@ class Trainer:
         warnings.warn(f"continuing from reference-format weights '{label}' only: optimizer, schedule and "
                       f"image pools start fresh at epoch {cfg.epoch_count}", RuntimeWarning, stacklevel=3)
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, own: Optional[dict] = None) -> None:
+        """Continue from a full state; ``own``: this process's part of a data-parallel state (its image
+        pools and random streams, see ``rank_state``), saved beside it by every process."""
         saved = state["config"]
         for key in ARCHITECTURE_KEYS:
             if saved.get(key) != getattr(self.cfg, key):
@@ -110,8 +111,9 @@ class Trainer:
                                   f"{saved.get(key)!r}; a run resumes only with the same networks")
         self.model.load_training_state(state["model"])
         ckpt.set_rng_state(state["rng"])
-        if "ranks" in state:  # data parallel: each process takes back its own pools and random streams
+        if own is None and "ranks" in state:  # states written before each process saved its own part
             own = state["ranks"][self.rank % len(state["ranks"])]
+        if own is not None:
             self.model.fake_A_pool.load_state_dict(own["pools"]["fake_A"], self.model.device)
             self.model.fake_B_pool.load_state_dict(own["pools"]["fake_B"], self.model.device)
             self.model.gp_rng.set_state(own["gp_rng"])
@@ -126,28 +128,29 @@ class Trainer:
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
 
     def state(self) -> dict:
-        """The full training state. Under data parallelism every process must call it (it gathers)."""
+        """The full training state: networks, optimizers, schedule, position, and this process's image
+        pools and random streams. Under data parallelism the other processes' own parts are their
+        ``rank_state``, which each saves itself: nothing is gathered."""
         p = self.progress
-        model_state = self.model.training_state()
-        state = {"config": self.cfg.to_dict(), "model": model_state, "rng": ckpt.rng_state(),
-                 "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
-                              "epoch_loss_G": float(p.epoch_loss_G), "epoch_steps": p.epoch_steps,
-                              "world_size": self.world_size},
-                 "total_iters": p.total_iters}
-        if self.world_size > 1:
-            own = {"pools": model_state["pools"], "gp_rng": model_state["gp_rng"].cpu(), "rng": state["rng"]}
-            gathered: list = [None] * self.world_size
-            dist.all_gather_object(gathered, own)
-            state["ranks"] = gathered
-        return state
+        return {"config": self.cfg.to_dict(), "model": self.model.training_state(), "rng": ckpt.rng_state(),
+                "progress": {"epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
+                             "epoch_loss_G": float(p.epoch_loss_G), "epoch_steps": p.epoch_steps,
+                             "world_size": self.world_size},
+                "total_iters": p.total_iters}
+
+    def rank_state(self) -> dict:
+        """What differs between data-parallel processes: image pools, gradient-penalty and global RNGs."""
+        pools = {"fake_A": self.model.fake_A_pool.state_dict(), "fake_B": self.model.fake_B_pool.state_dict()}
+        return {"pools": pools, "gp_rng": self.model.gp_rng.get_state().cpu(), "rng": ckpt.rng_state()}
 
     # ------------------------------------------------------------------ saving
     def save(self, reference_labels: tuple[str, ...] = ("latest",)) -> Optional[Path]:
         """Full state (atomic, with retention) and reference-format weights, written by the main process.
         Every process calls it at the same step; the others return None."""
-        state = self.state()
+        self.last_save_at = time.monotonic()
         if not self.is_main:
             return None
+        state = self.state()
         path = ckpt.save_state(self.run_dir, state, keep=self.cfg.keep_checkpoints)
         for label in reference_labels:
             ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
@@ -184,9 +187,14 @@ class Trainer:
     def epoch_length(self) -> int:
         return self.dataset.epoch_length
 
-    def after_step(self) -> bool:
-        """Hook after every step; True asks for a checkpoint now (the distributed layer's spot notice)."""
-        return False
+    def after_step(self, n: int) -> bool:
+        """After every step of ``n`` images: True asks for a checkpoint now (--save_latest_secs; the
+        distributed layer adds the spot notice and makes every process decide alike)."""
+        return self.save_time_due()
+
+    def save_time_due(self) -> bool:
+        secs = self.cfg.save_latest_secs
+        return secs > 0 and time.monotonic() - self.last_save_at >= secs
 
     def save_labels(self, requested: bool, finished_epoch: Optional[int] = None) -> tuple[str, ...]:
         """Whether a save is due now, as the reference-format labels it writes (empty: no save).
@@ -215,6 +223,7 @@ class Trainer:
     def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
         self.started = (time.perf_counter(), p.total_iters)
+        self.last_save_at = time.monotonic()
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
         requested = False  # a periodic save or a preemption notice not yet written
         while p.epoch <= cfg.total_epochs:
@@ -243,8 +252,8 @@ class Trainer:
                         window = {name: [] for name in LOSS_NAMES}
                 if self.writer is not None and crossed(p.total_iters, n, cfg.image_log_freq):
                     self._log_images()
-                notice = self.after_step()  # called at every step: under data parallelism it is collective
-                requested = requested or notice or crossed(p.total_iters, n, cfg.save_latest_freq)
+                wanted = self.after_step(n)  # under data parallelism: the same answer on every process
+                requested = requested or wanted or crossed(p.total_iters, n, cfg.save_latest_freq)
                 labels = self.save_labels(requested)
                 if labels:
                     requested = False

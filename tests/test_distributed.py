@@ -44,13 +44,35 @@ def test_an_image_missing_on_the_node_that_reads_it_is_not_taken_for_a_bad_image
                                                                                   tmp_path, monkeypatch):
     """A local dataroot on a cluster: the driver lists files that another node's disk does not have."""
     from cyclegan.distributed import streams
-    listed = streams.list_objects
-    monkeypatch.setattr(streams, "list_objects", lambda uri, store, max_size: listed(uri, store, max_size)
-                        + [str(tmp_path / "on-another-disk.png")])
+    listed = streams.list_with_versions
+    monkeypatch.setattr(streams, "list_with_versions", lambda uri, store, max_size: listed(uri, store, max_size)
+                        + [(str(tmp_path / "on-another-disk.png"), 100, 0)])
     cfg = from_dict(dict(FT, dataroot=str(tiny_pair), name="missing", checkpoints_dir=str(tmp_path)))
     with pytest.raises(DataError, match=r"on-another-disk.png: listed by the driver but not found on node .*"
                                         r"upload it with 'cyclegan data upload'.*--shared_filesystem"):
         streams.scan_domains(cfg, Storage.from_options())
+
+
+def test_a_scan_is_kept_as_a_manifest_and_reused_until_the_listing_changes(ray_session, tiny_pair, tmp_path,
+                                                                          monkeypatch):
+    import ray.data
+
+    from cyclegan.distributed import streams
+    data = tmp_path / "data"
+    shutil.copytree(tiny_pair, data)
+    (data / "trainA" / "broken.png").write_bytes(b"not an image")
+    cfg = from_dict(dict(FT, dataroot=str(data), name="scan", checkpoints_dir=str(tmp_path)))
+    store, manifests = Storage.from_options(), str(tmp_path / "storage")
+    first = streams.scan_domains(cfg, store, manifests)
+    assert first.skipped == 1 and len(list((tmp_path / "storage" / "_scans").glob("*.json"))) == 2
+    with monkeypatch.context() as m:  # no Ray Data job this time: both domains come from their manifests
+        m.setattr(ray.data, "from_items", lambda *a, **k: pytest.fail("scanned again"))
+        again = streams.scan_domains(cfg, store, manifests)
+    assert again == first
+    shutil.copy(data / "trainA" / sorted(p.name for p in (data / "trainA").glob("*.png"))[0], data / "trainA" / "new.png")
+    changed = streams.scan_domains(cfg, store, manifests)  # another listing: scanned, a manifest of its own
+    assert len(changed.A.paths) == len(first.A.paths) + 1 and changed.skipped == 1
+    assert len(list((tmp_path / "storage" / "_scans").glob("*.json"))) == 3
 
 
 def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s3, bucket):
@@ -61,11 +83,25 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
         list_objects("s3://no-such-bucket/data", Storage.from_options())
 
 
+def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(bucket):
+    """The newcomer's command on this 2-core machine (`cyclegan train --dataroot s3://... --num_workers 2`,
+    1 CPU per worker by default) used to start both workers and wait for data forever."""
+    from ray._private.utils import get_num_cpus
+    cpus = get_num_cpus()  # what a Ray instance of its own gets here: 2 on the 2-core machine
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", f"s3://{bucket}/seasons",
+                          "--num_workers", str(cpus)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert (f"{cpus} workers x cpus_per_worker 1 = {cpus} of the cluster's {cpus} CPUs leave 0 for the data tasks"
+            in run.stderr), run.stderr[-3000:]
+    assert f"give --cpus_per_worker {(cpus - 0.25) / cpus * 4 // 1 / 4:g}" in run.stderr
+
+
 # ---------------------------------------------------------------- fault tolerance
 
 FT = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, seed=3, num_workers=2,
           cpus_per_worker=0.5, n_epochs=4, n_epochs_decay=2, save_latest_freq=2, save_epoch_freq=1,
-          keep_checkpoints=3, tensorboard=False)
+          keep_checkpoints=3, tensorboard=False, notice_check_freq=2)
 
 
 def ft_cfg(tiny_pair, tmp_path, name, **kw):

@@ -87,10 +87,15 @@ def test_options_that_cannot_combine_are_refused():
 def test_compiled_networks_train_like_eager_and_save_clean_keys(tmp_path):
     """torch.compile (inductor, C++ on CPU) of the four networks: the same losses and weights as eager
     within float tolerance, and checkpoints an eager model loads."""
+    import torch._inductor.config as inductor
     data = batches(2)
     eager = CycleGAN(from_dict(TINY_NETS))
     compiled = CycleGAN(from_dict(dict(TINY_NETS, compile="networks")))
-    assert_same_training(eager, compiled, train_steps(eager, data), train_steps(compiled, data))
+    # Scalar C++ kernels: compiling the vectorized ones took 40% longer here (about 110 s against 67 s
+    # for the first step); what is checked is our use of torch.compile, not inductor's vector code.
+    with inductor.patch({"cpp.vec_isa_ok": False}):
+        curve = train_steps(compiled, data)
+    assert_same_training(eager, compiled, train_steps(eager, data), curve)
     state = compiled.training_state()
     keys = [k for sd in state["nets"].values() for k in sd] + list(compiled.state_dict())
     assert keys and not any("_orig_mod" in k for k in keys)

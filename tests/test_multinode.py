@@ -134,7 +134,11 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     states = sorted(s3.glob(f"{run}/checkpoint_*/state.pt"))
     assert 1 <= len(states) <= 3  # keep_checkpoints
     state = torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)
-    assert state["progress"]["epoch"] == 3 and len(state["ranks"]) == 2
+    # Each worker saved its own image pools and random streams beside the shared state.
+    assert state["progress"]["epoch"] == 3 and "ranks" not in state
+    for rank in (0, 1):
+        own = torch.load(io.BytesIO(s3.cat(states[-1].replace("state.pt", f"rank_{rank}.pt"))), weights_only=True)
+        assert set(own) == {"pools", "gp_rng", "rng"}
     reported = json.loads(s3.cat(f"{run}/checkpoint_manager_snapshot.json"))["checkpoint_results"][-1]["metrics"]
     assert {"loss_G_A", "loss_D_B", "loss_cycle_A", "lr", "total_iters"} <= set(reported)
     for folder in ("node_work", "node_tmp", "driver_work"):

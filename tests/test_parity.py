@@ -131,7 +131,7 @@ def test_a_latest_save_due_on_the_last_image_of_an_epoch_is_written_at_the_epoch
 class NoticeOnLastStep(Trainer):
     """A preemption notice (the distributed layer's after_step hook) on the last step of epoch 1."""
 
-    def after_step(self):
+    def after_step(self, n):
         return self.progress.epoch == 1 and self.progress.epoch_iter == self.epoch_length()
 
 
@@ -141,6 +141,17 @@ def test_a_preemption_notice_on_the_last_step_of_an_epoch_is_saved_once_at_its_e
                    n_epochs_decay=1, **QUICK)
     seen, _ = saved_positions(cfg, NoticeOnLastStep)
     assert seen == [(2, 0, 4), (3, 0, 8)]  # the notice's save, merged with the epoch save when one is due
+
+
+def test_a_time_based_save_comes_when_its_seconds_have_passed(tiny_cfg):
+    # --save_latest_secs this small is due after every step: a mid-epoch save at each, and the one due on
+    # an epoch's last step merged into the epoch's save.
+    cfg = tiny_cfg(name="timed", save_latest_freq=1000, save_epoch_freq=1, save_latest_secs=1e-6, n_epochs=1,
+                   n_epochs_decay=1, **QUICK)
+    seen, _ = saved_positions(cfg)
+    assert seen == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 0, 4), (2, 1, 5), (2, 2, 6), (2, 3, 7), (3, 0, 8)]
+    never = tiny_cfg(name="untimed", save_latest_freq=1000, save_epoch_freq=1, n_epochs=1, n_epochs_decay=1, **QUICK)
+    assert saved_positions(never)[0] == [(2, 0, 4), (3, 0, 8)]
 
 
 def test_a_run_resumed_from_a_save_deferred_to_the_epoch_end_is_bit_identical(tiny_cfg):

@@ -7,10 +7,14 @@ in parallel, off the training workers, in plan order. So a distributed run is re
 resumes mid-epoch exactly, like a local one.
 
 Undecodable objects are found once at start by a parallel scan (also a Ray Data job), skipped,
-counted and listed; they never reach an epoch, so every worker takes the same number of steps.
+counted and listed; they never reach an epoch, so every worker takes the same number of steps. The
+scan's outcome is kept in storage as a manifest of the listing and reused while the listing is the same.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -36,6 +40,9 @@ from ..data import (
 )
 from ..storage import Storage
 
+log = logging.getLogger("cyclegan")
+LOAD_TASK_CPUS = 0.25  # a task that reads, decodes and augments a batch of pairs (the run checks room for one)
+
 
 @dataclass
 class RemoteDomains:
@@ -50,11 +57,16 @@ class RemoteDomains:
 
 
 def list_objects(uri: str, store: Storage, max_size: float = math.inf) -> list[str]:
-    infos = store.list_files(uri)
-    files = [i.path for i in infos if i.type == pafs.FileType.File]
-    if not files:
+    return [path for path, _, _ in list_with_versions(uri, store, max_size)]
+
+
+def list_with_versions(uri: str, store: Storage, max_size: float = math.inf) -> list[tuple[str, int, int]]:
+    """(path, size, modification time in ns) of the images under ``uri``, the local listing's rule: images
+    only, sorted, then max_dataset_size."""
+    infos = {i.path: i for i in store.list_files(uri) if i.type == pafs.FileType.File}
+    if not infos:
         raise DataError(f"{uri}: no objects under this prefix")
-    return first_images(files, max_size)  # the local listing's rule: images only, then max_dataset_size
+    return [(path, infos[path].size, infos[path].mtime_ns or 0) for path in first_images(list(infos), max_size)]
 
 
 def read_listed(store: Storage, root_uri: str, path: str) -> bytes:
@@ -86,27 +98,54 @@ def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
             "reason": np.array(reasons, dtype=object), "missing": np.array(missing, dtype=object)}
 
 
-def scan(uri: str, channels: int, cfg: Config, store: Storage) -> Domain:
+SCANS = "_scans"  # below a run's (or a sweep's) storage: one manifest per listing scanned
+
+
+def scan(uri: str, channels: int, cfg: Config, store: Storage, manifests: Optional[str] = None) -> Domain:
     """Decode every object once, in parallel Ray tasks: keep the good, record the bad; a listed object that
-    a task's node cannot find stops the run (a local folder that is not on every node)."""
-    import ray.data
-    files = list_objects(uri, store, cfg.max_dataset_size)
-    rows = ray.data.from_items([{"path": p} for p in files]).map_batches(
-        _probe, batch_size=16, fn_kwargs={"root_uri": uri, "store": store, "channels": channels},
-        num_cpus=0.5).take_all()
-    lost = [r["missing"] for r in rows if r["missing"]]
-    if lost:
-        raise DataError(f"{lost[0]}" + (f" ({len(lost) - 1} more like it)" if len(lost) > 1 else ""))
-    rows.sort(key=lambda r: r["path"])
-    return collect_domain(uri, [(r["path"], None if r["reason"] else (int(r["width"]), int(r["height"])),
-                                 r["reason"] or None) for r in rows], cfg, noun="objects")
+    a task's node cannot find stops the run (a local folder that is not on every node).
+
+    With ``manifests`` (a folder or prefix), the outcome is kept there as a manifest named after the
+    listing (every path, size and modification time) and reused while the listing is unchanged: by
+    --resume, by every trial of a sweep's pair, by later runs on the same data."""
+    listed = list_with_versions(uri, store, cfg.max_dataset_size)
+    key = hashlib.sha256(json.dumps({"uri": uri, "channels": channels, "listed": listed}).encode()).hexdigest()
+    manifest = f"{manifests}/{SCANS}/{key[:32]}.json" if manifests else None
+    rows = read_manifest(store, manifest) if manifest else None
+    if rows is None:
+        import ray.data
+        probed = ray.data.from_items([{"path": p} for p, _, _ in listed]).map_batches(
+            _probe, batch_size=16, fn_kwargs={"root_uri": uri, "store": store, "channels": channels},
+            num_cpus=0.5).take_all()
+        lost = [r["missing"] for r in probed if r["missing"]]
+        if lost:
+            raise DataError(f"{lost[0]}" + (f" ({len(lost) - 1} more like it)" if len(lost) > 1 else ""))
+        rows = sorted((r["path"], None if r["reason"] else [int(r["width"]), int(r["height"])], r["reason"] or None)
+                      for r in probed)
+        if manifest:
+            store.write_text(manifest, json.dumps({"uri": uri, "channels": channels, "images": rows}))
+    else:
+        log.info("%s: %d objects as scanned before (%s)", uri, len(rows), manifest)
+    return collect_domain(uri, [(path, tuple(size) if size else None, reason) for path, size, reason in rows],
+                          cfg, noun="objects")
 
 
-def scan_domains(cfg: Config, store: Storage) -> RemoteDomains:
+def read_manifest(store: Storage, uri: str) -> Optional[list]:
+    """A scan's outcome, or None when there is none (or it is unreadable: then the data is scanned again)."""
+    if not store.exists(uri):
+        return None
+    try:
+        return [tuple(row) for row in json.loads(store.read_text(uri))["images"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("%s: unreadable scan manifest (%s); scanning again", uri, e)
+        return None
+
+
+def scan_domains(cfg: Config, store: Storage, manifests: Optional[str] = None) -> RemoteDomains:
     root = cfg.dataroot.rstrip("/")
     folder_A, folder_B = domain_folders(cfg)
-    a = scan(f"{root}/{folder_A}", cfg.input_nc, cfg, store)
-    b = scan(f"{root}/{folder_B}", cfg.output_nc, cfg, store)
+    a = scan(f"{root}/{folder_A}", cfg.input_nc, cfg, store, manifests)
+    b = scan(f"{root}/{folder_B}", cfg.output_nc, cfg, store, manifests)
     return RemoteDomains(a, b, warn_skipped([a, b]))
 
 
@@ -170,7 +209,7 @@ def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: i
     # node full of training workers may not have.
     positions = [{"id": j} for j in range(total)]
     ds = ray.data.from_items(positions, override_num_blocks=max(1, math.ceil(total / 16))).map_batches(
-        _load_pairs, batch_size=16, num_cpus=0.25,
+        _load_pairs, batch_size=16, num_cpus=LOAD_TASK_CPUS,
         fn_kwargs={"cfg_dict": cfg.to_dict(), "plan": plan, "domains": domains, "store": store})
     current, A, B = None, [], []
 

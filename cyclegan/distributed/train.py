@@ -30,9 +30,9 @@ from .. import checkpoint as ckpt
 from ..config import Config, ConfigError, from_dict
 from ..data import resolve_dataroot
 from ..storage import FolderMirror, Storage, is_remote
-from ..train import Trainer
+from ..train import Trainer, crossed
 from .runtime import init_ray, parse_resources, quiet_data
-from .streams import RemoteDomains, samples_per_worker, scan_domains, worker_batches
+from .streams import LOAD_TASK_CPUS, RemoteDomains, samples_per_worker, scan_domains, worker_batches
 
 log = logging.getLogger("cyclegan")
 STATE_FILE = "state.pt"
@@ -56,8 +56,9 @@ class RunHooks(Protocol):
     def save(self, folder: Path) -> None:
         """Add files to the checkpoint folder about to be reported."""
 
-    def restore(self, folder: Path) -> None:
-        """Read back what ``save`` wrote, from the checkpoint a run resumes from."""
+    def restore(self, read: Callable[[str], Optional[bytes]]) -> None:
+        """Read back what ``save`` wrote, from the checkpoint a run resumes from (``read(name)``: a file
+        of it, None when absent)."""
 
 
 class StreamingTrainer(Trainer):
@@ -90,19 +91,65 @@ class StreamingTrainer(Trainer):
             self.stream_at = (epoch, done)
             yield item[1]
 
-    def after_step(self) -> bool:
-        """Save at once when Ray announces that a node of this run is about to be reclaimed."""
+    def after_step(self, n: int) -> bool:
+        """Every --notice_check_freq images, the workers agree (one all-reduce of two flags) on whether
+        Ray announced that a node of this run is about to be reclaimed, or the first worker's clock says
+        a --save_latest_secs save is due: every worker then saves at the same step."""
         import ray.train
-        notice = 1.0 if ray.train.get_preemption_info() is not None else 0.0
-        if self.world_size > 1:  # every worker must take the same decision at the same step
-            flag = torch.tensor([notice], device=self.model.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            notice = flag.item()
+        if not crossed(self.progress.total_iters, n, self.cfg.notice_check_freq):
+            return False
+        flags = torch.tensor([float(ray.train.get_preemption_info() is not None),
+                              float(self.is_main and self.save_time_due())])
+        if self.world_size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        notice, due = (bool(f) for f in flags.tolist())
         if notice and not self.preemption_saved:
             self.preemption_saved = True
             log.warning("preemption notice: writing a checkpoint before the node goes")
             return True
-        return False
+        return due
+
+    def save(self, reference_labels: tuple[str, ...] = ("latest",)) -> Path:
+        """Every worker writes its own part (image pools, random streams) into a folder of its own, the
+        first also the shared state and the reference weights. Ray Train merges the workers' folders
+        into one checkpoint and uploads it while training goes on; nothing is gathered."""
+        self.last_save_at = time.monotonic()
+        folder = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=self.run_dir.parent))
+        torch.save(self.rank_state(), folder / rank_file(self.rank))
+        if self.is_main:
+            torch.save(ckpt.state_payload(self.state()), folder / STATE_FILE)
+            for label in reference_labels:
+                ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
+        return folder
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank}.pt"
+
+
+def checkpoint_reader(checkpoint) -> Callable[[str], Optional[bytes]]:
+    """Files of a Ray checkpoint read one by one where they are (storage or a local folder): a worker
+    reads the shared state and its own part, never the other workers' parts."""
+    import pyarrow.fs as pafs
+    fs, root = checkpoint.filesystem, checkpoint.path.rstrip("/")
+
+    def read(name: str) -> Optional[bytes]:
+        path = f"{root}/{name}"
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    return read
+
+
+def restore_from(trainer: Trainer, checkpoint, hooks: Optional[RunHooks] = None) -> None:
+    read = checkpoint_reader(checkpoint)
+    state = ckpt.load_state(read(STATE_FILE), f"{checkpoint.path}/{STATE_FILE}")
+    saved_world = state["progress"].get("world_size", 1)  # elastic: a new rank takes an old rank's part
+    own = read(rank_file(trainer.rank % saved_world))
+    trainer.restore(state, ckpt.safe_load(own, f"{checkpoint.path}/{rank_file(trainer.rank)}") if own else None)
+    if hooks is not None:
+        hooks.restore(read)
 
 
 def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Optional[RunHooks] = None,
@@ -124,15 +171,18 @@ def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Option
         metrics.update(hooks.metrics(trainer))
     for mirror in mirrors:
         mirror.sync()
-    report_fn = report_fn or train_report
     if path is None:
-        report_fn(metrics, None)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        shutil.copyfile(path, Path(folder) / STATE_FILE)
-        if hooks is not None:
-            hooks.save(Path(folder))
-        report_fn(metrics, folder)
+        (report_fn or train_report)(metrics, None)
+    elif path.is_dir():  # a Ray Train worker's checkpoint folder, uploaded in the background
+        if hooks is not None and trainer.is_main:
+            hooks.save(path)
+        (report_fn or train_report_async)(metrics, str(path))
+    else:  # a state file of the core trainer (a sweep trial in Tune's process): reported as a copy
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copyfile(path, Path(folder) / STATE_FILE)
+            if hooks is not None:
+                hooks.save(Path(folder))
+            (report_fn or train_report)(metrics, folder)
 
 
 def train_report(metrics: dict, folder: Optional[str]) -> None:
@@ -140,14 +190,20 @@ def train_report(metrics: dict, folder: Optional[str]) -> None:
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
 
+def train_report_async(metrics: dict, folder: str) -> None:
+    """Ray Train uploads the folder in a thread of its own (removing it after) while training goes on;
+    the checkpoint counts (and a restart can use it) once every worker's part is uploaded."""
+    import ray.train
+    from ray.train import CheckpointUploadMode
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                     checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+
+
 def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Optional[RunHooks] = None,
                      mirrors: tuple[FolderMirror, ...] = ()) -> dict:
     """Resume from ``checkpoint`` (a Ray checkpoint or None), train, report at every save and at the end."""
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.restore(ckpt.load_state(Path(folder) / STATE_FILE))
-            if hooks is not None:
-                hooks.restore(Path(folder))
+        restore_from(trainer, checkpoint, hooks)
         log.info("worker %d resumed at epoch %d, image %d", trainer.rank, trainer.progress.epoch,
                  trainer.progress.epoch_iter)
     if hooks is not None:
@@ -309,6 +365,34 @@ def check_cluster(cfg: Config, store: Storage, paths: dict[str, Optional[str]]) 
                               f"mounts {path!r} (NFS, EFS, Filestore)")
 
 
+def check_data_room(cfg: Config) -> None:
+    """Ray Data's tasks read and decode the images on CPUs beside the workers'. Workers that would take
+    every CPU of the cluster would start and then wait for data forever: refused before anything starts
+    on a Ray instance of this process's own; on a cluster given by address (which an autoscaler may
+    grow for the data tasks) a warning says the same."""
+    import math
+
+    import ray
+    total = ray.cluster_resources().get("CPU", 0.0)
+    per_worker = cfg.cpus_per_worker
+    fit = cfg.max_workers if per_worker <= 0 else min(cfg.max_workers, math.floor(total / per_worker + 1e-9))
+    workers = max(cfg.min_workers, fit)
+    taken = workers * per_worker
+    if taken > total or total - taken >= LOAD_TASK_CPUS - 1e-9:
+        return  # the workers wait for capacity (an autoscaler's), or data tasks have room beside them
+    room = math.floor((total - LOAD_TASK_CPUS) / workers * 4) / 4  # in quarter CPUs
+    change = (f"give --cpus_per_worker {room:g}" if room > 0 else "give fewer --num_workers") + \
+        " (or more CPUs: --address of a larger cluster)"
+    message = (f"num_workers {cfg.num_workers}: {workers} workers x cpus_per_worker {per_worker:g} = {taken:g} "
+               f"of the cluster's {total:g} CPUs leave {total - taken:g} for the data tasks that read and "
+               f"decode the images (each needs {LOAD_TASK_CPUS:g}): the workers would start and wait for "
+               f"data forever; {change}")
+    if cfg.address or os.environ.get("RAY_ADDRESS"):
+        log.warning("%s, unless an autoscaler adds nodes for the data tasks", message)
+    else:
+        raise ConfigError(message)
+
+
 def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
     """The dataset as every node reads it: --dataroot, or the built-in pair, written once below
     ``<storage_path>/_builtin/`` (uploaded there when the storage is a bucket)."""
@@ -329,14 +413,15 @@ def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
 def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str] = None,
         run_name: Optional[str] = None, callbacks: Optional[list] = None,
         hooks: Optional[Callable[[], RunHooks]] = None, score: Optional[tuple[str, str]] = None,
-        progress_bar: bool = True):
+        progress_bar: bool = True, scans: Optional[str] = None):
     """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
     (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
     can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
     ``store``: the run's storage settings (default: the AWS_* location variables). Inside a sweep trial,
     ``storage_path``/``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its
     reports to Tune and add the trial's score; ``hooks`` is a picklable factory that every worker calls;
-    ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too)."""
+    ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``: where
+    the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     init_ray(cfg.address)
@@ -344,8 +429,9 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     store = store or Storage.from_options()
     storage_path = run_storage(cfg, storage_path)
     check_cluster(cfg, store, {"dataroot": cfg.dataroot, "storage_path": storage_path})
+    check_data_room(cfg)
     cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, storage_path, store), storage_path=storage_path)
-    domains = scan_domains(cfg, store)
+    domains = scan_domains(cfg, store, scans or storage_path)
     run_name = run_name or cfg.name
     run_uri = f"{storage_path}/{run_name}"
     store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

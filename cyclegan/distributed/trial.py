@@ -102,10 +102,10 @@ class SweepHooks:
             {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),
              "epochs": scored.get("epochs")}))
 
-    def restore(self, folder: Path) -> None:
-        saved = folder / SCORE_FILE
-        if saved.exists():
-            self.best = json.loads(saved.read_text()).get("best")
+    def restore(self, read) -> None:
+        saved = read(SCORE_FILE)
+        if saved is not None:
+            self.best = json.loads(saved).get("best")
 
 
 SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
@@ -140,7 +140,8 @@ def run_trial(params: dict, setup: dict) -> None:
             # A built-in pair goes where every node reads it, once for the sweep.
             cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, exp.uri, store))
             fit(cfg, store, storage_path=trial_uri, run_name="train", callbacks=[TuneReportCallback()],
-                hooks=functools.partial(SweepHooks, spec), score=(OBJECTIVE, "min"), progress_bar=False)
+                hooks=functools.partial(SweepHooks, spec), score=(OBJECTIVE, "min"), progress_bar=False,
+                scans=exp.uri)
             return
         quiet_data()
         import torch
