@@ -57,10 +57,9 @@ class CycleGAN(nn.Module):
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
         if train:  # under data parallelism: each optimizer's gradients averaged while backward runs
-            self.gradient_sync = {
-                id(opt): GradientSync((p for group in opt.param_groups for p in group["params"]), self.world_size,
-                                      compress=None if cfg.grad_compression == "none" else cfg.grad_compression)
-                for opt in (self.optimizer_G, self.optimizer_D)}
+            self.sync_G, self.sync_D = (
+                GradientSync((p for group in opt.param_groups for p in group["params"]), self.world_size,
+                             compress=cfg.grad_compression) for opt in (self.optimizer_G, self.optimizer_D))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)  # fp16: CUDA only (checked)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         if cfg.cudnn_benchmark:
@@ -116,10 +115,10 @@ class CycleGAN(nn.Module):
             self.plateau.step(float(mean_loss_G))
             set_lr((self.optimizer_D,), self.optimizer_G.param_groups[0]["lr"])  # both follow one schedule
 
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, sync: GradientSync, loss: torch.Tensor) -> None:
         """backward (scaled for fp16), the mean gradient over processes, the optimizer step."""
         self.scaler.scale(loss).backward()  # the gradients' all-reduces start during it
-        self.gradient_sync[id(optimizer)].finish()
+        sync.finish()
         self.scaler.step(optimizer)
 
     # ------------------------------------------------------------------ one training iteration
@@ -138,7 +137,7 @@ class CycleGAN(nn.Module):
             loss_G, parts_G, images = self.generator_loss(
                 self.G_A, self.G_B, self.D_A, self.D_B, real_A, real_B, self.criterion_gan,
                 cfg.lambda_A, cfg.lambda_B, cfg.lambda_identity)
-        self._step(self.optimizer_G, loss_G)
+        self._step(self.optimizer_G, self.sync_G, loss_G)
 
         # Discriminators, on generated images drawn through the history pools.
         self.set_requires_grad([self.D_A, self.D_B], True)
@@ -148,7 +147,7 @@ class CycleGAN(nn.Module):
         with self.autocast():
             loss_D, parts_D = self.discriminator_loss(self.D_A, self.D_B, real_A, real_B, fake_A, fake_B,
                                                       self.criterion_gan, cfg.lambda_gp, self.gp_rng)
-        self._step(self.optimizer_D, loss_D)
+        self._step(self.optimizer_D, self.sync_D, loss_D)
         self.scaler.update()
 
         self.visuals = {"real_A": real_A, "real_B": real_B, **images}

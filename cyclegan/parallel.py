@@ -1,7 +1,7 @@
 """Devices, the process group and gradient averaging for data parallelism (public torch API only)."""
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -32,7 +32,7 @@ class GradientSync:
     (half the bytes, for links between nodes); the default sends the gradients as they are."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], world_size: int, bucket_mb: float = 25.0,
-                 compress: Optional[str] = None):
+                 compress: str = "none"):
         self.world_size, self.compress = world_size, compress
         self.buckets: list[list[torch.nn.Parameter]] = []
         self.bucket_of: dict[torch.nn.Parameter, int] = {}

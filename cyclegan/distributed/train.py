@@ -146,8 +146,9 @@ def restore_from(trainer: Trainer, checkpoint, hooks: Optional[RunHooks] = None)
     read = checkpoint_reader(checkpoint)
     state = ckpt.load_state(read(STATE_FILE), f"{checkpoint.path}/{STATE_FILE}")
     saved_world = state["progress"].get("world_size", 1)  # elastic: a new rank takes an old rank's part
-    own = read(rank_file(trainer.rank % saved_world))
-    trainer.restore(state, ckpt.safe_load(own, f"{checkpoint.path}/{rank_file(trainer.rank)}") if own else None)
+    own = rank_file(trainer.rank % saved_world)
+    data = read(own)
+    trainer.restore(state, ckpt.safe_load(data, f"{checkpoint.path}/{own}") if data is not None else None)
     if hooks is not None:
         hooks.restore(read)
 
