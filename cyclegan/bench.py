@@ -10,6 +10,7 @@ import gc
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -99,3 +100,112 @@ def main(cfg: Config, warmup: int, iters: int, matrix: Optional[bool] = None,
           f"compile {cfg.compile})")
     print(json.dumps(result), flush=True)
     return result
+
+
+# ---------------------------------------------------------------- a slow link between two processes
+class SimulatedLink:
+    """A link of ``gbps`` gigabits/s between two processes: an all-reduce of B bytes (a ring over two
+    processes: each sends B and receives B, both ways at once) holds it for B * 8 / bandwidth seconds,
+    and transfers queue behind each other. The real all-reduce runs on the loopback; completion waits
+    for the link's time too."""
+
+    def __init__(self, gbps: float):
+        self.bits_per_s, self.free_at, self.bytes = gbps * 1e9, 0.0, 0
+
+    def transfer(self, nbytes: int) -> float:
+        """Queues a transfer; returns when it is through."""
+        start = max(time.perf_counter(), self.free_at)
+        self.free_at = start + nbytes * 8 / self.bits_per_s
+        self.bytes += nbytes
+        return self.free_at
+
+
+class _Through:
+    def __init__(self, work, done_at: float):
+        self.work, self.done_at = work, done_at
+
+    def wait(self) -> None:
+        self.work.wait()
+        time.sleep(max(0.0, self.done_at - time.perf_counter()))
+
+
+def sync_over(link: Optional[SimulatedLink], overlap: bool) -> type:
+    """GradientSync over ``link`` (None: the loopback as it is); without ``overlap`` every bucket is
+    sent after backward, as one all-reduce after the whole backward pass would."""
+    from .parallel import GradientSync
+
+    class LinkSync(GradientSync):
+        leads: list[float] = []  # per bucket sent: how long before backward's end it went (all instances)
+
+        def _accumulated(self, param):
+            if overlap:
+                super()._accumulated(param)
+
+        def _launch(self, bucket):
+            self.launch_times = getattr(self, "launch_times", []) + [time.perf_counter()]
+            super()._launch(bucket)
+
+        def finish(self):
+            ended = time.perf_counter()
+            super().finish()
+            LinkSync.leads += [ended - t for t in getattr(self, "launch_times", [])]
+            self.launch_times = []
+
+        def _all_reduce(self, flat):
+            work = super()._all_reduce(flat)
+            return work if link is None else _Through(work, link.transfer(flat.numel() * flat.element_size()))
+    return LinkSync
+
+
+def _link_process(rank: int, cfg_dict: dict, links: list, warmup: int, iters: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from .config import from_dict
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    cfg, rows = from_dict(cfg_dict), []
+    g = torch.Generator().manual_seed(rank)
+    real_A = torch.rand((cfg.batch_size, cfg.input_nc, cfg.crop_size, cfg.crop_size), generator=g) * 2 - 1
+    real_B = torch.rand((cfg.batch_size, cfg.output_nc, cfg.crop_size, cfg.crop_size), generator=g) * 2 - 1
+    try:
+        for gbps in links:
+            for overlap in (True, False):
+                link = SimulatedLink(gbps) if gbps else None
+                sync = sync_over(link, overlap)
+                model = CycleGAN(cfg, device=torch.device("cpu"), gradient_sync=sync)
+                times = []
+                for i in range(warmup + iters):
+                    dist.barrier()
+                    began = time.perf_counter()
+                    model.optimize(real_A, real_B)
+                    if i >= warmup:
+                        times.append(time.perf_counter() - began)
+                rows.append({"gbps": gbps, "overlap": overlap, "sec_per_iter": statistics.median(times),
+                             "bytes_per_iter": link.bytes // (warmup + iters) if link else None,
+                             # how early the buckets went: the room there was to hide their transfer
+                             "median_bucket_sent_before_backward_end_sec": statistics.median(sync.leads)})
+        Path(f"{out}.{rank}").write_text(json.dumps(rows))
+    finally:
+        dist.destroy_process_group()
+
+
+def bench_link(cfg: Config, gbps: list[float], warmup: int, iters: int) -> list[dict]:
+    """``cyclegan bench --link_gbps 10,1``: two processes training on this machine, their gradients
+    averaged over a simulated link of each bandwidth (and the loopback as it is), with the buckets'
+    all-reduces overlapped with backward and, for comparison, all sent after it."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+    with tempfile.TemporaryDirectory(prefix="cyclegan-bench-link-") as folder:
+        mp.spawn(_link_process, args=(cfg.to_dict(), [0.0, *gbps], warmup, iters, f"{folder}/store",
+                                      f"{folder}/out"), nprocs=2)
+        rows = json.loads(Path(f"{folder}/out.0").read_text())
+    base = {r["overlap"]: r["sec_per_iter"] for r in rows if not r["gbps"]}
+    for row in rows:
+        row.update(netG=cfg.netG, crop_size=cfg.crop_size, grad_compression=cfg.grad_compression,
+                   exposed_sec=row["sec_per_iter"] - base[True])
+        link = f"{row['gbps']:g} Gb/s" if row["gbps"] else "loopback"
+        print(f"{link:>10}, {'overlapped' if row['overlap'] else 'after backward':>14}: "
+              f"{row['sec_per_iter']:.3f} s/iter ({row['exposed_sec']:+.3f} s against the loopback, overlapped)")
+        print(json.dumps(row), flush=True)
+    return rows

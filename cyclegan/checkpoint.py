@@ -166,11 +166,18 @@ def weights_label(epoch: str, load_iter: int = 0) -> str:
 
 def save_reference_weights(run_dir: str | os.PathLike, nets: dict[str, nn.Module], label: str) -> list[Path]:
     """``<run_dir>/<label>_net_<name>.pth``: plain CPU state_dicts, as the reference writes them."""
-    paths = []
-    for name, net in nets.items():
-        sd = {k: v.detach().cpu() for k, v in clean_state_dict(unwrap(net).state_dict()).items()}
-        paths.append(atomic_save(sd, Path(run_dir) / f"{label}_net_{name}.pth"))
-    return paths
+    return write_reference_weights(run_dir, reference_weights(nets), (label,))
+
+
+def reference_weights(nets: dict[str, nn.Module], copy: bool = False) -> dict[str, dict]:
+    """Each network's state_dict as the reference saves it (CPU, plain keys); ``copy``: tensors of their
+    own, so that they can be written while training goes on changing the networks."""
+    return {name: {k: v.detach().to("cpu", copy=copy) for k, v in clean_state_dict(unwrap(net).state_dict()).items()}
+            for name, net in nets.items()}
+
+
+def write_reference_weights(run_dir: str | os.PathLike, weights: dict[str, dict], labels: tuple[str, ...]) -> list[Path]:
+    return [atomic_save(sd, Path(run_dir) / f"{label}_net_{name}.pth") for label in labels for name, sd in weights.items()]
 
 
 def load_reference_weights(net: nn.Module, path: str | os.PathLike) -> None:

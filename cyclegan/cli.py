@@ -111,6 +111,14 @@ def _bench(args) -> int:
         bench(load_experiment(args.sweep))
         return 0
     cfg = config_mod.from_args(args)
+    if args.link_gbps:
+        from .bench import bench_link
+        bench_link(cfg, [float(g) for g in args.link_gbps.split(",")], args.warmup, args.iters)
+        return 0
+    if args.ingest:
+        from .distributed.bench_data import bench_ingest
+        bench_ingest(cfg)
+        return 0
     if args.data:
         from .distributed.bench_data import bench_data
         bench_data(cfg, args.data, batch_size=args.data_batch_size)
@@ -198,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "s3:// prefix, Ray Data against a DataLoader with PIL")
     p.add_argument("--sweep", metavar="EXPERIMENT", help="instead: per-trial overhead of this sweep, run one "
                                                          "trial at a time into a temporary folder")
+    p.add_argument("--ingest", action="store_true", help="instead: the Ray Train run these options describe "
+                                                         "(--num_workers N, --data_ingest ...), on streamed data and "
+                                                         "on batches held in memory: images/s and data waits")
+    p.add_argument("--link_gbps", metavar="G,G,...", help="instead: two processes on this machine averaging "
+                                                          "gradients over a simulated link of each bandwidth, "
+                                                          "overlapped with backward and after it")
     p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
     p.add_argument("--matrix", action=argparse.BooleanOptionalAction, default=None,
                    help="fp32 and bf16, eager and compiled, one JSON line each with peak GPU memory "

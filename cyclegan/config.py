@@ -126,6 +126,11 @@ class Config:
     grad_compression: str = opt("none", "Ray workers all-reduce the gradients as bf16 (half the bytes, for "
                                         "links between nodes; changes the numbers) or as they are (none)",
                                 choices=("none", "bf16"))
+    data_ingest: str = opt("train", "how Ray workers get their images: train (one dataset for the run, split "
+                                    "among the workers by Ray Train as they ask: fastest; a resume continues "
+                                    "from the checkpoint's count of images) or exact (each worker its own "
+                                    "ordered stream: bit-identical weights after any restart)",
+                           choices=("train", "exact"))
     cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
                                                 '{"spot_gpu": 1} to place workers on one node type')

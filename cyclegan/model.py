@@ -24,7 +24,10 @@ NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
 class CycleGAN(nn.Module):
-    def __init__(self, cfg: Config, device: Optional[torch.device] = None, train: bool = True):
+    def __init__(self, cfg: Config, device: Optional[torch.device] = None, train: bool = True,
+                 gradient_sync: type[GradientSync] = GradientSync):
+        """``gradient_sync``: how each optimizer's gradients are averaged over processes (benchmarks
+        pass a variant that simulates a slower link)."""
         super().__init__()
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
@@ -58,8 +61,8 @@ class CycleGAN(nn.Module):
             self.to(memory_format=torch.channels_last)
         if train:  # under data parallelism: each optimizer's gradients averaged while backward runs
             self.sync_G, self.sync_D = (
-                GradientSync((p for group in opt.param_groups for p in group["params"]), self.world_size,
-                             compress=cfg.grad_compression) for opt in (self.optimizer_G, self.optimizer_D))
+                gradient_sync((p for group in opt.param_groups for p in group["params"]), self.world_size,
+                              compress=cfg.grad_compression) for opt in (self.optimizer_G, self.optimizer_D))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)  # fp16: CUDA only (checked)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         if cfg.cudnn_benchmark:

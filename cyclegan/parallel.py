@@ -64,7 +64,11 @@ class GradientSync:
         flat = torch.cat([g.reshape(-1) for g in grads])
         if self.compress == "bf16":
             flat = flat.to(torch.bfloat16)
-        self.inflight.append((grads, flat, dist.all_reduce(flat, async_op=True)))
+        self.inflight.append((grads, flat, self._all_reduce(flat)))
+
+    def _all_reduce(self, flat: torch.Tensor):
+        """Starts the sum over processes of ``flat`` (in place); returns what ``wait()`` completes."""
+        return dist.all_reduce(flat, async_op=True)
 
     def finish(self) -> None:
         """After backward: buckets with parameters that got no gradient go now; all are awaited, and

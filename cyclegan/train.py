@@ -223,6 +223,8 @@ class Trainer:
     def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
         self.started = (time.perf_counter(), p.total_iters)
+        self.data_waits: dict[int, list[float]] = {}  # per epoch: seconds the loop waited for each batch
+        self.save_waits: list[float] = []  # seconds each save held the loop
         self.last_save_at = time.monotonic()
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
         requested = False  # a periodic save or a preemption notice not yet written
@@ -231,7 +233,7 @@ class Trainer:
             bar = tqdm(total=self.epoch_length(), initial=p.epoch_iter, unit="img", leave=False,
                        desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar,
                        mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs get a line per 30 s
-            for batch in self.batches(p.epoch, p.epoch_iter):
+            for batch in waited_for(self.batches(p.epoch, p.epoch_iter), self.data_waits.setdefault(p.epoch, [])):
                 # Losses stay on the device (detached); they are read back only to log (below), for
                 # the history when kept, and at checkpoints (last_losses), so steps queue without a sync.
                 losses = self.last_losses = model.optimize(batch["A"], batch["B"])
@@ -257,9 +259,7 @@ class Trainer:
                 labels = self.save_labels(requested)
                 if labels:
                     requested = False
-                    path = self.save(labels)
-                    if on_save:
-                        on_save(self, path)
+                    self._save_and_report(labels, on_save)
             bar.close()
             finished = p.epoch
             model.end_epoch(float(p.epoch_loss_G) / max(1, p.epoch_steps))
@@ -270,12 +270,17 @@ class Trainer:
             labels = self.save_labels(requested, finished_epoch=finished)
             requested = False
             if labels:
-                path = self.save(labels)
-                if on_save:
-                    on_save(self, path)
+                self._save_and_report(labels, on_save)
             if self.is_main:
                 log.info("end of epoch %d / %d: %d images, lr %.7f", finished, cfg.total_epochs, p.total_iters, lr)
         return self.finish()
+
+    def _save_and_report(self, labels: tuple[str, ...], on_save) -> None:
+        began = time.perf_counter()
+        path = self.save(labels)
+        if on_save:
+            on_save(self, path)
+        self.save_waits.append(time.perf_counter() - began)  # the loop's time in saves, uploads apart
 
     def finish(self) -> dict:
         result: dict = {"epochs": self.cfg.total_epochs, "total_iters": self.progress.total_iters,
@@ -285,6 +290,12 @@ class Trainer:
             seconds = time.perf_counter() - self.started[0]
             result["train_seconds"] = seconds
             result["images_per_sec"] = (self.progress.total_iters - self.started[1]) * self.world_size / seconds
+            # Where the loop's time went: waiting for data, in all and for each epoch's first batch
+            # (the stall at an epoch boundary; the first epoch's includes the data pipeline's start).
+            waits = {epoch: w for epoch, w in self.data_waits.items() if w}
+            result["data_wait_seconds"] = sum(map(sum, waits.values()))
+            result["epoch_first_batch_wait"] = {str(epoch): w[0] for epoch, w in waits.items()}
+            result["saves"], result["save_seconds"] = len(self.save_waits), sum(self.save_waits)
         if self.cfg.eval_at_end and self.is_main and has_ideal(self.cfg.dataroot, self.store):
             scores = score_translation(self.model.G_A, self.model.G_B, self.cfg.dataroot, self.cfg.input_nc,
                                        self.cfg.output_nc, self.model.device, self.store)
@@ -297,6 +308,19 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
         return result
+
+
+def waited_for(batches, waits: list[float]):
+    """The batches, with the seconds spent waiting for each appended to ``waits``."""
+    it = iter(batches)
+    while True:
+        began = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        waits.append(time.perf_counter() - began)
+        yield batch
 
 
 def train(cfg: Config, **kwargs) -> dict:

@@ -143,3 +143,38 @@ def test_direction_BtoA_swaps_the_domains(tmp_path):
     ds = UnalignedDataset(dataclasses.replace(cfg_for(dataroot=str(tmp_path), load_size=36, crop_size=32),
                                               direction="BtoA"))
     assert all("trainB" in p for p in ds.A.paths) and len(ds.A.paths) == 4
+
+
+def test_rays_split_covers_each_epochs_samples_once_and_a_restart_only_what_is_left():
+    """--data_ingest train: the samples a worker group is handed, fresh and after a restart (also with
+    another number of workers), as (epoch, index in the epoch's plan)."""
+    from cyclegan.data import Domain
+    from cyclegan.distributed.streams import RemoteDomains, remaining_chunks
+    domains = RemoteDomains(Domain("A", [f"a{i}" for i in range(11)], [(8, 8)] * 11),
+                            Domain("B", [f"b{i}" for i in range(7)], [(8, 8)] * 7), 0)
+    cfg, epochs = cfg_for(), [1, 2, 3]
+
+    def samples(chunks):
+        found = [(c["epoch"], i) for c in chunks for i in range(c["lo"], c["hi"])]
+        assert len(found) == len(set(found)) and all(c["hi"] - c["lo"] <= 16 for c in chunks)
+        return found
+    # 11 samples an epoch: 10 used by 2 workers (5 each), as with --data_ingest exact.
+    fresh = samples(remaining_chunks(domains, cfg, epochs, 1, 0, world_size=2))
+    assert fresh == [(e, i) for e in epochs for i in range(10)]
+    # Each worker had done 3 samples of epoch 2: what is left is equal for both, and nothing before it.
+    left = samples(remaining_chunks(domains, cfg, epochs, 2, 3, world_size=2))
+    assert left == [(2, i) for i in range(6, 10)] + [(3, i) for i in range(10)] and len(left) % 2 == 0
+    # Three workers after an elastic resize: 3 samples each per epoch (9 of the 11).
+    assert samples(remaining_chunks(domains, cfg, epochs, 3, 1, world_size=3)) == [(3, i) for i in range(3, 9)]
+    assert remaining_chunks(domains, cfg, epochs, 3, 5, world_size=2) == []  # the last epoch done
+
+
+def test_a_workers_samples_are_cut_into_batches_by_count_at_epoch_ends():
+    from cyclegan.distributed.streams import cut_batches
+    blocks = [{"A": np.zeros((n, 3, 2, 2), np.uint8), "B": np.zeros((n, 3, 2, 2), np.uint8)} for n in (4, 3, 6)]
+    cut = [(epoch, batch["A"].shape[0]) for epoch, batch in cut_batches(iter(blocks), cfg_for(batch_size=2),
+                                                                         epoch=2, start=2, per_epoch=5)]
+    # 3 samples left of epoch 2, then 5 per epoch; batches of 2 never span an epoch end.
+    assert cut == [(2, 2), (2, 1), (3, 2), (3, 2), (3, 1), (4, 2), (4, 2), (4, 1)]
+    # A resized group may start at an epoch's end: its samples are the next epoch's.
+    assert [e for e, _ in cut_batches(iter(blocks[:1]), cfg_for(batch_size=2), epoch=2, start=5, per_epoch=5)] == [3, 3]

@@ -99,9 +99,11 @@ def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(buck
 
 # ---------------------------------------------------------------- fault tolerance
 
+# Each worker its own ordered stream (--data_ingest exact): what makes a restarted run's weights equal
+# to the uninterrupted run's, bit for bit.
 FT = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, seed=3, num_workers=2,
           cpus_per_worker=0.5, n_epochs=4, n_epochs_decay=2, save_latest_freq=2, save_epoch_freq=1,
-          keep_checkpoints=3, tensorboard=False, notice_check_freq=2)
+          keep_checkpoints=3, tensorboard=False, notice_check_freq=2, data_ingest="exact")
 
 
 def ft_cfg(tiny_pair, tmp_path, name, **kw):
@@ -138,6 +140,19 @@ def alive_actors(class_name: str, other_jobs: bool = False) -> list:
     return [a for a in found if a.job_id != ray.get_runtime_context().get_job_id()] if other_jobs else found
 
 
+def worker_killed_and_replaced(storage_run: Path, killed: dict, after: int = 2) -> bool:
+    """Kills a worker once ``after`` checkpoints are registered (only those survive a hard kill: one
+    reported just before may not be), then holds once the replaced group has registered its own."""
+    if "worker" not in killed:
+        if len(registered(storage_run)) >= after and (workers := alive_actors("RayTrainWorker")):
+            os.kill(workers[-1].pid, signal.SIGKILL)
+            killed["worker"] = workers[-1].pid
+        return False
+    attempts = {c["metrics"]["resumed_from_iters"] for c in registered_results(storage_run)}
+    killed["resumed"] = max(attempts)
+    return max(attempts) > 0
+
+
 def test_a_killed_worker_then_a_killed_driver_and_the_run_still_ends_with_the_same_weights(
         uninterrupted, ray_session, tiny_pair, tmp_path):
     """One run, two failures: a worker is killed (Ray Train replaces the group and resumes from the
@@ -151,19 +166,8 @@ def test_a_killed_worker_then_a_killed_driver_and_the_run_still_ends_with_the_sa
         if key != "tensorboard":
             flags += [f"--{key}", str(value)]
     killed: dict = {}
-
-    def worker_killed_and_replaced() -> bool:
-        # Only checkpoints Ray has registered survive a hard kill (one reported just before may not).
-        if "worker" not in killed:
-            if len(registered(storage_run)) >= 2 and (workers := alive_actors("RayTrainWorker")):
-                os.kill(workers[-1].pid, signal.SIGKILL)
-                killed["worker"] = workers[-1].pid
-            return False
-        # The replaced group's own checkpoints: the run went on after the worker was lost.
-        attempts = {c["metrics"]["resumed_from_iters"] for c in registered_results(storage_run)}
-        killed["resumed"] = max(attempts)
-        return max(attempts) > 0
-    kill_driver_when(["train", *flags], worker_killed_and_replaced, 300, "a killed worker's run to go on")
+    kill_driver_when(["train", *flags], lambda: worker_killed_and_replaced(storage_run, killed), 300,
+                     "a killed worker's run to go on")
     wait_for(lambda: not alive_actors("RayTrainWorker") and not alive_actors("TrainController", other_jobs=True),
              60, "Ray to end the dead driver's controller and workers")
     cfg = from_dict({"resume": str(storage_run), "address": address, "checkpoints_dir": str(tmp_path / "ck")})
@@ -211,6 +215,37 @@ def test_a_spot_reclaim_then_a_node_lost_without_notice_and_the_run_ends_with_th
     # Every epoch end has its checkpoint.
     assert {5, 10, 15, 20, 25, 30} <= {c["total_iters"] for c in history}
     assert_same_weights(final_weights(from_dict(values)), uninterrupted)
+
+
+def test_after_a_killed_worker_ray_trains_split_resumes_at_the_checkpoints_count(ray_session, tiny_pair, tmp_path):
+    """--data_ingest train: the replaced group's first worker says where it starts (the checkpoint's
+    position), Ray Train splits only what is left, and every worker takes its steps to the run's end."""
+    address = ray_session.get_runtime_context().gcs_address
+    storage_run = tmp_path / "storage" / "split"
+    flags = ["--dataroot", str(tiny_pair), "--name", "split", "--checkpoints_dir", str(tmp_path / "ck"),
+             "--storage_path", str(tmp_path / "storage"), "--address", address]
+    for key, value in dict(FT, data_ingest="train", n_epochs=2, n_epochs_decay=1).items():
+        flags += [f"--{key}", str(value)] if key != "tensorboard" else ["--no-tensorboard"]
+    flags.append("--no-eval_at_end")
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", *flags], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed: dict = {}
+    try:
+        wait_for(lambda: worker_killed_and_replaced(storage_run, killed, after=1) or driver.poll() is not None, 300,
+                 "a killed worker's run to go on")
+        _, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0 and "worker" in killed, stderr[-3000:]
+    result = json.loads((storage_run / "result.json").read_text())
+    resumed = result["resumed_from"]
+    assert result["total_iters"] == 15 and resumed["total_iters"] >= killed["resumed"] > 0
+    # The last group started where its checkpoint left off: 5 samples per worker per epoch.
+    start = json.loads((storage_run / "ingest_start.json").read_text())
+    assert start == {"epoch": resumed["epoch"], "epoch_iter": resumed["epoch_iter"], "world_size": 2}
+    assert resumed["total_iters"] == 5 * (resumed["epoch"] - 1) + resumed["epoch_iter"]
 
 
 def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):

@@ -42,6 +42,7 @@ from ..storage import Storage
 
 log = logging.getLogger("cyclegan")
 LOAD_TASK_CPUS = 0.25  # a task that reads, decodes and augments a batch of pairs (the run checks room for one)
+CHUNK = 16  # samples loaded by one task
 
 
 @dataclass
@@ -172,12 +173,12 @@ class WorkerPlan:
         return self.first_epoch + epoch, self.rank + self.world_size * k
 
 
-def _load_pairs(batch: dict, cfg_dict: dict, plan: WorkerPlan, domains: RemoteDomains, store: Storage) -> dict:
-    cfg = from_dict(cfg_dict)
+def load_samples(cfg: Config, domains: RemoteDomains, store: Storage, samples) -> dict:
+    """Read, decode and augment samples given as (epoch, index in the epoch's pairing plan): what a
+    sample is depends on these two numbers and the seed alone, wherever and whenever it is loaded."""
     pairings: dict[int, tuple] = {}
-    epochs, out_A, out_B = [], [], []
-    for position in batch["id"]:
-        epoch, i = plan.locate(int(position))
+    out_A, out_B = [], []
+    for epoch, i in samples:
         if epoch not in pairings:
             pairings[epoch] = epoch_plan(len(domains.A.paths), len(domains.B.paths), cfg.seed, epoch,
                                          cfg.serial_batches, cfg.direction)
@@ -185,46 +186,89 @@ def _load_pairs(batch: dict, cfg_dict: dict, plan: WorkerPlan, domains: RemoteDo
         a_path, b_path = domains.A.paths[a_idx[i]], domains.B.paths[b_idx[i]]
         a = decode_image(read_listed(store, domains.A.folder, a_path), cfg.input_nc, a_path)
         b = decode_image(read_listed(store, domains.B.folder, b_path), cfg.output_nc, b_path)
-        epochs.append(epoch)
         out_A.append(preprocess_uint8(a, cfg, sample_rng(cfg.seed, epoch, i, 0)))
         out_B.append(preprocess_uint8(b, cfg, sample_rng(cfg.seed, epoch, i, 1)))
-    return {"epoch": np.array(epochs), "A": np.stack(out_A), "B": np.stack(out_B)}
+    return {"A": np.stack(out_A), "B": np.stack(out_B)}
+
+
+def _load_positions(batch: dict, cfg_dict: dict, plan: WorkerPlan, domains: RemoteDomains, store: Storage) -> dict:
+    return load_samples(from_dict(cfg_dict), domains, store, [plan.locate(int(j)) for j in batch["id"]])
+
+
+def _load_chunks(batch: dict, cfg_dict: dict, domains: RemoteDomains, store: Storage) -> dict:
+    samples = [(int(e), i) for e, lo, hi in zip(batch["epoch"], batch["lo"], batch["hi"]) for i in range(lo, hi)]
+    return load_samples(from_dict(cfg_dict), domains, store, samples)
+
+
+def cut_batches(blocks: Iterator[dict], cfg: Config, epoch: int, start: int,
+                per_epoch: int) -> Iterator[tuple[int, dict]]:
+    """A worker's samples (blocks of uint8 A and B, in the order they come) as (epoch, batch): the
+    first ``per_epoch - start`` samples belong to ``epoch``, every ``per_epoch`` after to the next. Batches
+    hold up to batch_size samples of one epoch (an epoch's last batch may be smaller), as the local
+    loader's, so every worker takes the same steps."""
+    epoch, start = epoch + start // per_epoch, start % per_epoch  # an epoch already done by a resized group
+    left, A, B = per_epoch - start, [], []
+
+    def batch():  # uint8 until here: 4x fewer bytes through the object store
+        return epoch, {"A": normalize(torch.from_numpy(np.stack(A))), "B": normalize(torch.from_numpy(np.stack(B)))}
+    for block in blocks:
+        for a, b in zip(block["A"], block["B"]):
+            A.append(a)
+            B.append(b)
+            left -= 1
+            if left == 0 or len(A) == cfg.batch_size:
+                yield batch()
+                A, B = [], []
+            if left == 0:
+                epoch, left = epoch + 1, per_epoch
+    if A:
+        yield batch()
 
 
 def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
                    world_size: int, last_epoch: Optional[int] = None,
                    prefetch_batches: int = 2) -> Iterator[tuple[int, dict]]:
-    """This worker's batches from sample ``start`` of ``epoch`` to the end of ``last_epoch`` (default: the
-    run's last), as (epoch, batch), in plan order: one Ray Data stream for all of them, so an epoch
-    boundary costs nothing (a stream per epoch cost 3-4 s of start-up each time). Batches hold up to
-    batch_size samples of one epoch (an epoch's last batch may be smaller), as the local loader's."""
+    """--data_ingest exact: this worker's batches from sample ``start`` of ``epoch`` to the end of
+    ``last_epoch`` (default: the run's last), as (epoch, batch), in plan order: one Ray Data stream of its
+    own for all of them, so an epoch boundary costs nothing (a stream per epoch cost 3-4 s of start-up
+    each time)."""
     import ray.data
     plan = WorkerPlan(epoch, start, samples_per_worker(domains, world_size), rank, world_size)
     total = ((last_epoch or cfg.total_epochs) - epoch + 1) * plan.per_epoch - start
     if total <= 0:
         return
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # plan order: what makes a run reproducible
     # The positions as items, not ray.data.range: its read tasks would each ask for a whole CPU, which a
     # node full of training workers may not have.
     positions = [{"id": j} for j in range(total)]
-    ds = ray.data.from_items(positions, override_num_blocks=max(1, math.ceil(total / 16))).map_batches(
-        _load_pairs, batch_size=16, num_cpus=LOAD_TASK_CPUS,
+    ds = ray.data.from_items(positions, override_num_blocks=max(1, math.ceil(total / CHUNK))).map_batches(
+        _load_positions, batch_size=CHUNK, num_cpus=LOAD_TASK_CPUS,
         fn_kwargs={"cfg_dict": cfg.to_dict(), "plan": plan, "domains": domains, "store": store})
-    current, A, B = None, [], []
+    ds.context.execution_options.preserve_order = True  # plan order: what makes a run reproducible
+    blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches)
+    yield from cut_batches(blocks, cfg, epoch, start, plan.per_epoch)
 
-    def batch():  # uint8 until here: 4x fewer bytes through the object store
-        return current, {"A": normalize(torch.from_numpy(np.stack(A))), "B": normalize(torch.from_numpy(np.stack(B)))}
-    for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches):
-        for sample_epoch, a, b in zip(block["epoch"], block["A"], block["B"]):
-            if A and (sample_epoch != current or len(A) == cfg.batch_size):
-                yield batch()
-                A, B = [], []
-            current = int(sample_epoch)
-            A.append(a)
-            B.append(b)
-    if A:
-        yield batch()
+
+def remaining_chunks(domains: RemoteDomains, cfg: Config, epochs: list[int], epoch: int, start: int,
+                     world_size: int) -> list[dict]:
+    """--data_ingest train: what a group of ``world_size`` workers has left to train on, from each
+    worker's sample ``start`` of ``epoch``: the samples (epoch, index in its plan) of every epoch in
+    ``epochs`` from there on, as runs of up to CHUNK consecutive indices. Each epoch has world_size x
+    samples_per_worker of them (the rest of the plan is dropped, as with exact ingest), so an equal
+    split gives every worker the same steps."""
+    used = world_size * samples_per_worker(domains, world_size)
+    chunks = []
+    for e in (e for e in epochs if e >= epoch):
+        first = world_size * start if e == epoch else 0
+        chunks += [{"epoch": e, "lo": lo, "hi": min(lo + CHUNK, used)} for lo in range(first, used, CHUNK)]
+    return chunks
+
+
+def chunks_dataset(chunks: list[dict], domains: RemoteDomains, cfg: Config, store: Storage):
+    """The samples of ``chunks`` loaded by Ray Data tasks (one task per chunk), in no fixed order."""
+    import ray.data
+    return ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks))).map_batches(
+        _load_chunks, batch_size=None, num_cpus=LOAD_TASK_CPUS,
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "domains": domains, "store": store})
 
 
 def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,

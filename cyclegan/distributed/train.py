@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol
 
@@ -64,8 +65,10 @@ class RunHooks(Protocol):
 class StreamingTrainer(Trainer):
     """The core trainer, fed by this worker's Ray Data stream and reporting checkpoints to Ray Train."""
 
-    def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, **kwargs):
+    def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, run_uri: str = "", **kwargs):
         self.preemption_saved = False
+        self.run_uri = run_uri  # the run's storage (where --data_ingest train says where a group starts)
+        self.publisher = Publisher()
         self.stream: Optional[Iterator[tuple[int, dict]]] = None  # this worker's batches to the run's end
         self.stream_at: tuple[int, int] = (-1, -1)  # the (epoch, sample) the stream is at
         self.ahead: Optional[tuple[int, dict]] = None  # the next epoch's first batch, read ahead
@@ -74,12 +77,32 @@ class StreamingTrainer(Trainer):
     def epoch_length(self) -> int:
         return samples_per_worker(self.dataset, self.world_size)
 
+    def open_stream(self, epoch: int, start: int) -> None:
+        """This worker's batches from its sample ``start`` of ``epoch`` to the end of the run: Ray Train's
+        shard of the run's dataset (--data_ingest train: once per worker group), or a Ray Data stream
+        of its own in plan order (exact)."""
+        if self.cfg.data_ingest == "train":
+            if self.stream is not None:  # one shard per worker group: it cannot be repositioned
+                raise RuntimeError(f"the data shard is at {self.stream_at}, asked for {(epoch, start)}")
+            from .ingest import shard_batches
+            self.stream = shard_batches(self.cfg, self.dataset, self.store, self.run_uri, epoch, start,
+                                        self.rank, self.world_size)
+        else:
+            self.stream = worker_batches(self.dataset, self.cfg, self.store, epoch, start, self.rank,
+                                         self.world_size)
+        self.stream_at, self.ahead = (epoch, start), None
+
+    def hold_in_memory(self) -> None:
+        """For benchmarks: every batch this worker will train on, loaded before training starts (what
+        training on streamed data is compared with)."""
+        self.open_stream(self.progress.epoch, self.progress.epoch_iter)
+        self.stream = iter(list(self.stream))
+
     def batches(self, epoch: int, start: int):
-        """The epoch's batches from one stream that runs on to the end of the run (opened again only
+        """The epoch's batches, from one stream that runs on to the end of the run (opened again only
         when asked for another position)."""
         if self.stream is None or self.stream_at != (epoch, start):
-            self.stream, self.ahead = worker_batches(self.dataset, self.cfg, self.store, epoch, start, self.rank,
-                                                     self.world_size), None
+            self.open_stream(epoch, start)
         done = start
         while True:
             item, self.ahead = self.ahead or next(self.stream, None), None
@@ -118,9 +141,36 @@ class StreamingTrainer(Trainer):
         torch.save(self.rank_state(), folder / rank_file(self.rank))
         if self.is_main:
             torch.save(ckpt.state_payload(self.state()), folder / STATE_FILE)
-            for label in reference_labels:
-                ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
+            # The reference-format weights are written and mirrored in the background: the full state
+            # above is what a restart needs, they are copies for people and tools.
+            self.publisher.submit(ckpt.write_reference_weights, self.run_dir,
+                                  ckpt.reference_weights(self.model.networks(), copy=True), reference_labels)
         return folder
+
+
+class Publisher:
+    """The first worker's files on their way to storage, off the training path: one thread runs the jobs
+    in the order given (weights written, then the folder mirrored); a job that failed fails the next
+    call, and the worker with it (Ray Train restarts from the last checkpoint)."""
+
+    def __init__(self):
+        self.pool: Optional[ThreadPoolExecutor] = None
+        self.jobs: list = []
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.check()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="cyclegan-publish")
+        self.jobs.append(self.pool.submit(fn, *args))
+
+    def check(self) -> None:
+        for job in [j for j in self.jobs if j.done()]:
+            job.result()
+            self.jobs.remove(job)
+
+    def wait(self) -> None:
+        while self.jobs:
+            self.jobs.pop(0).result()
 
 
 def rank_file(rank: int) -> str:
@@ -158,7 +208,8 @@ def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Option
     """Every worker reports at each save; the first attaches the full state as a checkpoint.
     ``report_fn(metrics, folder)`` is Ray Train's report by default (Tune's inside an in-process trial);
     ``hooks`` add (a sweep trial's) score and files to the report; ``mirrors`` carry this node's files to
-    storage first, so a reported checkpoint never has outputs that exist only on a node."""
+    storage: a Ray Train worker's in the background (its checkpoint holds all a restart needs; the files
+    follow within the upload's time), an in-process trial's before it reports."""
     p = trainer.progress
     metrics = {"reported_at": time.time(),  # to the sub-second (Tune's timestamp is whole seconds)
                "epoch": p.epoch, "epoch_iter": p.epoch_iter, "total_iters": p.total_iters,
@@ -170,8 +221,12 @@ def report(trainer: Trainer, path: Optional[Path], report_fn=None, hooks: Option
                **{f"loss_{name}": float(value) for name, value in trainer.last_losses.items()}}
     if hooks is not None:
         metrics.update(hooks.metrics(trainer))
+    publisher: Optional[Publisher] = getattr(trainer, "publisher", None)
     for mirror in mirrors:
-        mirror.sync()
+        if publisher is not None:  # after the weights it just wrote
+            publisher.submit(mirror.sync)
+        else:
+            mirror.sync()
     if path is None:
         (report_fn or train_report)(metrics, None)
     elif path.is_dir():  # a Ray Train worker's checkpoint folder, uploaded in the background
@@ -217,6 +272,8 @@ def train_and_report(trainer: Trainer, checkpoint, report_fn=None, hooks: Option
              **{f"eval_{k}": v for k, v in result.get("eval", {}).items()}}
     if hooks is not None:
         final.update(hooks.metrics(trainer))
+    if isinstance(getattr(trainer, "publisher", None), Publisher):
+        trainer.publisher.wait()
     for mirror in mirrors:  # result.json and the closed event files
         mirror.sync()
     (report_fn or train_report)(final, None)
@@ -306,10 +363,12 @@ def worker_loop(config: dict) -> None:
     hooks = config["hooks"]() if config.get("hooks") else None
     with node_scratch("run") as scratch:
         run_dir, tensorboard_dir = scratch / "run", scratch / "tensorboard"
-        trainer = StreamingTrainer(cfg, config["domains"], store, device=ray.train.torch.get_device(),
+        trainer = StreamingTrainer(cfg, config["domains"], store, config["run_uri"], device=ray.train.torch.get_device(),
                                    progress_bar=config.get("progress_bar", True), run_dir=run_dir,
                                    tensorboard_dir=tensorboard_dir)
         mirrors = run_mirrors(trainer, store, run_dir, config["run_uri"], tensorboard_dir, hooks)
+        if config.get("in_memory"):
+            trainer.hold_in_memory()
         train_and_report(trainer, ray.train.get_checkpoint(), hooks=hooks, mirrors=mirrors)
 
 
@@ -414,7 +473,7 @@ def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
 def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str] = None,
         run_name: Optional[str] = None, callbacks: Optional[list] = None,
         hooks: Optional[Callable[[], RunHooks]] = None, score: Optional[tuple[str, str]] = None,
-        progress_bar: bool = True, scans: Optional[str] = None):
+        progress_bar: bool = True, scans: Optional[str] = None, in_memory: bool = False):
     """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
     (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
     can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
@@ -422,7 +481,8 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     ``storage_path``/``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its
     reports to Tune and add the trial's score; ``hooks`` is a picklable factory that every worker calls;
     ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``: where
-    the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials)."""
+    the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials);
+    ``in_memory`` (benchmarks): each worker loads all its batches before it trains."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     init_ray(cfg.address)
@@ -439,11 +499,15 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     fs, path = store.ray_storage(storage_path)
     low, high = max(1, cfg.min_workers), max(1, cfg.max_workers)
     ranked = {"checkpoint_score_attribute": score[0], "checkpoint_score_order": score[1]} if score else {}
+    ingest = {}
+    if cfg.data_ingest == "train":
+        from .ingest import PAIRS, RemainingSamples, run_epochs
+        ingest = {"datasets": {PAIRS: run_epochs(cfg)}, "dataset_config": RemainingSamples(cfg, domains, store, run_uri)}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
-                           "progress_bar": progress_bar, "hooks": hooks},
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+                           "progress_bar": progress_bar, "hooks": hooks, "in_memory": in_memory},
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"), **ingest,
         scaling_config=ray.train.ScalingConfig(
             num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker, **parse_resources(cfg.worker_resources)}),

@@ -1,0 +1,68 @@
+"""--data_ingest train: one dataset for the whole run, split among the workers by Ray Train.
+
+The run hands Ray Train the list of its epochs (``TorchTrainer(datasets={"pairs": ...})``). Each time a
+worker group starts (the first time, after a failure, after an elastic resize, after ``--resume``), the
+first worker restores the checkpoint, writes where the group starts (epoch, samples done per worker, the
+group's size) into the run's storage and asks for its shard; ``RemainingSamples.configure`` (Ray
+Train's ``DataConfig``, called on that request) turns the epochs left into the samples left, one Ray
+Data task per CHUNK, and Train's ``streaming_split`` hands them out (equal counts, locality hints) as the
+workers ask. Every worker then reads one stream to the run's end: no stream is built again at an epoch
+boundary, and no worker waits for another's slow read.
+
+What it guarantees: each sample's pairing and augmentation are fixed by (seed, epoch, index), and every
+sample of an uninterrupted run is trained on once; which worker trains on it, and in what order, is
+decided as the run goes. A restart continues at the checkpoint's count of samples done, so samples that
+were loaded but not trained on when it was written (a few blocks per worker) may be trained on twice or
+not at all. --data_ingest exact gives each worker its own ordered stream instead: bit-identical weights
+after any restart, at the price of one Ray Data executor per worker.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import ray.data
+import ray.train
+
+from ..config import Config, from_dict
+from ..storage import Storage
+from .streams import RemoteDomains, chunks_dataset, cut_batches, remaining_chunks, samples_per_worker
+
+PAIRS = "pairs"  # the run's dataset, as Ray Train knows it
+START_FILE = "ingest_start.json"  # in the run's storage: where the current worker group starts
+
+
+def run_epochs(cfg: Config) -> ray.data.Dataset:
+    """The dataset handed to Ray Train: the run's epochs, one row each."""
+    return ray.data.from_items([{"epoch": e} for e in range(cfg.epoch_count, cfg.total_epochs + 1)])
+
+
+class RemainingSamples(ray.train.DataConfig):
+    """Ray Train's split of the run's data, positioned where the starting worker group resumes."""
+
+    def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, run_uri: str):
+        super().__init__(datasets_to_split="all", enable_shard_locality=True)
+        self.cfg_dict, self.domains, self.store, self.start_uri = cfg.to_dict(), domains, store, f"{run_uri}/{START_FILE}"
+
+    def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs):
+        start = json.loads(self.store.read_text(self.start_uri))
+        if start["world_size"] != world_size:  # written by another group: never split by a stale position
+            raise RuntimeError(f"{self.start_uri}: written for {start['world_size']} workers, this group has "
+                               f"{world_size}")
+        epochs = sorted(int(row["epoch"]) for row in datasets[PAIRS].take_all())
+        chunks = remaining_chunks(self.domains, from_dict(self.cfg_dict), epochs, start["epoch"],
+                                  start["epoch_iter"], world_size)
+        samples = chunks_dataset(chunks, self.domains, from_dict(self.cfg_dict), self.store)
+        return super().configure({PAIRS: samples}, world_size, worker_handles, worker_node_ids, **kwargs)
+
+
+def shard_batches(cfg: Config, domains: RemoteDomains, store: Storage, run_uri: str, epoch: int, start: int,
+                  rank: int, world_size: int, prefetch_batches: int = 2) -> Iterator[tuple[int, dict]]:
+    """This worker's batches to the end of the run, from its sample ``start`` of ``epoch`` (where the
+    checkpoint it resumed from left off), as (epoch, batch). Every worker calls it at the same point."""
+    if rank == 0:  # read by RemainingSamples.configure, which this worker's request below calls
+        store.write_text(f"{run_uri}/{START_FILE}",
+                         json.dumps({"epoch": epoch, "epoch_iter": start, "world_size": world_size}))
+    shard = ray.train.get_dataset_shard(PAIRS)
+    blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches)
+    yield from cut_batches(blocks, cfg, epoch, start, samples_per_worker(domains, world_size))
