@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -135,26 +136,37 @@ def sync_over(link: Optional[SimulatedLink], overlap: bool) -> type:
     from .parallel import GradientSync
 
     class LinkSync(GradientSync):
-        leads: list[float] = []  # per bucket sent: how long before backward's end it went (all instances)
+        sends: list[list[tuple[float, int]]] = []  # per backward: (seconds before its end, bytes) per bucket
 
         def _accumulated(self, param):
             if overlap:
                 super()._accumulated(param)
 
-        def _launch(self, bucket):
-            self.launch_times = getattr(self, "launch_times", []) + [time.perf_counter()]
-            super()._launch(bucket)
+        def _all_reduce(self, flat):
+            nbytes = flat.numel() * flat.element_size()
+            self.launched_at = getattr(self, "launched_at", []) + [(time.perf_counter(), nbytes)]
+            work = super()._all_reduce(flat)
+            return work if link is None else _Through(work, link.transfer(nbytes))
 
         def finish(self):
             ended = time.perf_counter()
             super().finish()
-            LinkSync.leads += [ended - t for t in getattr(self, "launch_times", [])]
-            self.launch_times = []
-
-        def _all_reduce(self, flat):
-            work = super()._all_reduce(flat)
-            return work if link is None else _Through(work, link.transfer(flat.numel() * flat.element_size()))
+            LinkSync.sends.append([(ended - t, nbytes) for t, nbytes in getattr(self, "launched_at", [])])
+            self.launched_at = []
     return LinkSync
+
+
+def modelled_exposure(sends: list[list[tuple[float, int]]], gbps: float, passes_per_iter: int = 2) -> float:
+    """Seconds per iteration that gradient transfers over a link of ``gbps`` would add after backward,
+    with the buckets sent when they were (``sends``: per backward pass, each bucket's lead before its
+    end and its bytes), each queued behind the one before: bytes x bandwidth, less what overlaps."""
+    exposed = 0.0
+    for buckets in sends:
+        through = -math.inf
+        for lead, nbytes in sorted(buckets, key=lambda b: -b[0]):
+            through = max(through, -lead) + nbytes * 8 / (gbps * 1e9)
+        exposed += max(0.0, through)
+    return exposed * passes_per_iter / max(1, len(sends))
 
 
 def _link_process(rank: int, cfg_dict: dict, links: list, warmup: int, iters: int, store: str, out: str) -> None:
@@ -180,10 +192,14 @@ def _link_process(rank: int, cfg_dict: dict, links: list, warmup: int, iters: in
                     model.optimize(real_A, real_B)
                     if i >= warmup:
                         times.append(time.perf_counter() - began)
+                leads = [lead for buckets in sync.sends for lead, _ in buckets]
                 rows.append({"gbps": gbps, "overlap": overlap, "sec_per_iter": statistics.median(times),
                              "bytes_per_iter": link.bytes // (warmup + iters) if link else None,
-                             # how early the buckets went: the room there was to hide their transfer
-                             "median_bucket_sent_before_backward_end_sec": statistics.median(sync.leads)})
+                             # how early the buckets went (the room there was to hide their transfer),
+                             # and what that leaves exposed on each link, by the model
+                             "median_bucket_sent_before_backward_end_sec": statistics.median(leads),
+                             "modelled_exposed_sec": {f"{g:g}": modelled_exposure(sync.sends, g)
+                                                      for g in links if g}})
         Path(f"{out}.{rank}").write_text(json.dumps(rows))
     finally:
         dist.destroy_process_group()
@@ -205,7 +221,10 @@ def bench_link(cfg: Config, gbps: list[float], warmup: int, iters: int) -> list[
         row.update(netG=cfg.netG, crop_size=cfg.crop_size, grad_compression=cfg.grad_compression,
                    exposed_sec=row["sec_per_iter"] - base[True])
         link = f"{row['gbps']:g} Gb/s" if row["gbps"] else "loopback"
+        model = ", ".join(f"{g} Gb/s {v:.3f} s" for g, v in row["modelled_exposed_sec"].items())
         print(f"{link:>10}, {'overlapped' if row['overlap'] else 'after backward':>14}: "
-              f"{row['sec_per_iter']:.3f} s/iter ({row['exposed_sec']:+.3f} s against the loopback, overlapped)")
+              f"{row['sec_per_iter']:.3f} s/iter ({row['exposed_sec']:+.3f} s against the loopback, overlapped); "
+              f"buckets sent {row['median_bucket_sent_before_backward_end_sec']:.3f} s before backward's end "
+              f"(median), transfers left after it by the model: {model}")
         print(json.dumps(row), flush=True)
     return rows

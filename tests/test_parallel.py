@@ -67,3 +67,14 @@ def test_the_slow_link_benchmark_sends_every_gradient_once_per_step(capsys):
     assert all(r["bytes_per_iter"] == 4 * params for r in slow)  # fp32, all four networks
     assert slow[1]["sec_per_iter"] >= 4 * params * 8 / 0.05e9
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == rows
+
+
+def test_the_link_model_queues_buckets_from_when_they_were_sent():
+    from cyclegan.bench import modelled_exposure
+    mb = 125_000_000  # 0.1 s at 10 Gb/s
+    # Sent 0.15 s and 0 s before backward's end: the first is through before the end, the second is not.
+    assert abs(modelled_exposure([[(0.15, mb), (0.0, mb)]], 10, passes_per_iter=1) - 0.1) < 1e-9
+    # Both sent early but queued: the second waits for the first (0.2 s of transfers from 0.15 s before).
+    assert abs(modelled_exposure([[(0.15, mb), (0.14, mb)]], 10, passes_per_iter=1) - 0.05) < 1e-9
+    # Two passes an iteration (generators, then discriminators), averaged over the passes recorded.
+    assert abs(modelled_exposure([[(0.0, mb)], [(0.0, mb)]], 10) - 0.2) < 1e-9
