@@ -111,7 +111,8 @@ def bench_ingest(cfg: Config) -> dict:
     figures["after_first_batch_streamed_over_in_memory"] = (streamed["images_per_sec_after_first_batch"]
                                                             / held["images_per_sec_after_first_batch"])
     print(f"{cfg.num_workers} worker(s), --data_ingest {cfg.data_ingest}: {streamed['images_per_sec']:.2f} images/s "
-          f"streamed, {held['images_per_sec']:.2f} in memory (ratio {figures['streamed_over_in_memory']:.3f}); "
+          f"streamed, {held['images_per_sec']:.2f} in memory (ratio {figures['streamed_over_in_memory']:.3f}, "
+          f"{figures['after_first_batch_streamed_over_in_memory']:.3f} after the first batch); "
           f"waited for data {streamed['data_wait_seconds']:.2f} s of {streamed['train_seconds']:.1f} s; "
           f"at epoch boundaries at most {streamed['later_epochs_first_batch_wait_max']:.3f} s")
     print(json.dumps(figures), flush=True)

@@ -1,10 +1,11 @@
 """Domains A and B as Ray Data streams, from local disk or object storage.
 
 The core's pairing plan (``data.epoch_plan``) decides which A and B image every sample of an
-epoch uses, from (seed, epoch) alone; each worker takes every world_size-th sample of it.
-Ray Data tasks then read, decode and augment (the core's ``decode_image`` and ``preprocess``)
-in parallel, off the training workers, in plan order. So a distributed run is reproducible and
-resumes mid-epoch exactly, like a local one.
+epoch uses, from (seed, epoch) alone; Ray Data tasks read, decode and augment samples (the core's
+``decode_image`` and ``preprocess``) in parallel, off the training workers. With --data_ingest exact
+each worker takes every world_size-th sample of the plan in a stream of its own, in plan order, so a
+distributed run is reproducible and resumes mid-epoch exactly, like a local one; with --data_ingest
+train the run's samples are one dataset that Ray Train splits among the workers (see ``ingest``).
 
 Undecodable objects are found once at start by a parallel scan (also a Ray Data job), skipped,
 counted and listed; they never reach an epoch, so every worker takes the same number of steps. The
