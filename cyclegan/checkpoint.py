@@ -180,8 +180,10 @@ def write_reference_weights(run_dir: str | os.PathLike, weights: dict[str, dict]
     return [atomic_save(sd, Path(run_dir) / f"{label}_net_{name}.pth") for label in labels for name, sd in weights.items()]
 
 
-def load_reference_weights(net: nn.Module, path: str | os.PathLike) -> None:
-    sd = safe_load(path)
+def load_reference_weights(net: nn.Module, path: str | os.PathLike | bytes, name: Optional[str] = None) -> None:
+    """Weights in the reference format into ``net``: from a file, or its bytes (``name`` for messages)."""
+    sd = safe_load(path, name)
+    path = name or path
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: not a state_dict of tensors")
     target = unwrap(net)

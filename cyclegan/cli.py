@@ -51,6 +51,26 @@ def _test_config(args):
     return dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
 
 
+def _translate(args) -> int:
+    import dataclasses
+
+    from .deploy import translate
+    # The test-time options of `cyclegan test` (its preprocessing), without its dataset.
+    given = set(vars(args)) & set(config_mod.FIELDS)
+    cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in TEST_DEFAULTS.items() if k not in given})
+    if "load_size" not in given:
+        cfg = dataclasses.replace(cfg, load_size=cfg.crop_size)
+    runner = None
+    if cfg.max_workers > 0:  # Ray Data: tasks read and write, an actor pool translates
+        from .distributed.translate import translate_on_ray as runner
+    report = translate(cfg, args.generator, args.input, args.output, given=given, runner=runner)
+    print(f"translated {report['translated']} image(s) into {args.output} ({report['already_done']} already there, "
+          f"{report['skipped']} undecodable skipped), {report['images_per_sec']:.1f} images/s")
+    print(json.dumps(report), flush=True)
+    return 0
+
+
 def _test(args) -> int:
     from .translate import run_test
     cfg = _test_config(args)
@@ -173,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="translate test images into results/<name>/<phase>_<epoch>/ (test.py flags)")
     config_mod.add_arguments(p, TEST_DEFAULTS)
     p.set_defaults(func=_test)
+
+    p = sub.add_parser("translate", help="translate every image of a folder or s3:// prefix with a trained "
+                                         "generator (Ray Data with --num_workers N)")
+    config_mod.add_arguments(p, TEST_DEFAULTS)
+    p.add_argument("--generator", required=True, help="a run folder, a sweep report's best/ folder, or a .pth "
+                                                      "weights file (then --netG etc. say its architecture)")
+    p.add_argument("--input", required=True, help="folder or s3://, gs:// prefix of images")
+    p.add_argument("--output", required=True, help="folder or prefix for the outputs (same relative names)")
+    p.set_defaults(func=_translate)
 
     p = sub.add_parser("eval", help="score a run: L1/PSNR to the ideal translation (built-in pairs) or FID/KID")
     config_mod.add_arguments(p, TEST_DEFAULTS)

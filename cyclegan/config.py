@@ -118,6 +118,11 @@ class Config:
     builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
     builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
+    # --- cyclegan translate ---
+    translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"))
+    jpeg_quality: int = opt(95, "cyclegan translate: JPEG quality (1-95)", minimum=1)
+    concurrency: int = opt(0, "cyclegan translate on Ray: generator actors (0: one per GPU with --use_gpu, "
+                              "else --num_workers)", minimum=0)
     # --- distributed (Ray) ---
     num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
                                 "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")

@@ -177,10 +177,16 @@ class Storage:
         return self.read_bytes(uri).decode()
 
     def write_bytes(self, uri: str, data: bytes) -> None:
+        """All of ``data`` or nothing: an object is stored when its upload completes; a local file is
+        written beside and renamed into place, so a killed writer never leaves a partial one."""
         fs, path = self.resolve(uri)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # the parent folder, for local paths
-        with fs.open_output_stream(path) as f:
+        local = isinstance(fs, pafs.LocalFileSystem)
+        target = f"{path}.{os.getpid()}.part" if local else path
+        with fs.open_output_stream(target) as f:
             f.write(data)
+        if local:
+            fs.move(target, path)
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())

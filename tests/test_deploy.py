@@ -1,0 +1,155 @@
+"""cyclegan translate: a trained generator over whole folders and bucket prefixes, in this process and on
+Ray Data; the pixels of `cyclegan test`, bad inputs skipped and listed, finished outputs never redone."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cyclegan.cli import main
+from cyclegan.config import from_dict
+from cyclegan.storage import Storage
+
+from helpers import put_bad_objects, wait_for
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_pair, tmp_path_factory) -> Path:
+    """A run folder of a tiny model trained for two epochs."""
+    from cyclegan.train import train
+    checkpoints = tmp_path_factory.mktemp("deploy")
+    train(from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0,
+                         n_epochs=1, n_epochs_decay=1, seed=3, dataroot=str(tiny_pair), checkpoints_dir=str(checkpoints),
+                         name="g", tensorboard=False, eval_at_end=False)), progress_bar=False)
+    return checkpoints / "g"
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def opened(path: Path) -> tuple[str, tuple[int, int]]:
+    with Image.open(path) as img:
+        return img.format, img.size
+
+
+def translate_cli(generator, inputs, outputs, *flags) -> dict:
+    assert main(["translate", "--generator", str(generator), "--input", str(inputs), "--output", str(outputs),
+                 "--crop_size", "24", *flags]) == 0
+    return json.loads((Path(outputs) / "_translate_report.json").read_text())
+
+
+def test_translate_gives_cyclegan_tests_pixels_skips_bad_inputs_and_finishes_only_what_is_left(
+        trained, tiny_pair, tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(tiny_pair / "testA", inputs)
+    stems = sorted(p.stem for p in inputs.glob("*.png"))
+    (inputs / "nested").mkdir()
+    shutil.copy(inputs / f"{stems[0]}.png", inputs / "nested" / "again.png")
+    (inputs / "broken.png").write_bytes(b"not an image")
+    assert main(["test", "--model", "test", "--model_suffix", "_A", "--dataroot", str(tiny_pair / "testA"),
+                 "--name", "g", "--checkpoints_dir", str(trained.parent), "--results_dir", str(tmp_path / "results"),
+                 "--netG", "resnet_6blocks", "--ngf", "4", "--crop_size", "24", "--num_test", "100"]) == 0
+
+    report = translate_cli(trained, inputs, tmp_path / "out")
+    assert report["translated"] == len(stems) + 1 and report["already_done"] == 0
+    assert report["skipped"] == 1 and report["bad_inputs"][0]["input"] == "broken.png"
+    for stem in stems:  # the same generator, image and preprocessing: cyclegan test's very pixels
+        expected = pixels(tmp_path / "results" / "g" / "test_latest" / "images" / f"{stem}_fake.png")
+        assert np.array_equal(pixels(tmp_path / "out" / f"{stem}.png"), expected), stem
+    assert np.array_equal(pixels(tmp_path / "out" / "nested" / "again.png"), pixels(tmp_path / "out" / f"{stems[0]}.png"))
+
+    # Again, with one output gone: only that one is made; the others are not touched.
+    (tmp_path / "out" / f"{stems[-1]}.png").unlink()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")}
+    again = translate_cli(trained, inputs, tmp_path / "out")
+    assert again["already_done"] == len(stems) and again["translated"] == 1 and again["skipped"] == 1
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in before.items())
+
+    jpeg = translate_cli(trained, inputs, tmp_path / "jpeg", "--translate_format", "jpeg", "--jpeg_quality", "90",
+                         "--batch_size", "3")
+    assert jpeg["translated"] == len(stems) + 1
+    assert opened(tmp_path / "jpeg" / f"{stems[0]}.jpg") == ("JPEG", (24, 24))
+
+
+def test_a_published_weights_file_takes_its_architecture_from_the_flags(trained, tiny_pair, tmp_path, capsys):
+    weights = tmp_path / "g_pretrained" / "latest_net_G.pth"
+    weights.parent.mkdir()
+    shutil.copy(trained / "latest_net_G_A.pth", weights)
+    report = translate_cli(weights, tiny_pair / "testA", tmp_path / "out", "--netG", "resnet_6blocks", "--ngf", "4")
+    assert report["translated"] == 4
+    for p in (tiny_pair / "testA").glob("*.png"):
+        assert opened(tmp_path / "out" / p.name) == ("PNG", (24, 24))
+    capsys.readouterr()
+    assert main(["translate", "--generator", str(weights), "--input", str(tiny_pair / "testA"), "--netG",
+                 "resnet_6blocks", "--ngf", "4", "--output", str(tiny_pair / "testA" / "out")]) == 2
+    assert "is inside the input" in capsys.readouterr().err
+    # The default architecture (resnet_9blocks, ngf 64) does not fit the file: a clear error, exit 2.
+    assert main(["translate", "--generator", str(weights), "--input", str(tiny_pair / "testA"),
+                 "--output", str(tmp_path / "wrong")]) == 2
+    assert f"{weights}: does not fit this network" in capsys.readouterr().err
+    assert not (tmp_path / "wrong").exists()
+
+
+@pytest.mark.slow
+def test_translate_on_ray_from_and_to_s3_with_bad_objects_as_in_this_process(ray_session, s3, trained, tiny_pair,
+                                                                             tmp_path):
+    from cyclegan.config import TEST_DEFAULTS
+    from cyclegan.deploy import translate
+    from cyclegan.distributed.translate import translate_on_ray
+    s3.mkdir("deploy")
+    for p in (tiny_pair / "testA").glob("*.png"):
+        s3.put(str(p), f"deploy/in/{p.name}")
+    put_bad_objects(s3, "deploy/in")  # 3 undecodable, one not an image by name, RGBA and 16-bit usable
+    s3.mkdir("deploy/run")
+    s3.put(str(trained) + "/", "deploy/run/", recursive=True)  # the generator from the bucket too
+    cfg = from_dict(dict(TEST_DEFAULTS, crop_size=24, load_size=24, num_workers="1", cpus_per_worker=0.5))
+    store = Storage.from_options()
+    on_ray = translate(cfg, "s3://deploy/run", "s3://deploy/in", "s3://deploy/out", store=store, progress_bar=False,
+                       runner=translate_on_ray)
+    assert on_ray["translated"] == 6 and on_ray["skipped"] == 3
+    assert sorted(b["input"] for b in on_ray["bad_inputs"]) == ["corrupt.jpg", "readme.png", "zero.png"]
+    here = translate(from_dict(dict(TEST_DEFAULTS, crop_size=24, load_size=24)), str(trained), "s3://deploy/in",
+                     str(tmp_path / "here"), store=store, progress_bar=False)
+    assert here["translated"] == 6
+    for p in (tmp_path / "here").glob("*.png"):
+        assert s3.cat(f"deploy/out/{p.name}") == p.read_bytes(), p.name
+    assert json.loads(s3.cat("deploy/out/_translate_report.json"))["translated"] == 6
+
+
+@pytest.mark.slow
+def test_a_killed_translate_driver_is_finished_by_running_it_again(ray_session, trained, tiny_pair, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    first = sorted((tiny_pair / "testA").glob("*.png"))[0]
+    for i in range(200):
+        shutil.copy(first, inputs / f"{i:04d}.png")
+    out = tmp_path / "out"
+    address = ray_session.get_runtime_context().gcs_address
+    args = [sys.executable, "-m", "cyclegan.cli", "translate", "--generator", str(trained), "--input", str(inputs),
+            "--output", str(out), "--crop_size", "24", "--num_workers", "1", "--cpus_per_worker", "0.5",
+            "--address", address]
+    driver = subprocess.Popen(args, env=dict(os.environ, RAY_AUTH_MODE="token"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(out.glob("*.png")) or driver.poll() is not None, 300, "the first outputs")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    written = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 0 < len(written) < 200 and not (out / "_translate_report.json").exists()
+    report = translate_cli(trained, inputs, out, "--num_workers", "1", "--cpus_per_worker", "0.5")
+    assert report["already_done"] >= len(written) and report["already_done"] + report["translated"] == 200
+    assert len(list(out.glob("*.png"))) == 200 and not list(out.glob("*.part"))
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in written.items())
