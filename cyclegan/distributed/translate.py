@@ -40,6 +40,8 @@ class Translator:
     def __init__(self, spec: GeneratorSpec, store: Storage):
         import torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":  # the CPUs the actor was given (Ray's default here is one thread)
+            torch.set_num_threads(max(1, round(spec.cfg.cpus_per_worker)))
         self.net = spec.build(store, self.device)
         self.spec = spec
 
