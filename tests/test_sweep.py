@@ -10,7 +10,7 @@ import yaml
 from cyclegan.config import ConfigError
 from cyclegan.experiment import parse_experiment
 
-from helpers import kill_driver_when, read_events
+from helpers import kill_driver_when, read_events, wait_for
 
 BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=8, load_size=28, crop_size=24,
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)
@@ -212,7 +212,9 @@ def test_checkpoints_are_kept_by_score_and_the_report_exports_the_best(ray_sessi
     assert all(torch.equal(exported[k], v) for k, v in state["model"]["nets"]["G_A"].items())
 
 
-def experiment_status(pair_dir):
+def experiment_status(pair_dir, iters: bool = False):
+    """Each trial's status in Tune's saved experiment state (with ``iters``: and the total_iters of its
+    last result there), by trial folder (<pair>_<trial id>), as trial_records names them."""
     files = sorted(pair_dir.glob("experiment_state-*.json"))
     if not files:
         return {}
@@ -220,9 +222,12 @@ def experiment_status(pair_dir):
         data = json.loads(files[-1].read_text())
     except json.JSONDecodeError:  # being rewritten
         return {}
-    trials = [json.loads(t[0]) for t in data["trial_data"]]
-    # By trial folder (<pair>_<trial id>), as trial_records names them.
-    return {f"{t['config']['pair']}_{t['trial_id']}": t["status"] for t in trials}
+    status = {}
+    for trial, runtime in data["trial_data"]:
+        t, last = json.loads(trial), json.loads(runtime).get("last_result") or {}
+        key = f"{t['config']['pair']}_{t['trial_id']}"
+        status[key] = (t["status"], last.get("total_iters", 0)) if iters else t["status"]
+    return status
 
 
 def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
@@ -233,14 +238,19 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     address = ray_session.get_runtime_context().gcs_address
     pair_dir = tmp_path / "sweeps" / "sw"
+    def finished_and_checkpointed(saved) -> bool:
+        # A finished trial, and a running one whose checkpointed report (every 4 images) is in Tune's
+        # saved state: what a resumed sweep continues from (a report not saved yet is repeated).
+        return (any(status == "TERMINATED" for status, _ in saved.values())
+                and any(status == "RUNNING" and done >= 4 for status, done in saved.values()))
     kill_driver_when(["sweep", str(tmp_path / "exp.yaml"), "--address", address],
-                     lambda: list(experiment_status(pair_dir).values()).count("TERMINATED") >= 1
-                     and "RUNNING" in experiment_status(pair_dir).values(), 400,
-                     "a finished trial and a running one", log_path=tmp_path / "driver.log")
-    before = experiment_status(pair_dir)
+                     lambda: finished_and_checkpointed(experiment_status(pair_dir, iters=True)), 400,
+                     "a finished trial and a checkpointed running one", log_path=tmp_path / "driver.log")
+    saved = experiment_status(pair_dir, iters=True)
+    before = {tid: status for tid, (status, _) in saved.items()}
     finished = [tid for tid, status in before.items() if status == "TERMINATED"]
     lines_before = {tid: (pair_dir / tid / "result.json").read_text().count("\n") for tid in finished}
-    time.sleep(3)  # let Ray reap the dead driver's trials
+    wait_for(lambda: not alive_trials(), 60, "Ray to end the dead driver's trials")
     from cyclegan.cli import main
     assert main(["sweep", "--resume", str(tmp_path / "sweeps" / "sw")]) == 0
     after = experiment_status(pair_dir)
@@ -251,10 +261,17 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
     for tid, t in trial_records(pair_dir).items():
         assert max(r["total_iters"] for r in t["results"]) == 32  # 4 epochs x 8 images: all complete
         assert read_events(pair_dir / tid)["images"]
-    for tid in (tid for tid, status in before.items() if status == "RUNNING"):
+    for tid in (tid for tid, (status, done) in saved.items() if status == "RUNNING" and done >= 4):
         iters = [r["total_iters"] for r in trial_records(pair_dir)[tid]["results"]]
-        if iters.index(max(iters)) > 1:  # it had reported before the kill: resumed, not restarted
-            assert iters.count(iters[0]) == 1, iters
+        assert iters.count(saved[tid][1]) == 1, iters  # resumed from its checkpoint, not restarted
+
+
+def alive_trials() -> list:
+    """Live actors of other drivers than this test session: the killed sweep driver's trials."""
+    import ray
+    from ray.util.state import list_actors
+    session = ray.get_runtime_context().get_job_id()
+    return [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.job_id != session]
 
 
 def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
