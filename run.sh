@@ -51,7 +51,7 @@ relock() {
     "$scratch/venv/bin/python" -m pip install --quiet --upgrade pip
     "$scratch/venv/bin/python" -m pip install --progress-bar off -r requirements/lock.in -e ".[test]"
     {
-        echo "# Every package of 'pip install -e .[test]' on Linux x86_64, Python 3.11, as used by run.sh and CI"
+        echo "# Every package of 'pip install -e .[test]' (which takes in the export extra) on Linux x86_64, Python 3.11, as used by run.sh and CI"
         echo "# (a pip constraints file). Regenerate with ./run.sh lock (choices in requirements/lock.in)."
         "$scratch/venv/bin/python" -m pip freeze --all --exclude-editable
     } > "$LOCK"

@@ -51,16 +51,33 @@ def _test_config(args):
     return dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
 
 
-def _translate(args) -> int:
+def _deploy_config(args) -> tuple[config_mod.Config, set[str]]:
+    """The test-time options of `cyclegan test` (its preprocessing), without its dataset; and the
+    options given as flags (they win over a run's own)."""
     import dataclasses
-
-    from .deploy import translate
-    # The test-time options of `cyclegan test` (its preprocessing), without its dataset.
     given = set(vars(args)) & set(config_mod.FIELDS)
     cfg = config_mod.from_args(args, defaults=TEST_DEFAULTS)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in TEST_DEFAULTS.items() if k not in given})
     if "load_size" not in given:
         cfg = dataclasses.replace(cfg, load_size=cfg.crop_size)
+    return cfg, given
+
+
+def _export(args) -> int:
+    from .export import ParityError, export
+    cfg, given = _deploy_config(args)
+    try:
+        written = export(cfg, args.generator, args.out, given=given, input_uri=args.input)
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {', '.join(m['file'] for m in written)} into {args.out} (each with a .json beside it)")
+    return 0
+
+
+def _translate(args) -> int:
+    from .deploy import translate
+    cfg, given = _deploy_config(args)
     runner = None
     if cfg.max_workers > 0:  # Ray Data: tasks read and write, an actor pool translates
         from .distributed.translate import translate_on_ray as runner
@@ -202,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder or s3://, gs:// prefix of images")
     p.add_argument("--output", required=True, help="folder or prefix for the outputs (same relative names)")
     p.set_defaults(func=_translate)
+
+    p = sub.add_parser("export", help="a run's, a sweep report's or a published file's generators as ONNX and "
+                                      "TorchScript, each checked against PyTorch (pip install 'cyclegan[export]')")
+    config_mod.add_arguments(p, TEST_DEFAULTS)
+    p.add_argument("--generator", required=True, help="a run folder or a sweep report's best/ folder (G_A and G_B), "
+                                                      "or a .pth weights file (then --netG etc. say its architecture)")
+    p.add_argument("--out", required=True, help="folder or s3://, gs:// prefix for the files")
+    p.add_argument("--input", help="folder or prefix of images to check the exports on (default: noise images)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("eval", help="score a run: L1/PSNR to the ideal translation (built-in pairs) or FID/KID")
     config_mod.add_arguments(p, TEST_DEFAULTS)

@@ -123,6 +123,11 @@ class Config:
     jpeg_quality: int = opt(95, "cyclegan translate: JPEG quality (1-95)", minimum=1)
     concurrency: int = opt(0, "cyclegan translate on Ray: generator actors (0: one per GPU with --use_gpu, "
                               "else --num_workers)", minimum=0)
+    # --- cyclegan export ---
+    export_format: str = opt("both", "cyclegan export: onnx, torchscript or both", choices=("onnx", "torchscript", "both"))
+    export_tolerance: float = opt(1e-4, "cyclegan export: the largest absolute difference from PyTorch's output "
+                                        "(in [-1, 1]; a uint8 level is 0.0078) that an exported file may show "
+                                        "in its check", minimum=0.0)
     # --- distributed (Ray) ---
     num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
                                 "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")

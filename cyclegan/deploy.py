@@ -22,8 +22,10 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -48,13 +50,42 @@ class GeneratorSpec:
     in_channels: int
     out_channels: int
 
-    def build(self, store: Storage, device: torch.device) -> torch.nn.Module:
-        """The generator with its weights, on ``device``, in the mode ``cyclegan test`` uses (eval with --eval)."""
+    def build(self, store: Storage, device: torch.device, dropout: Optional[bool] = None) -> nn.Module:
+        """The generator with its weights, on ``device``, as ``test_time`` sets it up."""
         cfg = self.cfg
         net = define_G(self.in_channels, self.out_channels, cfg.ngf, cfg.netG, cfg.norm, not cfg.no_dropout)
         ckpt.load_reference_weights(net, store.read_bytes(self.weights), self.weights)
-        net.to(device)
-        return net.eval() if cfg.eval else net
+        return test_time(net, cfg.eval, dropout).to(device)
+
+
+class PerImageBatchNorm(nn.Module):
+    """A batch-norm layer as ``cyclegan test`` runs it without --eval (training mode, one image per
+    batch): each image normalised with its own mean and variance, then the layer's scale and shift.
+    Unlike training mode, an image's output does not depend on the other images of its batch."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def test_time(net: nn.Module, eval_mode: bool, dropout: Optional[bool] = None) -> nn.Module:
+    """``net`` (changed in place) in the mode ``cyclegan test`` runs generators in. With --eval: eval mode,
+    batch norm from its running statistics, no dropout. Without (the reference default): batch norm from
+    each image's own statistics, and dropout on where the generator has it, unless ``dropout`` is False.
+    Instance norm always uses the image's own statistics, as at training."""
+    net.eval()
+    if eval_mode:
+        return net
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, PerImageBatchNorm(child))
+            elif isinstance(child, nn.Dropout) and dropout is not False:
+                child.train()
+    return net
 
 
 def generator_spec(source: str, cfg: Config, store: Storage, given: set[str]) -> GeneratorSpec:
