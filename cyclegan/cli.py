@@ -152,6 +152,10 @@ def _bench(args) -> int:
         from .bench import bench_link
         bench_link(cfg, [float(g) for g in args.link_gbps.split(",")], args.warmup, args.iters)
         return 0
+    if args.export:
+        from .export import bench as bench_export
+        bench_export(config_mod.from_args(args, defaults=TEST_DEFAULTS), args.warmup, args.iters)
+        return 0
     if args.ingest:
         from .distributed.bench_data import bench_ingest
         bench_ingest(cfg)
@@ -264,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest", action="store_true", help="instead: the Ray Train run these options describe "
                                                          "(--num_workers N, --data_ingest ...), on streamed data and "
                                                          "on batches held in memory: images/s and data waits")
+    p.add_argument("--export", action="store_true", help="instead: this generator (initial weights) exported "
+                                                         "as ONNX and TorchScript: export seconds, and images/s of "
+                                                         "PyTorch, TorchScript, ONNX Runtime at --crop_size, batch 1 "
+                                                         "and --batch_size")
     p.add_argument("--link_gbps", metavar="G,G,...", help="instead: two processes on this machine averaging "
                                                           "gradients over a simulated link of each bandwidth, "
                                                           "overlapped with backward and after it")

@@ -114,6 +114,11 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert f"dataroot: '{tiny_pair}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
     assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
+    # So is a local folder of images to translate on the cluster (tasks on the other node read them).
+    refused = driver(cluster, "translate", "--generator", "s3://mn-bucket/none/latest_net_G.pth", "--input",
+                     str(tiny_pair / "testA"), "--output", "s3://mn-bucket/translated", "--num_workers", "1", *TINY)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"input: '{tiny_pair / 'testA'}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
 
     # Training as a job (its driver on the head): 1 to 3 workers, of which the worker node's 2 CPUs hold
     # 2 (0.75 each) beside the data tasks, so the run goes ahead with 2; data with unreadable objects in

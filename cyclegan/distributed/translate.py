@@ -12,6 +12,7 @@ from ..deploy import GeneratorSpec, encode_output, load_input, output_name, tran
 from ..storage import Storage
 from .runtime import init_ray, quiet_data
 from .streams import LOAD_TASK_CPUS
+from .train import check_cluster
 
 CHUNK = 16  # inputs read by one task
 
@@ -71,6 +72,8 @@ def translate_on_ray(spec: GeneratorSpec, todo: list[dict], input_uri: str, outp
     import ray.data
     cfg = spec.cfg
     init_ray(cfg.address)
+    # Tasks and actors on other nodes read the inputs and weights and write the outputs themselves.
+    check_cluster(cfg, store, {"input": input_uri, "output": output_uri, "generator": spec.weights})
     quiet_data()
     if not todo:
         return {"translated": 0, "bad": []}
