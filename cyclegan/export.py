@@ -65,18 +65,15 @@ def describe(spec: GeneratorSpec, fmt: str, file: str) -> dict:
                 "without --eval, one image per batch); images of a batch do not affect each other")
     else:
         norm = "none"
-    forward = spec.name != "G_B"
     return {
         "format": fmt, "file": file, "generator": spec.name,
-        "translates": ("A to B" if forward else "B to A") + (" (as trained; --direction BtoA swaps the folder names)"
-                                                            if spec.name != "G" else ""),
+        "translates": {"G_A": "A to B", "G_B": "B to A"}.get(spec.name, "its input domain to the other"),
         "weights": spec.weights,
         "architecture": {"netG": cfg.netG, "ngf": cfg.ngf, "norm": cfg.norm, "dropout_layers": not cfg.no_dropout,
                          "input_nc": spec.in_channels, "output_nc": spec.out_channels},
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "colour": colour[spec.in_channels],
                   "range": [-1.0, 1.0], "from_uint8": "x / 127.5 - 1",
                   "batch": "any", "height_width": f"any multiples of {multiple}, at least {minimum}",
-                  "trained_at": cfg.crop_size,
                   "cyclegan_test_preprocessing": {"preprocess": cfg.preprocess, "load_size": cfg.load_size,
                                                   "crop_size": cfg.crop_size}},
         "output": {"name": OUTPUT_NAME, "layout": "NCHW", "dtype": "float32", "colour": colour[spec.out_channels],
