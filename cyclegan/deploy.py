@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 import yaml
@@ -117,28 +118,34 @@ def output_name(relative: str, cfg: Config) -> str:
     return str(PurePosixPath(relative).with_suffix(FORMATS[cfg.translate_format]))
 
 
-def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[list[dict], int]:
-    """The images under ``input_uri`` still to translate, sorted, each with its index in the sorted
-    listing (its preprocessing draws from it, as ``cyclegan test``'s does) and its relative name; and how
-    many already have their output."""
+def input_base(input_uri: str, store: Storage) -> str:
+    """The input folder or prefix as its filesystem names it: a listed image's path is this, "/", and its
+    relative name."""
+    return store.resolve(input_uri.rstrip("/"))[1].rstrip("/")
+
+
+def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int]:
+    """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
+    in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
+    its name below the input; and how many already have their output. Arrow columns hold a few tens of
+    bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
     root = input_uri.rstrip("/")
     fs, base = store.resolve(root)
     out_fs, out_base = store.resolve(output_uri.rstrip("/"))
     if type(out_fs) is type(fs) and (out_base + "/").startswith(base.rstrip("/") + "/"):
         raise ConfigError(f"output: {output_uri!r} is inside the input {input_uri!r}; its outputs would be "
                           f"taken for inputs the next time")
-    infos = [i for i in store.list_files(root) if is_image_name(i.path)]
-    if not infos:
+    cut = len(input_base(input_uri, store)) + 1
+    relatives = sorted(i.path[cut:] for i in store.list_files(root) if is_image_name(i.path))
+    if not relatives:
         raise DataError(f"{input_uri}: no images under this folder or prefix")
     done = set()
     if store.exists(output_uri):
         done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
-    rows = []
-    for index, path in enumerate(sorted(i.path for i in infos)):
-        relative = path[len(base.rstrip("/")) + 1:]
-        if output_name(relative, cfg) not in done:
-            rows.append({"index": index, "path": path, "relative": relative})
-    return rows, len(infos) - len(rows)
+    left = [index for index, relative in enumerate(relatives) if output_name(relative, cfg) not in done]
+    table = pa.table({"index": pa.array(left, pa.int64()),
+                      "relative": pa.array([relatives[i] for i in left], pa.string())})
+    return table, len(relatives) - len(left)
 
 
 def load_input(data: bytes, path: str, index: int, spec: GeneratorSpec) -> np.ndarray:
@@ -205,26 +212,28 @@ def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: 
     return write_report(output_uri, store, report)
 
 
-def translate_here(spec: GeneratorSpec, todo: list[dict], input_uri: str, output_uri: str, store: Storage,
+def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_uri: str, store: Storage,
                    progress_bar: bool = True) -> dict:
     """In this process: read, translate in batches of --batch_size, write."""
     from .parallel import resolve_device
     device = resolve_device(spec.cfg.device)
     net = spec.build(store, device)
     bad, translated, out_root = [], 0, output_uri.rstrip("/")
+    base = input_base(input_uri, store)
     batch_size = max(1, spec.cfg.batch_size)
-    with tqdm(total=len(todo), unit="img", disable=not progress_bar) as bar:
-        for start in range(0, len(todo), batch_size):
+    with tqdm(total=todo.num_rows, unit="img", disable=not progress_bar) as bar:
+        for start in range(0, todo.num_rows, batch_size):
             rows, images = [], []
-            for row in todo[start:start + batch_size]:
+            chunk = todo.slice(start, batch_size).to_pylist()
+            for row in chunk:
+                path = f"{base}/{row['relative']}"
                 try:
-                    data = store.read_bytes(input_uri, listed=row["path"])
-                    images.append(load_input(data, row["path"], row["index"], spec))
+                    images.append(load_input(store.read_bytes(input_uri, listed=path), path, row["index"], spec))
                     rows.append(row)
                 except BadImage as e:
                     bad.append({"input": row["relative"], "reason": str(e)})
             for row, out in zip(rows, translate_batch(net, images, device)):
                 store.write_bytes(f"{out_root}/{output_name(row['relative'], spec.cfg)}", encode_output(out, spec.cfg))
                 translated += 1
-            bar.update(len(todo[start:start + batch_size]))
+            bar.update(len(chunk))
     return {"translated": translated, "bad": bad}

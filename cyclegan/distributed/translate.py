@@ -5,23 +5,26 @@ Each actor reads the weights itself from where they are stored; nothing large go
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
 from ..data import BadImage
-from ..deploy import GeneratorSpec, encode_output, load_input, output_name, translate_batch
+from ..deploy import GeneratorSpec, encode_output, input_base, load_input, output_name, translate_batch
 from ..storage import Storage
 from .runtime import init_ray, quiet_data
 from .streams import LOAD_TASK_CPUS
 from .train import check_cluster
 
 CHUNK = 16  # inputs read by one task
+MAX_BLOCKS = 4096  # of the listing: a million images go 245 to a block
 
 
-def _read(batch: dict, spec: GeneratorSpec, input_uri: str, store: Storage) -> dict:
+def _read(batch: dict, spec: GeneratorSpec, input_uri: str, base: str, store: Storage) -> dict:
     """Inputs decoded and preprocessed; as raw bytes and a shape, so that any mix of sizes and the rows of
     undecodable inputs (kept, with their reason, for the report) travel as one table."""
     images, shapes, reasons = [], [], []
-    for path, index in zip(batch["path"], batch["index"]):
+    for relative, index in zip(batch["relative"], batch["index"]):
+        path = f"{base}/{relative}"
         try:
             image = load_input(store.read_bytes(input_uri, listed=path), path, int(index), spec)
             images.append(image.tobytes())
@@ -66,7 +69,7 @@ def _write(batch: dict, spec: GeneratorSpec, output_uri: str, store: Storage) ->
     return {"relative": batch["relative"], "reason": batch["reason"]}
 
 
-def translate_on_ray(spec: GeneratorSpec, todo: list[dict], input_uri: str, output_uri: str, store: Storage,
+def translate_on_ray(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_uri: str, store: Storage,
                      progress_bar: bool = True) -> dict:
     import ray
     import ray.data
@@ -75,20 +78,24 @@ def translate_on_ray(spec: GeneratorSpec, todo: list[dict], input_uri: str, outp
     # Tasks and actors on other nodes read the inputs and weights and write the outputs themselves.
     check_cluster(cfg, store, {"input": input_uri, "output": output_uri, "generator": spec.weights})
     quiet_data()
-    if not todo:
+    if not todo.num_rows:
         return {"translated": 0, "bad": []}
     gpus = 1 if cfg.use_gpu else 0
     actors = cfg.concurrency or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else cfg.max_workers)
-    ds = (ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // CHUNK)))
+    # Blocks of the listing: CHUNK images each, or more where there would be over MAX_BLOCKS of them.
+    rows_per_block = max(CHUNK, -(-todo.num_rows // MAX_BLOCKS))
+    blocks = [todo.slice(start, rows_per_block) for start in range(0, todo.num_rows, rows_per_block)]
+    ds = (ray.data.from_arrow(blocks)
           .map_batches(_read, batch_size=CHUNK, num_cpus=LOAD_TASK_CPUS,
-                       fn_kwargs={"spec": spec, "input_uri": input_uri, "store": store})
+                       fn_kwargs={"spec": spec, "input_uri": input_uri, "base": input_base(input_uri, store),
+                                  "store": store})
           .map_batches(Translator, batch_size=max(1, cfg.batch_size), concurrency=actors, num_gpus=gpus,
                        num_cpus=0 if gpus else cfg.cpus_per_worker,
                        fn_constructor_kwargs={"spec": spec, "store": store})
           .map_batches(_write, batch_size=CHUNK, num_cpus=LOAD_TASK_CPUS,
                        fn_kwargs={"spec": spec, "output_uri": output_uri, "store": store}))
     translated, bad = 0, []
-    with tqdm(total=len(todo), unit="img", disable=not progress_bar) as bar:
+    with tqdm(total=todo.num_rows, unit="img", disable=not progress_bar) as bar:
         for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for relative, reason in zip(block["relative"], block["reason"]):
                 if reason:
