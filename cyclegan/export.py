@@ -156,19 +156,25 @@ FORMATS = {"onnx": (".onnx", _onnx_bytes, _onnx_runner),
 def check_batches(spec: GeneratorSpec, images: list[np.ndarray], seed: int) -> list[torch.Tensor]:
     """The inputs of the check: the images as one batch (at the size cyclegan test gives them), and two
     noise images at a second, non-square size (the exports take any allowed size)."""
-    multiple, minimum = size_rule(spec.cfg.netG)
+    multiple, _ = size_rule(spec.cfg.netG)
     generator = torch.Generator().manual_seed(seed)
-    height = max(minimum, spec.cfg.crop_size) + multiple
-    width = max(minimum, spec.cfg.crop_size)
+    width = allowed_size(spec.cfg)
+    height = width + multiple
     noise = torch.rand(2, spec.in_channels, height, width, generator=generator) * 2 - 1
     return [normalize(torch.from_numpy(np.stack(images))), noise]
+
+
+def allowed_size(cfg: Config) -> int:
+    """crop_size, or the nearest size below it that the generator takes (its minimum at least)."""
+    multiple, minimum = size_rule(cfg.netG)
+    return max(minimum, cfg.crop_size - cfg.crop_size % multiple)
 
 
 def example_input(spec: GeneratorSpec) -> torch.Tensor:
     """What the exporters trace: two images of at least two size steps a side, since a side of one step
     (a U-Net's 1x1 centre) or a batch of one would be taken for a constant."""
-    multiple, minimum = size_rule(spec.cfg.netG)
-    side = max(spec.cfg.crop_size - spec.cfg.crop_size % multiple, 2 * multiple, minimum)
+    multiple, _ = size_rule(spec.cfg.netG)
+    side = max(allowed_size(spec.cfg), 2 * multiple)
     return torch.zeros(2, spec.in_channels, side, side)
 
 
@@ -197,11 +203,16 @@ def check_images(spec: GeneratorSpec, input_uri: Optional[str], store: Storage) 
                 images.append(image)
             if len(images) == CHECK_IMAGES:
                 break
-        if images:
-            return images, f"{len(images)} image(s) of {input_uri}"
-        raise ConfigError(f"input: no decodable images under {input_uri!r} to check the exports on")
-    multiple, minimum = size_rule(cfg.netG)
-    size = max(minimum, cfg.crop_size - cfg.crop_size % multiple)
+        if not images:
+            raise ConfigError(f"input: no decodable images under {input_uri!r} to check the exports on")
+        multiple, minimum = size_rule(cfg.netG)
+        height, width = images[0].shape[1:]
+        if height % multiple or width % multiple or min(height, width) < minimum:
+            raise ConfigError(f"crop_size: cyclegan test's preprocessing (--preprocess {cfg.preprocess}, --crop_size "
+                              f"{cfg.crop_size}) makes {width}x{height} images of {input_uri!r}; {cfg.netG} takes "
+                              f"multiples of {multiple}, at least {minimum}")
+        return images, f"{len(images)} image(s) of {input_uri}"
+    size = allowed_size(cfg)
     rng = np.random.default_rng(cfg.seed)
     noise = [rng.integers(0, 256, (spec.in_channels, size, size), dtype=np.uint8) for _ in range(CHECK_IMAGES)]
     return noise, f"{CHECK_IMAGES} noise images (seed {cfg.seed}; give --input for real ones)"

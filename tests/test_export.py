@@ -146,10 +146,16 @@ def test_a_runs_exports_in_a_bucket_and_translate_in_batches_give_cyclegan_tests
         assert np.array_equal(pixels(tmp_path / "translated" / f"{row}.png"), pixels(images / f"{row}_fake_B.png"))
 
 
-def test_an_export_over_the_tolerance_fails_and_writes_nothing(batch_norm_run, tmp_path, capsys):
+def test_an_export_over_the_tolerance_or_with_images_of_a_wrong_size_fails_and_writes_nothing(batch_norm_run, tiny_pair, tmp_path, capsys):
     assert main(["export", "--generator", str(batch_norm_run / "latest_net_G_A.pth"), "--out", str(tmp_path / "out"),
                  "--netG", "resnet_6blocks", "--norm", "batch", "--ngf", "4", "--crop_size", "24",
                  "--export_format", "onnx", "--export_tolerance", "0"]) == 1
     err = capsys.readouterr().err
     assert "G_A.onnx: ONNX Runtime" in err and "above the tolerance 0; nothing written" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    # Check images that the generator cannot take at their size: a clear error before anything is exported.
+    assert main(["export", "--generator", str(batch_norm_run), "--out", str(tmp_path / "out"), "--crop_size", "22",
+                 "--input", str(tiny_pair / "testA")]) == 2
+    err = capsys.readouterr().err
+    assert "crop_size: " in err and "makes 22x22 images" in err and "resnet_6blocks takes multiples of 4" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
