@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", required=True, help="a run folder or a sweep report's best/ folder (G_A and G_B), "
                                                       "or a .pth weights file (then --netG etc. say its architecture)")
     p.add_argument("--out", required=True, help="folder or s3://, gs:// prefix for the files")
-    p.add_argument("--input", help="folder or prefix of images to check the exports on (default: noise images)")
+    p.add_argument("--input", help="folder or prefix of images to check the exports on, or a dataset root (G_A "
+                                   "checked on its testA, G_B on its testB); default: noise images")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("eval", help="score a run: L1/PSNR to the ideal translation (built-in pairs) or FID/KID")

@@ -31,7 +31,6 @@ from .data import BadImage, is_image_name, normalize
 from .deploy import GeneratorSpec, generator_spec, load_input, test_time
 from .storage import Storage
 
-log = logging.getLogger("cyclegan")
 CHECK_IMAGES = 4  # images of --input (or noise images) in the check
 INPUT_NAME, OUTPUT_NAME = "image", "translated"
 
@@ -218,6 +217,16 @@ def check_images(spec: GeneratorSpec, input_uri: Optional[str], store: Storage) 
     return noise, f"{CHECK_IMAGES} noise images (seed {cfg.seed}; give --input for real ones)"
 
 
+def check_folder(spec: GeneratorSpec, input_uri: Optional[str], store: Storage) -> Optional[str]:
+    """A dataset root (with <phase>A and <phase>B) gives each generator the images of its own domain:
+    G_A the A side, G_B the B side; any other folder is used as it is."""
+    if input_uri and spec.name in ("G_A", "G_B"):
+        own = f"{input_uri.rstrip('/')}/{spec.cfg.phase}{spec.name[-1]}"
+        if store.exists(own):
+            return own
+    return input_uri
+
+
 # ---------------------------------------------------------------- the command
 def specs_of(source: str, cfg: Config, store: Storage, given: set[str]) -> list[GeneratorSpec]:
     """Both generators of a run or report folder; the one generator of a weights file."""
@@ -238,7 +247,7 @@ def export(cfg: Config, source: str, out: str, given: set[str] = frozenset(), in
     written = []
     for spec in specs_of(source, cfg, store, given):
         net = spec.build(store, torch.device("cpu"), dropout=False)
-        images, checked_on = check_images(spec, input_uri, store)
+        images, checked_on = check_images(spec, check_folder(spec, input_uri, store), store)
         batches = check_batches(spec, images, cfg.seed)
         for fmt in formats:
             suffix, make, load = FORMATS[fmt]
