@@ -124,6 +124,12 @@ def input_base(input_uri: str, store: Storage) -> str:
     return store.resolve(input_uri.rstrip("/"))[1].rstrip("/")
 
 
+def image_paths(input_uri: str, store: Storage) -> list[str]:
+    """The images under ``input_uri`` (subfolders too), as listed, sorted: an image's place in this list
+    draws its preprocessing, as ``cyclegan test``'s does."""
+    return sorted(i.path for i in store.list_files(input_uri.rstrip("/")) if is_image_name(i.path))
+
+
 def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int]:
     """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
     in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
@@ -135,8 +141,8 @@ def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tup
     if type(out_fs) is type(fs) and (out_base + "/").startswith(base.rstrip("/") + "/"):
         raise ConfigError(f"output: {output_uri!r} is inside the input {input_uri!r}; its outputs would be "
                           f"taken for inputs the next time")
-    cut = len(input_base(input_uri, store)) + 1
-    relatives = sorted(i.path[cut:] for i in store.list_files(root) if is_image_name(i.path))
+    cut = len(base.rstrip("/")) + 1
+    relatives = [path[cut:] for path in image_paths(input_uri, store)]
     if not relatives:
         raise DataError(f"{input_uri}: no images under this folder or prefix")
     done = set()

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from .config import Config, ConfigError
-from .data import BadImage, is_image_name, normalize
-from .deploy import GeneratorSpec, generator_spec, load_input, test_time
+from .data import BadImage, normalize
+from .deploy import GeneratorSpec, generator_spec, image_paths, load_input, test_time
 from .storage import Storage
 
 CHECK_IMAGES = 4  # images of --input (or noise images) in the check
@@ -177,11 +177,12 @@ def example_input(spec: GeneratorSpec) -> torch.Tensor:
     return torch.zeros(2, spec.in_channels, side, side)
 
 
-def max_difference(run, net: nn.Module, batches: list[torch.Tensor]) -> float:
+def max_difference(run, batches: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
+    """The largest absolute difference of ``run``'s outputs from the PyTorch generator's ``expected``."""
     worst = 0.0
     with torch.no_grad():
-        for batch in batches:
-            worst = max(worst, (run(batch) - net(batch)).abs().max().item())
+        for batch, reference in zip(batches, expected):
+            worst = max(worst, (run(batch) - reference).abs().max().item())
     return worst
 
 
@@ -190,12 +191,10 @@ def check_images(spec: GeneratorSpec, input_uri: Optional[str], store: Storage) 
     that decode and share the first one's size), or seeded noise images at crop_size."""
     cfg = spec.cfg
     if input_uri:
-        root = input_uri.rstrip("/")
-        paths = sorted(i.path for i in store.list_files(root) if is_image_name(i.path))
         images: list[np.ndarray] = []
-        for index, path in enumerate(paths):  # the index draws the preprocessing, as in cyclegan test
+        for index, path in enumerate(image_paths(input_uri, store)):
             try:
-                image = load_input(store.read_bytes(root, listed=path), path, index, spec)
+                image = load_input(store.read_bytes(input_uri, listed=path), path, index, spec)
             except BadImage:
                 continue
             if not images or image.shape == images[0].shape:
@@ -249,12 +248,14 @@ def export(cfg: Config, source: str, out: str, given: set[str] = frozenset(), in
         net = spec.build(store, torch.device("cpu"), dropout=False)
         images, checked_on = check_images(spec, check_folder(spec, input_uri, store), store)
         batches = check_batches(spec, images, cfg.seed)
+        with torch.no_grad():  # the PyTorch generator's outputs, once for both formats
+            expected = [net(batch) for batch in batches]
         for fmt in formats:
             suffix, make, load = FORMATS[fmt]
             file = f"{spec.name}{suffix}"
             data, meta = make(net, example_input(spec), spec.cfg.netG, describe(spec, fmt, file))
             run, runtime = load(data)
-            difference = max_difference(run, net, batches)
+            difference = max_difference(run, batches, expected)
             meta["check"] = {"runtime": runtime, "on": checked_on, "also": "2 noise images at "
                              f"{tuple(batches[1].shape[2:])}", "max_abs_difference": difference,
                              "tolerance": cfg.export_tolerance}
