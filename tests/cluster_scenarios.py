@@ -29,7 +29,7 @@ def main(config_path: str, out_path: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from cyclegan.config import from_dict
+    from cyclegan.core.config import from_dict
     from cyclegan.distributed.train import run
 
     values = json.loads(Path(config_path).read_text())

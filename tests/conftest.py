@@ -11,8 +11,8 @@ import tempfile
 import pytest
 import torch
 
-from cyclegan.config import from_dict
-from cyclegan.synth import write_pair
+from cyclegan.core.config import from_dict
+from cyclegan.core.synth import write_pair
 
 from helpers import RAY, S3_SECRET, start_moto_server, stop
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cyclegan.data import DataError
+from cyclegan.core.data import DataError
 
 from helpers import FakeInstanceMetadata
 
@@ -103,7 +103,7 @@ def test_declared_node_resources_match_their_instance_types():
 def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
     """A worker of each shipped experiment (its CPUs, GPU, and a CPU left for Ray Data) fits a worker node
     of each cluster file; a GPU experiment asks for GPUs explicitly, so an autoscaler starts GPU nodes."""
-    from cyclegan.experiment import load_experiment
+    from cyclegan.core.experiment import load_experiment
     nodes = node_types()
     for path in sorted((ROOT / "experiments").glob("sweep*.yaml")):
         exp = load_experiment(path)
@@ -144,7 +144,7 @@ def test_cloud_notices_are_read_from_instance_metadata():
     served on 127.0.0.1: nothing before the notice, the deadline after it."""
     import time
 
-    from cyclegan.distributed.preemption import GCE_NOTICE_S, aws_notice, gcp_notice
+    from cyclegan.commands.cluster import GCE_NOTICE_S, aws_notice, gcp_notice
     aws = FakeInstanceMetadata()
     try:
         assert aws_notice(aws.url) is None
@@ -233,7 +233,7 @@ def test_kuberay_raycluster_manifest():
 
 
 def test_kuberay_rayjob_runs_a_valid_sweep():
-    from cyclegan.experiment import load_experiment
+    from cyclegan.core.experiment import load_experiment
     manifest = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
     spec = manifest["spec"]
@@ -285,7 +285,7 @@ def test_download_a_dataset_by_name_to_a_folder_and_to_s3(dataset_server, tiny_p
     assert "unsafe path '../../escape.txt'" in capsys.readouterr().err
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
     with pytest.raises(DataError, match="facades.zip: not a zip archive"):
-        from cyclegan.datasets import download
+        from cyclegan.commands.data import download
         download("facades", str(tmp_path / "d3"), base_url=dataset_server)
     with pytest.raises(DataError, match="cityscapes.zip: download failed"):
         download("cityscapes", str(tmp_path / "d4"), base_url=dataset_server)  # 404

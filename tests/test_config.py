@@ -4,8 +4,9 @@ import math
 import pytest
 
 from cyclegan.cli import build_parser
-from cyclegan.config import BUILTIN_PAIRS, Config, ConfigError, from_args, from_dict
-from cyclegan.synth import PAIRS
+from cyclegan.commands.options import from_args
+from cyclegan.core.config import BUILTIN_PAIRS, Config, ConfigError, from_dict
+from cyclegan.core.synth import PAIRS
 
 
 def parse(argv):

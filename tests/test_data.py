@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cyclegan.config import from_dict
-from cyclegan.data import (
+from cyclegan.core.config import from_dict
+from cyclegan.core.data import (
     BadImageWarning,
     DataError,
     UnalignedDataset,
@@ -148,7 +148,7 @@ def test_direction_BtoA_swaps_the_domains(tmp_path):
 def test_rays_split_covers_each_epochs_samples_once_and_a_restart_only_what_is_left():
     """--data_ingest train: the samples a worker group is handed, fresh and after a restart (also with
     another number of workers), as (epoch, index in the epoch's plan)."""
-    from cyclegan.data import Domain
+    from cyclegan.core.data import Domain
     from cyclegan.distributed.streams import RemoteDomains, remaining_chunks
     domains = RemoteDomains(Domain("A", [f"a{i}" for i in range(11)], [(8, 8)] * 11),
                             Domain("B", [f"b{i}" for i in range(7)], [(8, 8)] * 7), 0)

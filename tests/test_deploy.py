@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from cyclegan.cli import main
-from cyclegan.config import from_dict
-from cyclegan.storage import Storage
+from cyclegan.core.config import from_dict
+from cyclegan.core.storage import Storage
 
 from helpers import put_bad_objects, wait_for
 
@@ -24,7 +24,7 @@ from helpers import put_bad_objects, wait_for
 @pytest.fixture(scope="module")
 def trained(tiny_pair, tmp_path_factory) -> Path:
     """A run folder of a tiny model trained for two epochs."""
-    from cyclegan.train import train
+    from cyclegan.core.trainer import train
     checkpoints = tmp_path_factory.mktemp("deploy")
     train(from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0,
                          n_epochs=1, n_epochs_decay=1, seed=3, dataroot=str(tiny_pair), checkpoints_dir=str(checkpoints),
@@ -103,8 +103,8 @@ def test_a_published_weights_file_takes_its_architecture_from_the_flags(trained,
 @pytest.mark.slow
 def test_translate_on_ray_from_and_to_s3_with_bad_objects_as_in_this_process(ray_session, s3, trained, tiny_pair,
                                                                              tmp_path):
-    from cyclegan.config import TEST_DEFAULTS
-    from cyclegan.deploy import translate
+    from cyclegan.commands.translate import translate
+    from cyclegan.core.config import TEST_DEFAULTS
     from cyclegan.distributed.translate import translate_on_ray
     s3.mkdir("deploy")
     for p in (tiny_pair / "testA").glob("*.png"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclegan.config import from_dict
-from cyclegan.data import DataError
-from cyclegan.storage import Storage
+from cyclegan.core.config import from_dict
+from cyclegan.core.data import DataError
+from cyclegan.core.storage import Storage
 
 from helpers import (
     kill_driver_when,
@@ -250,7 +250,7 @@ def test_after_a_killed_worker_ray_trains_split_resumes_at_the_checkpoints_count
 
 def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
     # Elastic restarts re-split the epoch: 3 samples done by each of 2 workers = 6 done in all.
-    from cyclegan.train import Trainer
+    from cyclegan.core.trainer import Trainer
     trainer = Trainer(tiny_cfg(name="split"), progress_bar=False)
     state = trainer.state()
     state["progress"].update(epoch_iter=3, world_size=2)
@@ -261,7 +261,7 @@ def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
 def test_scratch_of_an_ended_process_is_removed_and_a_live_ones_kept():
     # Ray ends stopped trials and failed workers without their cleanup; the next process on the node,
     # or the sweep's end, removes what they left, and never a folder whose process still runs.
-    from cyclegan.distributed.train import node_scratch, remove_stale_scratch
+    from cyclegan.distributed.scratch import node_scratch, remove_stale_scratch
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     running = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclegan.config import from_dict
-from cyclegan.evaluate import score_translation
-from cyclegan.networks import define_G
-from cyclegan.synth import PAIRS, render, write_pair
-from cyclegan.train import Trainer
+from cyclegan.core.config import from_dict
+from cyclegan.core.evaluate import score_translation
+from cyclegan.core.networks import define_G
+from cyclegan.core.synth import PAIRS, render, write_pair
+from cyclegan.core.trainer import Trainer
 
 CLI = [sys.executable, "-m", "cyclegan.cli"]
 

@@ -16,9 +16,9 @@ from PIL import Image
 from torch import nn
 
 from cyclegan.cli import main
-from cyclegan.config import from_dict
-from cyclegan.data import normalize, to_uint8
-from cyclegan.networks import define_G
+from cyclegan.core.config import from_dict
+from cyclegan.core.data import normalize, to_uint8
+from cyclegan.core.networks import define_G
 
 
 def ort_run(data: bytes, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ def test_exports_compute_what_cyclegan_test_computes_at_any_batch_and_allowed_si
 @pytest.fixture(scope="module")
 def batch_norm_run(tiny_pair, tmp_path_factory) -> Path:
     """A run folder of a tiny batch-norm model, trained for two epochs."""
-    from cyclegan.train import train
+    from cyclegan.core.trainer import train
     checkpoints = tmp_path_factory.mktemp("export")
     train(from_dict(dict(netG="resnet_6blocks", norm="batch", ngf=4, ndf=4, load_size=28, crop_size=24,
                          num_threads=0, n_epochs=1, n_epochs_decay=1, seed=5, dataroot=str(tiny_pair),

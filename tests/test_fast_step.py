@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from cyclegan import checkpoint as ckpt
-from cyclegan.config import ConfigError, from_dict
-from cyclegan.model import CycleGAN
-from cyclegan.objective import LOSS_NAMES
+from cyclegan.core import checkpoint as ckpt
+from cyclegan.core.config import ConfigError, from_dict
+from cyclegan.core.model import CycleGAN
+from cyclegan.core.objective import LOSS_NAMES
 
 TINY_NETS = dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=24, load_size=24, pool_size=2, device="cpu")
 
@@ -119,7 +119,7 @@ def test_bench_prints_one_json_line_with_the_options(capsys):
 
 
 def test_bench_matrix_covers_precisions_compilation_and_batch_sizes(capsys):
-    from cyclegan.bench import matrix_configs
+    from cyclegan.commands.bench.step import matrix_configs
     cfg = from_dict(dict(TINY_NETS, device="cuda", crop_size=256, load_size=286))
     rows = [(c.batch_size, c.amp, c.compile) for c in matrix_configs(cfg, [1, 4, 8, 16])]
     assert rows == [(b, amp, comp) for b in (1, 4, 8, 16) for amp in ("none", "bf16") for comp in ("none", "networks")]

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from cyclegan.losses import GANLoss, ImagePool, gradient_penalty
+from cyclegan.core.losses import GANLoss, ImagePool, gradient_penalty
 
 
 def test_lsgan_is_mean_squared_distance_to_the_label():
@@ -36,8 +36,8 @@ def test_gradient_penalty_of_a_linear_critic():
 
 def test_cycle_and_identity_weights_follow_the_reference():
     # identity loss of G_A is weighted lambda_B * lambda_identity, cycle A by lambda_A.
-    from cyclegan.config import from_dict
-    from cyclegan.model import CycleGAN
+    from cyclegan.core.config import from_dict
+    from cyclegan.core.model import CycleGAN
     cfg = from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=32, load_size=32, lambda_A=2.0,
                          lambda_B=3.0, lambda_identity=0.5, pool_size=0))
     model = CycleGAN(cfg)
@@ -94,8 +94,8 @@ def test_pool_state_round_trip_is_reproducible():
                                      dict(netD="pixel", channels_last=True), dict(netG="unet_128", crop_size=128,
                                                                                    load_size=128, ngf=2)])
 def test_every_objective_variant_trains(options):
-    from cyclegan.config import from_dict
-    from cyclegan.model import CycleGAN
+    from cyclegan.core.config import from_dict
+    from cyclegan.core.model import CycleGAN
     values = dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=32, load_size=32, pool_size=2)
     values.update(options)
     model = CycleGAN(from_dict(values))

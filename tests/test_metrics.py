@@ -4,7 +4,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from cyclegan.metrics import clean_resize, extract_features, fid_from_features, frechet_distance, kid_from_features
+from cyclegan.core.metrics import clean_resize, extract_features, fid_from_features, frechet_distance, kid_from_features
 
 
 def scipy_fid(mu1, s1, mu2, s2):
@@ -70,9 +70,9 @@ def test_clean_resize_works_in_floating_point():
 
 
 def test_the_fid_inception_loads_a_weights_file_without_unpickling_and_gives_pool3_features(tmp_path, monkeypatch):
-    from cyclegan.metrics import INCEPTION_ENV, get_extractor
+    from cyclegan.core.metrics import INCEPTION_ENV, get_extractor
     torch.manual_seed(0)
-    from cyclegan.metrics import fid_inception_v3
+    from cyclegan.core.metrics import fid_inception_v3
     state = fid_inception_v3().state_dict()
     # Files exported before BatchNorm counted batches have no counters: they still load.
     torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, tmp_path / "w.pth")
@@ -85,7 +85,7 @@ def test_the_fid_inception_loads_a_weights_file_without_unpickling_and_gives_poo
 
 
 def test_missing_inception_weights_say_where_to_put_the_file(tmp_path, monkeypatch):
-    from cyclegan.metrics import INCEPTION_URL, get_extractor
+    from cyclegan.core.metrics import INCEPTION_URL, get_extractor
     monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "nowhere" / "pt_inception.pth"))
     with pytest.raises(FileNotFoundError) as e:
         get_extractor("inception")
@@ -98,8 +98,8 @@ def test_a_translation_that_lands_on_the_target_set_scores_zero_end_to_end(tmp_p
 
     from PIL import Image
 
-    from cyclegan.config import Config
-    from cyclegan.evaluate import Scorer
+    from cyclegan.core.config import Config
+    from cyclegan.core.evaluate import Scorer
     rng = np.random.default_rng(4)
     for split in ("testA", "testB"):
         (tmp_path / split).mkdir()

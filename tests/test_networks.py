@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cyclegan.networks import define_D, define_G
+from cyclegan.core.networks import define_D, define_G
 
 
 def count(net):

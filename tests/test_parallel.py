@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from cyclegan.parallel import GradientSync
+from cyclegan.core.parallel import GradientSync
 
 
 def _average_in_two_processes(rank: int, world: int, store: str, out: str, compress) -> None:
@@ -56,9 +56,9 @@ def test_the_slow_link_benchmark_sends_every_gradient_once_per_step(capsys):
     and a step that sends them after backward waits at least their time on the link."""
     import json
 
-    from cyclegan.bench import bench_link
-    from cyclegan.config import from_dict
-    from cyclegan.model import CycleGAN
+    from cyclegan.commands.bench.link import bench_link
+    from cyclegan.core.config import from_dict
+    from cyclegan.core.model import CycleGAN
     cfg = from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=24, load_size=24, device="cpu"))
     rows = bench_link(cfg, [0.05], warmup=0, iters=1)
     params = sum(p.numel() for p in CycleGAN(cfg).parameters())
@@ -70,7 +70,7 @@ def test_the_slow_link_benchmark_sends_every_gradient_once_per_step(capsys):
 
 
 def test_the_link_model_queues_buckets_from_when_they_were_sent():
-    from cyclegan.bench import modelled_exposure
+    from cyclegan.commands.bench.link import modelled_exposure
     mb = 125_000_000  # 0.1 s at 10 Gb/s
     # Sent 0.15 s and 0 s before backward's end: the first is through before the end, the second is not.
     assert abs(modelled_exposure([[(0.15, mb), (0.0, mb)]], 10, passes_per_iter=1) - 0.1) < 1e-9

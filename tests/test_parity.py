@@ -10,13 +10,14 @@ import torch
 import yaml
 from PIL import Image
 
-from cyclegan import checkpoint as ckpt
 from cyclegan.cli import build_parser, main
-from cyclegan.config import TEST_DEFAULTS, ConfigError, from_args, from_dict
-from cyclegan.data import BadImageWarning, UnalignedDataset, list_files, resolve_dataroot
-from cyclegan.storage import Storage
-from cyclegan.train import Trainer
-from cyclegan.translate import save_image
+from cyclegan.commands.options import from_args
+from cyclegan.commands.test import save_image
+from cyclegan.core import checkpoint as ckpt
+from cyclegan.core.config import TEST_DEFAULTS, ConfigError, from_dict
+from cyclegan.core.data import BadImageWarning, UnalignedDataset, list_files, resolve_dataroot
+from cyclegan.core.storage import Storage
+from cyclegan.core.trainer import Trainer
 
 # Short runs: epochs of 4 images, nothing but the checkpoints written.
 QUICK = dict(max_dataset_size=4, tensorboard=False, eval_at_end=False)

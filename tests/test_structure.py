@@ -1,5 +1,6 @@
-"""The shape of the code: imports go one way (core <- Ray runtime <- Ray Train run <- sweeps <- CLI), no
-module reaches into another's private names, and ruff (pyflakes and import order) passes."""
+"""The shape of the code: three layers by folder, imports one way (core <- distributed <- commands <- cli.py),
+Ray only in distributed/, no module reaching into another's private names, and ruff (pyflakes and import
+order) passing."""
 from __future__ import annotations
 
 import ast
@@ -42,18 +43,39 @@ def imports_of(path: Path, name: str, modules: set[str]) -> list[tuple[str, str,
     return found
 
 
+LAYERS = ("core", "distributed", "commands")  # bottom to top; cli.py above them all
+MAY_IMPORT = {"core": {"core"}, "distributed": {"core", "distributed"},
+              "commands": {"core", "distributed", "commands"}, "cli": set(LAYERS), "package": set()}
+RAY_ONLY = ("ray", "optuna")  # imported by the Ray layer alone
+NOT_IN_CORE = ("argparse",)  # the core takes options as a Config, never from a command line
+
+
+def layer_of(name: str, top: str) -> str:
+    parts = name.split(".")
+    if len(parts) == 1:
+        return "package"
+    if parts[1:] == ["cli"]:
+        return "cli"
+    return parts[1] if parts[1] in LAYERS else "outside"
+
+
 def import_problems(root: Path) -> list[str]:
-    """What breaks the layering of the package at ``root``: import cycles, the core importing the Ray
-    layer (``<root>/distributed``) or Ray, and imports of another module's underscore names. The CLI
-    (``<root>/cli.py``) is the top of the stack: it may import every layer."""
+    """What breaks the layering of the package at ``root``, by folder: ``core/`` imports neither other
+    layer, ``distributed/`` the core only, ``commands/`` both (and nothing but ``cli.py`` imports
+    ``commands/``); only ``distributed/`` imports Ray or Optuna; the core never parses a command line; no
+    module outside the three folders but ``cli.py``; no import cycles; no imports of another module's
+    underscore names."""
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     modules = set(files)
     top = root.name
-    layer = f"{top}.distributed"
     graph: dict[str, set[str]] = {m: set() for m in modules}
     problems = []
     for name, path in files.items():
-        core = not (name == layer or name.startswith(layer + ".")) and name != f"{top}.cli"
+        layer = layer_of(name, top)
+        if layer == "outside":
+            problems.append(f"{path.relative_to(root.parent)}: {name} is in none of the layers "
+                            f"({', '.join(f'{top}/{x}/' for x in LAYERS)}, {top}/cli.py)")
+            continue
         for source, imported, line in imports_of(path, name, modules):
             where = f"{path.relative_to(root.parent)}:{line}"
             target = source if source in modules else None
@@ -61,10 +83,16 @@ def import_problems(root: Path) -> list[str]:
                 target = max((m for m in modules if source.startswith(m + ".")), key=len, default=None)
             if target and target != name:
                 graph[name].add(target)
-            if core and (source == layer or source.startswith(layer + ".")):
-                problems.append(f"{where}: the core module {name} imports the Ray layer ({source})")
-            if core and (source == "ray" or source.startswith("ray.")):
-                problems.append(f"{where}: the core module {name} imports Ray ({source})")
+            target_layer = layer_of(target, top) if target else None
+            if target_layer in LAYERS and target_layer not in MAY_IMPORT[layer] | {layer}:
+                problems.append(f"{where}: {name} ({layer}) imports {source} ({target_layer}): "
+                                f"the {layer} layer may import {', '.join(sorted(MAY_IMPORT[layer])) or 'nothing'}")
+            root_module = source.split(".")[0]
+            if root_module in RAY_ONLY and layer != "distributed":
+                problems.append(f"{where}: {name} imports {root_module} ({source}); only {top}/distributed/ may")
+            if root_module in NOT_IN_CORE and layer == "core":
+                problems.append(f"{where}: the core module {name} imports {source}; command lines are parsed "
+                                f"in {top}/commands/")
             private = imported.startswith("_") and not imported.startswith("__")
             if target and (private or any(part.startswith("_") and not part.startswith("__")
                                           for part in source.split("."))):
@@ -126,19 +154,35 @@ def test_imports_go_one_way_without_cycles_or_private_names():
 
 def test_the_import_check_finds_each_kind_of_problem(tmp_path):
     pkg = tmp_path / "pkg"
-    (pkg / "distributed").mkdir(parents=True)
+    for folder in ("core", "distributed", "commands"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "distributed" / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from .b import helper\n\ndef f():\n    from .distributed.run import go\n")
-    (pkg / "b.py").write_text("def helper():\n    from .a import f\n")
-    (pkg / "c.py").write_text("from .b import _secret\nimport ray\n")
-    (pkg / "distributed" / "run.py").write_text("import ray\nfrom .. import a\n")
+    (pkg / "cli.py").write_text("from .commands import train\nfrom .distributed import run\nfrom .core import a\n")
+    (pkg / "core" / "a.py").write_text("from .b import helper\n\ndef f():\n    from ..distributed.run import go\n")
+    (pkg / "core" / "b.py").write_text("def helper():\n    from .a import f\n")
+    (pkg / "core" / "c.py").write_text("from .b import _secret\nimport ray\nimport argparse\n")
+    (pkg / "core" / "d.py").write_text("from ..commands.train import run\n")
+    (pkg / "distributed" / "run.py").write_text("import ray\nimport optuna\nfrom ..core import a\n")
+    (pkg / "distributed" / "up.py").write_text("from ..commands import train\n")
+    (pkg / "commands" / "train.py").write_text("from ..core import a\nfrom ..distributed import run\n")
+    (pkg / "commands" / "bench.py").write_text("from ray import tune\n")
+    (pkg / "stray.py").write_text("")
     problems = "\n".join(import_problems(pkg))
-    assert "import cycle: pkg.a -> pkg.b -> pkg.a" in problems
-    assert "pkg/a.py:4: the core module pkg.a imports the Ray layer (pkg.distributed.run)" in problems
-    assert "pkg/c.py:1: pkg.c imports a private name pkg.b._secret" in problems
-    assert "pkg/c.py:2: the core module pkg.c imports Ray (ray)" in problems
-    assert "pkg/distributed/run.py" not in problems  # the Ray layer may import Ray and the core
+    assert "import cycle: pkg.core.a -> pkg.core.b -> pkg.core.a" in problems
+    assert ("pkg/core/a.py:4: pkg.core.a (core) imports pkg.distributed.run (distributed): the core layer may "
+            "import core") in problems
+    assert "pkg/core/c.py:1: pkg.core.c imports a private name pkg.core.b._secret" in problems
+    assert "pkg/core/c.py:2: pkg.core.c imports ray (ray); only pkg/distributed/ may" in problems
+    assert "pkg/core/c.py:3: the core module pkg.core.c imports argparse" in problems
+    assert "pkg/core/d.py:1: pkg.core.d (core) imports pkg.commands.train (commands)" in problems
+    assert "pkg/distributed/up.py:1: pkg.distributed.up (distributed) imports pkg.commands.train (commands)" in problems
+    assert "pkg/commands/bench.py:1: pkg.commands.bench imports ray (ray); only pkg/distributed/ may" in problems
+    assert "pkg/stray.py: pkg.stray is in none of the layers" in problems
+    # What is allowed: the Ray layer imports Ray, Optuna and the core; commands import both layers; cli all.
+    assert "pkg/distributed/run.py:" not in problems
+    assert "pkg/commands/train.py:" not in problems
+    assert "pkg/cli.py:" not in problems
 
 
 def test_ruff_finds_nothing():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cyclegan.config import ConfigError
-from cyclegan.experiment import parse_experiment
+from cyclegan.core.config import ConfigError
+from cyclegan.core.experiment import parse_experiment
 
 from helpers import kill_driver_when, read_events, wait_for
 
@@ -189,7 +189,7 @@ def test_checkpoints_are_kept_by_score_and_the_report_exports_the_best(ray_sessi
     the report exports the best one's weights with the epoch it was taken at."""
     import torch
 
-    from cyclegan.distributed.report import write_report
+    from cyclegan.commands.report import write_report
     from cyclegan.distributed.sweep import sweep
     data = experiment(tmp_path, datasets=["fruit"], base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"),
                                                               keep_checkpoints=1, lr=0.01),

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclegan import checkpoint as ckpt
-from cyclegan.config import from_dict
-from cyclegan.model import CycleGAN
-from cyclegan.schedules import lr_factor
-from cyclegan.train import Trainer
+from cyclegan.core import checkpoint as ckpt
+from cyclegan.core.config import from_dict
+from cyclegan.core.model import CycleGAN
+from cyclegan.core.schedules import lr_factor
+from cyclegan.core.trainer import Trainer
 
 GOLDEN = Path(__file__).parent / "golden" / "loss_curve.json"
 
@@ -129,7 +129,7 @@ def test_checkpoint_files_are_never_unpickled(tmp_path):
 
 def test_resuming_with_other_networks_is_refused(tiny_cfg):
     Trainer(tiny_cfg(name="arch"), progress_bar=False).run()
-    from cyclegan.config import ConfigError
+    from cyclegan.core.config import ConfigError
     with pytest.raises(ConfigError, match=r"ngf: 8 differs from the checkpoint's 4"):
         Trainer(tiny_cfg(name="arch", ngf=8, continue_train=True), progress_bar=False)
 
@@ -142,8 +142,8 @@ GOLDEN_RUN = """
 import json, sys
 import torch
 torch.set_num_threads(1)
-from cyclegan.config import from_dict
-from cyclegan.train import Trainer
+from cyclegan.core.config import from_dict
+from cyclegan.core.trainer import Trainer
 trainer = Trainer(from_dict(json.loads(sys.argv[1])), progress_bar=False, keep_history=True)
 trainer.run()
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "steps": trainer.progress.history}))

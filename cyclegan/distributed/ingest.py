@@ -24,8 +24,8 @@ from typing import Iterator
 import ray.data
 import ray.train
 
-from ..config import Config, from_dict
-from ..storage import Storage
+from ..core.config import Config, from_dict
+from ..core.storage import Storage
 from .streams import RemoteDomains, chunks_dataset, cut_batches, remaining_chunks, samples_per_worker
 
 PAIRS = "pairs"  # the run's dataset, as Ray Train knows it

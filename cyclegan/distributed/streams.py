@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow.fs as pafs
 import torch
 
-from ..config import Config, from_dict
-from ..data import (
+from ..core.config import Config, from_dict
+from ..core.data import (
     BadImage,
     DataError,
     Domain,
@@ -39,7 +39,7 @@ from ..data import (
     sample_rng,
     warn_skipped,
 )
-from ..storage import Storage
+from ..core.storage import Storage
 
 log = logging.getLogger("cyclegan")
 LOAD_TASK_CPUS = 0.25  # a task that reads, decodes and augments a batch of pairs (the run checks room for one)
@@ -277,3 +277,19 @@ def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: in
     """This worker's batches of ``epoch`` alone, from its sample ``start`` on."""
     for _, batch in worker_batches(domains, cfg, store, epoch, start, rank, world_size, last_epoch=epoch):
         yield batch
+
+
+def _preprocess_batch(batch: dict, cfg_dict: dict, root: str, store: Storage) -> dict:
+    cfg = from_dict(cfg_dict)
+    images = [preprocess_uint8(decode_image(store.read_bytes(root, listed=p), cfg.input_nc, p), cfg,
+                               sample_rng(cfg.seed, 0, int(i), 0)) for i, p in zip(batch["i"], batch["path"])]
+    return {"image": np.stack(images)}
+
+
+def preprocessed_images(paths: list[str], cfg: Config, root: str, store: Storage, batch_size: int, cpus: int):
+    """A Ray dataset of the listed images read, decoded and preprocessed as training does, uint8
+    (``cyclegan bench --data``: what a worker's stream does, without the pairing)."""
+    import ray.data
+    return ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
+                               override_num_blocks=max(cpus * 2, len(paths) // 64)).map_batches(
+        _preprocess_batch, batch_size=batch_size, fn_kwargs={"cfg_dict": cfg.to_dict(), "root": root, "store": store})

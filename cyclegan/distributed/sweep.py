@@ -22,24 +22,21 @@ The experiment file is ``cyclegan/experiment.py``; one trial is ``trial.py``; th
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import pickle
-import tempfile
-import time
 from typing import Any, Optional
 
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ..config import Config, ConfigError
-from ..evaluate import METRICS
-from ..experiment import EXPERIMENT_FILE, Experiment, pair_config, save_experiment
-from ..storage import Storage
-from .runtime import init_ray, quiet_data
-from .train import check_cluster, remove_stale_scratch_everywhere
-from .trial import OBJECTIVE, PAIR_KEY, run_trial, trial_folder
+from ..core.config import Config, ConfigError
+from ..core.evaluate import METRICS
+from ..core.experiment import EXPERIMENT_FILE, OBJECTIVE, PAIR_KEY, Experiment, pair_config, save_experiment
+from ..core.storage import Storage
+from .runtime import check_cluster, init_ray, quiet_data
+from .scratch import remove_stale_scratch_everywhere
+from .trial import run_trial, trial_folder
 
 log = logging.getLogger("cyclegan")
 DRIVER_RESOURCE = "driver"  # on-demand capacity for trial drivers, defined by the cluster files
@@ -265,19 +262,3 @@ def credentials_stay_on_their_node():
         class_cache.ENV_VARS_TO_PROPAGATE |= names
 
 
-def bench(exp: Experiment) -> dict:
-    """Per-trial overhead of a sweep: (wall time - time spent inside the trials) / trials, one trial at a
-    time so the two are comparable. Ray's own start-up is outside the wall time."""
-    exp = dataclasses.replace(exp, name=f"{exp.name}-bench-{int(time.time())}",
-                              storage_path=tempfile.mkdtemp(prefix="cyclegan-sweep-bench-"),
-                              search=dataclasses.replace(exp.search, max_concurrent_trials=1))
-    init_ray(None)
-    started = time.perf_counter()
-    results = sweep(exp)
-    wall = time.perf_counter() - started
-    inside = [r.metrics.get("time_total_s", 0.0) for r in results]
-    figures = {"trials": len(inside), "wall_s": wall, "in_trials_s": sum(inside),
-               "overhead_per_trial_s": (wall - sum(inside)) / max(1, len(inside))}
-    print(f"{figures['trials']} trials, one at a time: {wall:.1f} s wall, {sum(inside):.1f} s inside the trials, "
-          f"overhead {figures['overhead_per_trial_s']:.2f} s per trial")
-    return figures

@@ -8,12 +8,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..data import BadImage
-from ..deploy import GeneratorSpec, encode_output, input_base, load_input, output_name, translate_batch
-from ..storage import Storage
-from .runtime import init_ray, quiet_data
+from ..core.data import BadImage
+from ..core.inference import GeneratorSpec, encode_output, input_base, load_input, output_name, translate_batch
+from ..core.storage import Storage
+from .runtime import check_cluster, init_ray, quiet_data
 from .streams import LOAD_TASK_CPUS
-from .train import check_cluster
 
 CHUNK = 16  # inputs read by one task
 MAX_BLOCKS = 4096  # of the listing: a million images go 245 to a block

@@ -13,13 +13,15 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ..config import from_dict
-from ..evaluate import METRICS, Scorer, test_images, translate_images
-from ..experiment import trial_values
-from ..storage import FolderMirror, Storage
-from ..train import Trainer
+from ..core.config import from_dict
+from ..core.evaluate import METRICS, Scorer, test_images, translate_images
+from ..core.experiment import OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
+from ..core.storage import FolderMirror, Storage
+from ..core.trainer import Trainer
 from .runtime import quiet_data
-from .train import fit, node_scratch, shared_dataroot, train_and_report
+from .scratch import node_scratch
+from .train import fit, shared_dataroot
+from .worker import train_and_report
 
 
 class SweepHooks:
@@ -106,11 +108,6 @@ class SweepHooks:
         saved = read(SCORE_FILE)
         if saved is not None:
             self.best = json.loads(saved).get("best")
-
-
-SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
-PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
-OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
 
 
 def trial_folder(trial) -> str:

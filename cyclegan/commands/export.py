@@ -14,11 +14,13 @@ against the PyTorch generator; the largest absolute difference is printed, and a
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
 import json
 import logging
+import sys
 import warnings
 from typing import Optional
 
@@ -26,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
-from .data import BadImage, normalize
-from .deploy import GeneratorSpec, generator_spec, image_paths, load_input, test_time
-from .storage import Storage
+from ..core.config import TEST_DEFAULTS, Config, ConfigError
+from ..core.data import BadImage, normalize
+from ..core.inference import GeneratorSpec, generator_spec, image_paths, load_input
+from ..core.storage import Storage
+from .options import add_arguments, test_time_config
 
 CHECK_IMAGES = 4  # images of --input (or noise images) in the check
 INPUT_NAME, OUTPUT_NAME = "image", "translated"
@@ -271,41 +274,27 @@ def export(cfg: Config, source: str, out: str, given: set[str] = frozenset(), in
 
 
 # ---------------------------------------------------------------- benchmark
-def bench(cfg: Config, warmup: int, iters: int) -> list[dict]:
-    """``cyclegan bench --export``: this architecture (initial weights) exported both ways; seconds to
-    export, and images/s of PyTorch, TorchScript and ONNX Runtime at crop_size, batch 1 and
-    --batch_size, the median of ``iters`` timed runs; one JSON line each."""
-    import time
 
-    from .networks import define_G
-    spec = GeneratorSpec("(initial weights)", cfg, "G", cfg.input_nc, cfg.output_nc)
-    net = test_time(define_G(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.netG, cfg.norm, not cfg.no_dropout),
-                    cfg.eval, dropout=False)
-    runners = {"pytorch": (net, f"PyTorch {torch.__version__}", 0.0)}
-    for fmt, (suffix, make, load) in FORMATS.items():
-        began = time.perf_counter()
-        data, _ = make(net, example_input(spec), cfg.netG, describe(spec, fmt, f"G{suffix}"))
-        run, runtime = load(data)
-        runners[fmt] = (run, runtime, time.perf_counter() - began)
-    rows = []
-    for batch in sorted({1, cfg.batch_size}):
-        x = torch.rand(batch, cfg.input_nc, cfg.crop_size, cfg.crop_size, generator=torch.Generator().manual_seed(0))
-        x = x * 2 - 1
-        with torch.no_grad():
-            expected = net(x)
-            for name, (run, runtime, export_seconds) in runners.items():
-                times = []
-                for i in range(warmup + iters):
-                    began = time.perf_counter()
-                    out = run(x)
-                    if i >= warmup:
-                        times.append(time.perf_counter() - began)
-                seconds = float(np.median(times))
-                row = {"format": name, "runtime": runtime, "netG": cfg.netG, "ngf": cfg.ngf, "norm": cfg.norm,
-                       "size": cfg.crop_size, "batch": batch, "threads": torch.get_num_threads(),
-                       "seconds_per_batch": round(seconds, 4), "images_per_sec": round(batch / seconds, 2),
-                       "max_abs_difference": float((out - expected).abs().max()),
-                       "export_seconds": round(export_seconds, 2)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    return rows
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="a run's, a sweep report's or a published file's generators as ONNX and "
+                                      "TorchScript, each checked against PyTorch (pip install 'cyclegan[export]')",
+                       description=__doc__)
+    add_arguments(p, "export", TEST_DEFAULTS)
+    p.add_argument("--generator", required=True, help="a run folder or a sweep report's best/ folder (G_A and G_B), "
+                                                      "or a .pth weights file (then --netG etc. say its architecture)")
+    p.add_argument("--out", required=True, help="folder or s3://, gs:// prefix for the files")
+    p.add_argument("--input", help="folder or prefix of images to check the exports on, or a dataset root (G_A "
+                                   "checked on its testA, G_B on its testB); default: noise images")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, given = test_time_config(args)
+    try:
+        written = export(cfg, args.generator, args.out, given=given, input_uri=args.input)
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {', '.join(m['file'] for m in written)} into {args.out} (each with a .json beside it)")
+    return 0

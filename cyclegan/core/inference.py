@@ -1,43 +1,32 @@
-"""``cyclegan translate``: a trained generator over any number of images, from a folder or an s3://, gs://
-prefix to another, with the relative names kept; the same preprocessing and output pixels as
-``cyclegan test --model test`` (its ``<stem>_fake.png``).
-
-The generator comes from a run folder or a sweep report's ``best/`` folder (``train_opt.yaml`` says the
-architecture; ``<epoch>_net_G_A.pth`` or ``G_B`` by --direction), or from a weights file such as a
-published ``<name>_pretrained/latest_net_G.pth`` (the architecture from the flags). In this process with
-``--num_workers 0``; on Ray Data otherwise (``distributed/translate.py``). Either way undecodable inputs
-are skipped, counted and listed in ``<output>/_translate_report.json``, and outputs that already exist are
-not made again, so running the command again after a killed or preempted job finishes the rest.
+"""A trained generator applied to images outside training, as ``cyclegan test``, ``translate`` and ``export``
+use it: found in a run folder, a sweep report's ``best/`` folder (``train_opt.yaml`` says the architecture;
+``<epoch>_net_G_A.pth`` or ``G_B`` by --direction) or a weights file such as a published
+``<name>_pretrained/latest_net_G.pth`` (the architecture from the flags); set up in test-time mode; its
+inputs preprocessed and its outputs encoded and named as ``cyclegan test`` does.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError
-from .data import BadImage, DataError, decode_image, is_image_name, normalize, preprocess_uint8, sample_rng
+from .data import decode_image, is_image_name, normalize, preprocess_uint8, sample_rng, to_uint8
 from .networks import define_G
 from .storage import Storage
-from .translate import epoch_label, tensor_to_image
 
 log = logging.getLogger("cyclegan")
-REPORT_FILE = "_translate_report.json"
 SHAPE_KEYS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc", "init_type", "init_gain")
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 
@@ -130,30 +119,6 @@ def image_paths(input_uri: str, store: Storage) -> list[str]:
     return sorted(i.path for i in store.list_files(input_uri.rstrip("/")) if is_image_name(i.path))
 
 
-def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int]:
-    """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
-    in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
-    its name below the input; and how many already have their output. Arrow columns hold a few tens of
-    bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
-    root = input_uri.rstrip("/")
-    fs, base = store.resolve(root)
-    out_fs, out_base = store.resolve(output_uri.rstrip("/"))
-    if type(out_fs) is type(fs) and (out_base + "/").startswith(base.rstrip("/") + "/"):
-        raise ConfigError(f"output: {output_uri!r} is inside the input {input_uri!r}; its outputs would be "
-                          f"taken for inputs the next time")
-    cut = len(base.rstrip("/")) + 1
-    relatives = [path[cut:] for path in image_paths(input_uri, store)]
-    if not relatives:
-        raise DataError(f"{input_uri}: no images under this folder or prefix")
-    done = set()
-    if store.exists(output_uri):
-        done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
-    left = [index for index, relative in enumerate(relatives) if output_name(relative, cfg) not in done]
-    table = pa.table({"index": pa.array(left, pa.int64()),
-                      "relative": pa.array([relatives[i] for i in left], pa.string())})
-    return table, len(relatives) - len(left)
-
-
 def load_input(data: bytes, path: str, index: int, spec: GeneratorSpec) -> np.ndarray:
     """An input image resized and cropped as ``cyclegan test`` does, uint8 CHW (a quarter of float's bytes
     between processes); BadImage when undecodable."""
@@ -192,54 +157,23 @@ def translate_batch(net: torch.nn.Module, images: list[np.ndarray], device: torc
     return outputs
 
 
-def write_report(output_uri: str, store: Storage, report: dict) -> dict:
-    store.write_text(f"{output_uri.rstrip('/')}/{REPORT_FILE}", json.dumps(report, indent=2))
-    return report
+def tensor_to_image(t: torch.Tensor) -> Image.Image:
+    """[-1, 1] CHW tensor to an RGB PIL image with the reference's tensor2im: truncated to 8 bits, one
+    channel tiled to three, so a results folder compares byte for byte with the reference's."""
+    arr = to_uint8(t.detach().float().cpu().numpy(), truncate=True)
+    if arr.shape[0] == 1:
+        arr = np.tile(arr, (3, 1, 1))
+    return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
 
 
-def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: set[str] = frozenset(),
-              store: Optional[Storage] = None, progress_bar: bool = True, runner=None) -> dict:
-    """``cyclegan translate``: returns (and writes beside the outputs) the report. ``runner``: what does
-    the work (``translate_here`` by default; the Ray layer passes its own)."""
-    if cfg.jpeg_quality > 100:
-        raise ConfigError(f"jpeg_quality: {cfg.jpeg_quality} is above 100")
-    store = store or Storage.from_options(cfg.storage_options)
-    spec = generator_spec(source, cfg, store, given)
-    todo, already = listing(input_uri, output_uri, spec.cfg, store)
-    began = time.perf_counter()
-    counts = (runner or translate_here)(spec, todo, input_uri, output_uri, store, progress_bar)
-    seconds = time.perf_counter() - began
-    report = {"generator": spec.weights, "input": input_uri, "output": output_uri,
-              "already_done": already, "translated": counts["translated"], "skipped": len(counts["bad"]),
-              "bad_inputs": counts["bad"], "seconds": seconds,
-              "images_per_sec": counts["translated"] / seconds if seconds > 0 else 0.0}
-    if report["bad_inputs"]:
-        log.warning("skipped %d undecodable input(s), listed in %s/%s", report["skipped"], output_uri, REPORT_FILE)
-    return write_report(output_uri, store, report)
+def epoch_label(cfg: Config) -> str:
+    return ckpt.weights_label(cfg.epoch, cfg.load_iter)
 
 
-def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_uri: str, store: Storage,
-                   progress_bar: bool = True) -> dict:
-    """In this process: read, translate in batches of --batch_size, write."""
-    from .parallel import resolve_device
-    device = resolve_device(spec.cfg.device)
-    net = spec.build(store, device)
-    bad, translated, out_root = [], 0, output_uri.rstrip("/")
-    base = input_base(input_uri, store)
-    batch_size = max(1, spec.cfg.batch_size)
-    with tqdm(total=todo.num_rows, unit="img", disable=not progress_bar) as bar:
-        for start in range(0, todo.num_rows, batch_size):
-            rows, images = [], []
-            chunk = todo.slice(start, batch_size).to_pylist()
-            for row in chunk:
-                path = f"{base}/{row['relative']}"
-                try:
-                    images.append(load_input(store.read_bytes(input_uri, listed=path), path, row["index"], spec))
-                    rows.append(row)
-                except BadImage as e:
-                    bad.append({"input": row["relative"], "reason": str(e)})
-            for row, out in zip(rows, translate_batch(net, images, device)):
-                store.write_bytes(f"{out_root}/{output_name(row['relative'], spec.cfg)}", encode_output(out, spec.cfg))
-                translated += 1
-            bar.update(len(chunk))
-    return {"translated": translated, "bad": bad}
+def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Module:
+    """Load ``<checkpoints_dir>/<name>/<epoch>_net_<name>.pth`` into ``net``; eval mode with --eval."""
+    path = cfg.run_dir / f"{epoch_label(cfg)}_net_{name}.pth"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint (check --name, --checkpoints_dir, --epoch)")
+    ckpt.load_reference_weights(net, path)
+    return net.eval() if cfg.eval else net

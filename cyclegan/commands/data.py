@@ -7,6 +7,7 @@ files the reference's ``download_cyclegan_dataset.sh`` fetches. ``$CYCLEGAN_DATA
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -18,8 +19,8 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from .data import DataError
-from .storage import Storage, is_remote, storage_error
+from ..core.data import DataError
+from ..core.storage import Storage, is_remote, storage_error
 
 DATASETS_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
 DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
@@ -109,3 +110,45 @@ def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     except OSError as e:
         raise storage_error(uri, e, "upload failed") from None
     return len(files)
+
+
+def add_parser(sub) -> None:
+    from ..core.synth import PAIRS
+    p = sub.add_parser("data", help="datasets: built-in pairs, published datasets, uploads", description=__doc__)
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("synth", help="write a built-in domain pair (offline, deterministic)")
+    s.add_argument("pair", choices=sorted(PAIRS), help="; ".join(f"{k}: {v[2]}" for k, v in PAIRS.items()))
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--size", type=int, default=64, help="image size in pixels (default: 64)")
+    s.add_argument("--n_train", type=int, default=200, help="training images per domain (default: 200)")
+    s.add_argument("--n_test", type=int, default=20, help="test images per domain (default: 20)")
+    s.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    s.set_defaults(run=run_synth)
+    d = data_sub.add_parser("download", help="fetch a standard CycleGAN dataset by name (the published zip)")
+    d.add_argument("name", choices=DATASETS)
+    d.add_argument("--out", required=True, help="parent folder or s3:// prefix; the dataset lands in <out>/<name>")
+    d.add_argument("--url", help="base URL of the zips (default: $CYCLEGAN_DATASETS_URL or the published site)")
+    d.set_defaults(run=run_download)
+    u = data_sub.add_parser("upload", help="copy a local dataset (trainA, trainB, testA, testB) to s3:// or gs://")
+    u.add_argument("folder")
+    u.add_argument("uri")
+    u.set_defaults(run=run_upload)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from ..core.synth import write_pair
+    out = write_pair(args.pair, args.out, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    print(f"wrote built-in pair {args.pair!r} to {out}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    where = download(args.name, args.out, base_url=args.url)
+    print(f"dataset {args.name!r} is in {where}")
+    return 0
+
+
+def run_upload(args: argparse.Namespace) -> int:
+    count = upload(args.folder, args.uri)
+    print(f"copied {count} files to {args.uri}")
+    return 0

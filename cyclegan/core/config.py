@@ -6,7 +6,6 @@ validated at load, and errors name the bad key and value.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import math
@@ -32,136 +31,146 @@ class ConfigError(ValueError):
     """A bad option: the message names the key and the value."""
 
 
-def opt(default, help: str, choices=None, minimum=None):
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+# Which commands take an option (as a flag): a command's parser and --help list only its own.
+TRAINING = ("train", "bench")  # bench times training iterations (and Ray runs) as train describes them
+RUN = TRAINING + ("test", "eval")  # a run under <checkpoints_dir>/<name> and its dataset
+ANY = RUN + ("translate", "export")  # what shapes a generator and preprocesses its images
+RAY = TRAINING + ("translate",)  # what places work on a Ray cluster
+STORAGE = RAY + ("export",)  # object storage settings
+TEST_TIME = ("test", "eval", "translate", "export")  # how a trained generator runs
+
+
+def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...] = TRAINING):
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+                                            "commands": commands})
 
 
 @dataclass
 class Config:
     # --- experiment and data (reference names) ---
-    dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair")
-    name: str = opt("experiment_name", "run name: checkpoints go to <checkpoints_dir>/<name>")
-    checkpoints_dir: str = opt("./checkpoints", "where runs are stored")
-    phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read")
-    direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"))
-    serial_batches: bool = opt(False, "take images in order; otherwise B is drawn at random")
-    num_threads: int = opt(4, "data-loading worker processes", minimum=0)
-    batch_size: int = opt(1, "images per iteration (per worker)", minimum=1)
-    load_size: int = opt(286, "scale images to this size", minimum=1)
-    crop_size: int = opt(256, "then crop to this size", minimum=1)
-    max_dataset_size: float = opt(math.inf, "use at most this many images per domain", minimum=1)
-    preprocess: str = opt("resize_and_crop", "image scaling and cropping", choices=PREPROCESS_MODES)
-    no_flip: bool = opt(False, "do not flip images horizontally for augmentation")
-    input_nc: int = opt(3, "channels of domain A images (1: grayscale)", choices=(1, 3))
-    output_nc: int = opt(3, "channels of domain B images (1: grayscale)", choices=(1, 3))
+    dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair", commands=RUN)
+    name: str = opt("experiment_name", "run name: checkpoints go to <checkpoints_dir>/<name>", commands=RUN)
+    checkpoints_dir: str = opt("./checkpoints", "where runs are stored", commands=RUN)
+    phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read", commands=("train", "bench", "test", "eval", "export"))
+    direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"), commands=ANY)
+    serial_batches: bool = opt(False, "take images in order; otherwise B is drawn at random", commands=RUN)
+    num_threads: int = opt(4, "data-loading worker processes", minimum=0, commands=RUN)
+    batch_size: int = opt(1, "images per iteration (per worker)", minimum=1, commands=ANY)
+    load_size: int = opt(286, "scale images to this size", minimum=1, commands=ANY)
+    crop_size: int = opt(256, "then crop to this size", minimum=1, commands=ANY)
+    max_dataset_size: float = opt(math.inf, "use at most this many images per domain", minimum=1, commands=RUN)
+    preprocess: str = opt("resize_and_crop", "image scaling and cropping", choices=PREPROCESS_MODES, commands=ANY)
+    no_flip: bool = opt(False, "do not flip images horizontally for augmentation", commands=RUN)
+    input_nc: int = opt(3, "channels of domain A images (1: grayscale)", choices=(1, 3), commands=ANY)
+    output_nc: int = opt(3, "channels of domain B images (1: grayscale)", choices=(1, 3), commands=ANY)
     # --- networks ---
-    netG: str = opt("resnet_9blocks", "generator architecture", choices=GENERATORS)
-    netD: str = opt("basic", "discriminator architecture", choices=DISCRIMINATORS)
-    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1)
-    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1)
-    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1)
-    norm: str = opt("instance", "normalization layers", choices=NORMS)
-    init_type: str = opt("normal", "weight initialisation", choices=INIT_TYPES)
-    init_gain: float = opt(0.02, "scale of normal/xavier/orthogonal initialisation", minimum=0.0)
-    no_dropout: bool = opt(True, "no dropout in the generator (CycleGAN default; --dropout turns it on)")
+    netG: str = opt("resnet_9blocks", "generator architecture", choices=GENERATORS, commands=ANY)
+    netD: str = opt("basic", "discriminator architecture", choices=DISCRIMINATORS, commands=RUN)
+    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1, commands=RUN)
+    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1, commands=ANY)
+    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1, commands=RUN)
+    norm: str = opt("instance", "normalization layers", choices=NORMS, commands=ANY)
+    init_type: str = opt("normal", "weight initialisation", choices=INIT_TYPES, commands=ANY)
+    init_gain: float = opt(0.02, "scale of normal/xavier/orthogonal initialisation", minimum=0.0, commands=ANY)
+    no_dropout: bool = opt(True, "no dropout in the generator (CycleGAN default; --dropout turns it on)", commands=ANY)
     # --- objective ---
-    gan_mode: str = opt("lsgan", "adversarial loss", choices=GAN_MODES)
-    lambda_A: float = opt(10.0, "weight of cycle loss A -> B -> A", minimum=0.0)
-    lambda_B: float = opt(10.0, "weight of cycle loss B -> A -> B", minimum=0.0)
-    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B", minimum=0.0)
-    lambda_gp: float = opt(10.0, "gradient-penalty weight for gan_mode wgangp", minimum=0.0)
-    pool_size: int = opt(50, "generated images kept for the discriminators (0: no pool)", minimum=0)
+    gan_mode: str = opt("lsgan", "adversarial loss", choices=GAN_MODES, commands=TRAINING)
+    lambda_A: float = opt(10.0, "weight of cycle loss A -> B -> A", minimum=0.0, commands=TRAINING)
+    lambda_B: float = opt(10.0, "weight of cycle loss B -> A -> B", minimum=0.0, commands=TRAINING)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B", minimum=0.0, commands=TRAINING)
+    lambda_gp: float = opt(10.0, "gradient-penalty weight for gan_mode wgangp", minimum=0.0, commands=TRAINING)
+    pool_size: int = opt(50, "generated images kept for the discriminators (0: no pool)", minimum=0, commands=TRAINING)
     # --- optimisation ---
-    lr: float = opt(0.0002, "Adam learning rate", minimum=0.0)
-    beta1: float = opt(0.5, "Adam beta1", minimum=0.0)
-    lr_policy: str = opt("linear", "learning-rate schedule", choices=LR_POLICIES)
-    n_epochs: int = opt(100, "epochs at the initial learning rate", minimum=0)
-    n_epochs_decay: int = opt(100, "epochs of decay to zero", minimum=0)
-    lr_decay_iters: int = opt(50, "epochs between x0.1 steps for lr_policy step", minimum=1)
-    epoch_count: int = opt(1, "number of the first epoch", minimum=1)
-    seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0)
+    lr: float = opt(0.0002, "Adam learning rate", minimum=0.0, commands=TRAINING)
+    beta1: float = opt(0.5, "Adam beta1", minimum=0.0, commands=TRAINING)
+    lr_policy: str = opt("linear", "learning-rate schedule", choices=LR_POLICIES, commands=TRAINING)
+    n_epochs: int = opt(100, "epochs at the initial learning rate", minimum=0, commands=TRAINING)
+    n_epochs_decay: int = opt(100, "epochs of decay to zero", minimum=0, commands=TRAINING)
+    lr_decay_iters: int = opt(50, "epochs between x0.1 steps for lr_policy step", minimum=1, commands=TRAINING)
+    epoch_count: int = opt(1, "number of the first epoch", minimum=1, commands=TRAINING)
+    seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0, commands=ANY)
     # --- saving and resuming ---
-    save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1)
-    save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1)
+    save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1, commands=TRAINING)
+    save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1, commands=TRAINING)
     save_latest_secs: float = opt(0.0, "also save the latest checkpoint once this many seconds have passed "
                                        "since the last save (0: off); for spot clusters, where what is lost "
-                                       "is time, not images", minimum=0.0)
+                                       "is time, not images", minimum=0.0, commands=TRAINING)
     notice_check_freq: int = opt(8, "Ray workers agree every this many training images (one small "
                                     "all-reduce) on a spot notice or a due --save_latest_secs save, so all "
                                     "save at the same step; a notice is acted on at most this late",
-                                 minimum=1)
-    save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest")
-    continue_train: bool = opt(False, "continue from the latest checkpoint of this run")
-    epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>")
+                                 minimum=1, commands=TRAINING)
+    save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest", commands=TRAINING)
+    continue_train: bool = opt(False, "continue from the latest checkpoint of this run", commands=TRAINING)
+    epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>", commands=ANY)
     load_iter: int = opt(0, "if > 0, load the weights of this iteration (iter_<n>); test results go to "
-                            "<phase>_<epoch>_iter<n>", minimum=0)
-    keep_checkpoints: int = opt(3, "full-state checkpoints kept (older ones are deleted)", minimum=1)
-    print_freq: int = opt(100, "log losses every this many training images", minimum=1)
+                            "<phase>_<epoch>_iter<n>", minimum=0, commands=ANY)
+    keep_checkpoints: int = opt(3, "full-state checkpoints kept (older ones are deleted)", minimum=1, commands=TRAINING)
+    print_freq: int = opt(100, "log losses every this many training images", minimum=1, commands=TRAINING)
     # --- this implementation ---
-    device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N", commands=ANY)
     amp: str = opt("none", "mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with loss scaling); "
                            "default none (fp32): bf16 measured 1.4-2x faster on CPU but changes the numbers",
-                   choices=AMP_MODES)
-    channels_last: bool = opt(False, "channels-last memory format (off: measured slower on CPU)")
+                   choices=AMP_MODES, commands=TRAINING)
+    channels_last: bool = opt(False, "channels-last memory format (off: measured slower on CPU)", commands=TRAINING)
     compile: str = opt("none", "torch.compile: networks (each network) or step (the forwards and losses of "
                                "each optimizer as one graph); default none: measured no faster than eager on CPU, "
-                               "with about a minute of compilation first", choices=COMPILE_MODES)
+                               "with about a minute of compilation first", choices=COMPILE_MODES, commands=TRAINING)
     fused_adam: bool = opt(False, "fused Adam kernels (CPU and CUDA); measured 8% faster on CPU, but off "
-                                 "until the golden loss curve is regenerated (it changes rounding)")
+                                 "until the golden loss curve is regenerated (it changes rounding)", commands=TRAINING)
     cudnn_benchmark: bool = opt(False, "let cuDNN pick the fastest convolution algorithms (CUDA only; "
-                                       "not measured on GPU yet)")
+                                       "not measured on GPU yet)", commands=TRAINING)
     cuda_graphs: bool = opt(False, "capture the step as CUDA graphs (CUDA only; not implemented yet: "
-                                   "refused on every device)")
-    tensorboard: bool = opt(True, "write TensorBoard event files under the run folder")
-    image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1)
-    eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations")
-    builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS)
-    builtin_size: int = opt(64, "image size of the built-in pair", minimum=8)
-    builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1)
+                                   "refused on every device)", commands=TRAINING)
+    tensorboard: bool = opt(True, "write TensorBoard event files under the run folder", commands=TRAINING)
+    image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1, commands=TRAINING)
+    eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations", commands=TRAINING)
+    builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS, commands=RUN)
+    builtin_size: int = opt(64, "image size of the built-in pair", minimum=8, commands=RUN)
+    builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1, commands=RUN)
     # --- cyclegan translate ---
-    translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"))
-    jpeg_quality: int = opt(95, "cyclegan translate: JPEG quality (1-95)", minimum=1)
+    translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"), commands=("translate",))
+    jpeg_quality: int = opt(95, "cyclegan translate: JPEG quality (1-95)", minimum=1, commands=("translate",))
     concurrency: int = opt(0, "cyclegan translate on Ray: generator actors (0: one per GPU with --use_gpu, "
-                              "else --num_workers)", minimum=0)
+                              "else --num_workers)", minimum=0, commands=("translate",))
     # --- cyclegan export ---
-    export_format: str = opt("both", "cyclegan export: onnx, torchscript or both", choices=("onnx", "torchscript", "both"))
+    export_format: str = opt("both", "cyclegan export: onnx, torchscript or both", choices=("onnx", "torchscript", "both"), commands=("export",))
     export_tolerance: float = opt(1e-4, "cyclegan export: the largest absolute difference from PyTorch's output "
                                         "(in [-1, 1]; a uint8 level is 0.0078) that an exported file may show "
-                                        "in its check", minimum=0.0)
+                                        "in its check", minimum=0.0, commands=("export",))
     # --- distributed (Ray) ---
     num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
-                                "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)")
+                                "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)", commands=RAY)
     use_gpu: bool = opt(False, "request one GPU per Ray worker (an autoscaler then starts GPU nodes); NCCL "
-                               "between them. Off: CPU workers, gloo")
+                               "between them. Off: CPU workers, gloo", commands=RAY)
     grad_compression: str = opt("none", "Ray workers all-reduce the gradients as bf16 (half the bytes, for "
                                         "links between nodes; changes the numbers) or as they are (none)",
-                                choices=("none", "bf16"))
+                                choices=("none", "bf16"), commands=TRAINING)
     data_ingest: str = opt("train", "how Ray workers get their images: train (one dataset for the run, split "
                                     "among the workers by Ray Train as they ask: fastest; a resume continues "
                                     "from the checkpoint's count of images) or exact (each worker its own "
                                     "ordered stream: bit-identical weights after any restart)",
-                           choices=("train", "exact"))
-    cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0)
+                           choices=("train", "exact"), commands=TRAINING)
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0, commands=RAY)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
-                                                '{"spot_gpu": 1} to place workers on one node type')
-    address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)")
+                                                '{"spot_gpu": 1} to place workers on one node type', commands=RAY)
+    address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)", commands=RAY)
     storage_path: Optional[str] = opt(None, "where a Ray run keeps everything (checkpoints, weights, TensorBoard, "
                                             "result.json) in <storage_path>/<name>: s3://bucket/prefix on a "
-                                            "cluster (default: checkpoints_dir)")
+                                            "cluster (default: checkpoints_dir)", commands=TRAINING)
     shared_filesystem: bool = opt(False, "a local dataroot/storage_path is on a filesystem every Ray node mounts "
-                                         "(NFS, EFS): allow it on a cluster of several nodes")
+                                         "(NFS, EFS): allow it on a cluster of several nodes", commands=RAY)
     storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
-                                               "region, endpoint_url (default: the AWS_* variables)")
+                                               "region, endpoint_url (default: the AWS_* variables)", commands=STORAGE)
     max_failures: int = opt(3, "restarts after a worker fails or a node is lost (-1: without limit); "
-                               "preemptions the cloud announces are counted apart, without limit", minimum=-1)
-    resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>")
+                               "preemptions the cloud announces are counted apart, without limit", minimum=-1, commands=TRAINING)
+    resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>", commands=TRAINING)
     # --- test ---
-    results_dir: str = opt("./results/", "where test results go")
-    num_test: int = opt(50, "how many test images to run", minimum=1)
-    aspect_ratio: float = opt(1.0, "aspect ratio of saved result images", minimum=0.0)
-    eval: bool = opt(False, "use eval mode (batch norm, dropout) at test time")
-    model: str = opt("cycle_gan", "cycle_gan: both directions from testA/testB; test: one generator", choices=("cycle_gan", "test"))
-    model_suffix: str = opt("", "with --model test, loads latest_net_G<suffix>.pth")
+    results_dir: str = opt("./results/", "where test results go", commands=("test",))
+    num_test: int = opt(50, "how many test images to run", minimum=1, commands=("test",))
+    aspect_ratio: float = opt(1.0, "aspect ratio of saved result images", minimum=0.0, commands=("test", "translate"))
+    eval: bool = opt(False, "use eval mode (batch norm, dropout) at test time", commands=TEST_TIME)
+    model: str = opt("cycle_gan", "cycle_gan: both directions from testA/testB; test: one generator", choices=("cycle_gan", "test"), commands=("train", "bench", "test"))
+    model_suffix: str = opt("", "with --model test, loads latest_net_G<suffix>.pth", commands=("test",))
 
     # ------------------------------------------------------------------
     @property
@@ -202,12 +211,12 @@ TEST_DEFAULTS = {"phase": "test", "load_size": 256, "no_flip": True, "serial_bat
                  "lambda_identity": 0.0}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_HINTS = typing.get_type_hints(Config)
+HINTS = typing.get_type_hints(Config)
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Convert a value from YAML or a checkpoint to the schema's type, or raise naming the key."""
-    hint = _HINTS[key]
+    hint = HINTS[key]
     optional = typing.get_origin(hint) is typing.Union
     base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
     if value is None:
@@ -325,61 +334,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None) -> None:
-    """One flag per schema field. Flags default to SUPPRESS so only what the user typed overrides."""
-    defaults = defaults or {}
-    parser.add_argument("--config", help="YAML file with options (flags override it)")
-    for key, f in FIELDS.items():
-        default = defaults.get(key, f.default)
-        help_text = f"{f.metadata['help']} (default: {default})"
-        hint = _HINTS[key]
-        if hint in (bool, Optional[bool]):
-            parser.add_argument(f"--{key}", action="store_const", const=True, default=argparse.SUPPRESS,
-                                help=help_text)
-            parser.add_argument(f"--no-{key}", dest=key, action="store_const", const=False,
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        else:
-            parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=help_text, metavar=key.upper())
-    add_reference_only_arguments(parser)
-    parser.add_argument("--suffix", default=argparse.SUPPRESS, metavar="SUFFIX",
-                        help="appended to --name as name_<suffix>, formatted with the options, e.g. "
-                             "{netG}_size{load_size} (as the reference's --suffix)")
-    parser.add_argument("--dropout", dest="no_dropout", action="store_const", const=False,
-                        default=argparse.SUPPRESS, help="use dropout in the generator")
-
-
 # Reference flags for its visdom display, HTML refresh and device list: accepted so that existing
 # command lines run unchanged. Display and HTML options do nothing here (TensorBoard replaces them).
-REFERENCE_ONLY_FLAGS = ("display_id", "display_freq", "display_ncols", "display_server", "display_env",
-                        "display_port", "display_winsize", "update_html_freq", "no_html", "verbose",
-                        "use_wandb", "wandb_project_name", "gpu_ids", "dataset_mode", "isTrain")
-
-
-def add_reference_only_arguments(parser: argparse.ArgumentParser) -> None:
-    for key in REFERENCE_ONLY_FLAGS:
-        if key in ("no_html", "verbose", "use_wandb"):
-            parser.add_argument(f"--{key}", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        else:
-            parser.add_argument(f"--{key}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-def from_args(args: argparse.Namespace, defaults: Optional[dict[str, Any]] = None) -> Config:
-    """Schema defaults < command defaults < --config file < flags."""
-    given = {k: v for k, v in vars(args).items() if k in FIELDS}
-    gpu_ids = getattr(args, "gpu_ids", None)
-    if gpu_ids is not None and "device" not in given:  # reference: --gpu_ids -1 is CPU, 0 the first GPU
-        first = str(gpu_ids).split(",")[0].strip()
-        given["device"] = "cpu" if first.startswith("-") else f"cuda:{first}"
-    file_values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    file_suffix = file_values.pop("suffix", "")  # a file may give it too; the flag wins
-    suffix = getattr(args, "suffix", file_suffix)
-    base = dict(defaults or {})
-    for key in file_values:
-        if key not in FIELDS:
-            from_dict({key: None}, source=f"config file {args.config}")  # raises with a hint
-    base.update(file_values)
-    return with_suffix(from_dict(given, base=base, source="command line"), str(suffix or ""),
-                       name_from_file="name" not in given and "name" in file_values)
 
 
 def with_suffix(cfg: Config, suffix: str, name_from_file: bool = False) -> Config:

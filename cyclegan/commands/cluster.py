@@ -21,6 +21,7 @@ On any provider, a SIGTERM to the watcher itself (the instance shutting down) dr
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -151,3 +152,31 @@ def watch(provider: str, address: Optional[str] = None, node_id: Optional[str] =
     if hold_s:
         time.sleep(hold_s)
     return received[0]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("cluster", help="node-side helpers for Ray clusters", description=__doc__)
+    cluster_sub = p.add_subparsers(dest="cluster_command", required=True)
+    w = cluster_sub.add_parser("watch-preemption", help="drain this Ray node (reason: preemption, with the time left) "
+                                                        "when the cloud announces that it will be reclaimed")
+    w.add_argument("--provider", required=True, choices=("aws", "gcp", "kubernetes"),
+                   help="aws/gcp: poll the instance metadata; kubernetes: drain now (the worker pod's preStop hook)")
+    w.add_argument("--address", help="the Ray cluster (default: the one this node belongs to)")
+    w.add_argument("--node_id", help="the Ray node to drain, in hex (default: the one on this machine)")
+    w.add_argument("--metadata_url", help="instance metadata service (default: the cloud's own)")
+    w.add_argument("--poll_s", type=float, default=5.0, help="seconds between polls (default: 5)")
+    w.add_argument("--grace_period_s", type=float, default=25.0,
+                   help="seconds left after a SIGTERM or a pod termination (default: 25)")
+    w.add_argument("--hold_s", type=float, default=None,
+                   help="after draining, wait this long before returning (kubernetes: Ray stays up meanwhile)")
+    w.add_argument("--drain_on_rebalance", action="store_true",
+                   help="AWS: drain on a rebalance recommendation too, not only on the interruption notice")
+    w.set_defaults(run=run_watch_preemption)
+
+
+def run_watch_preemption(args: argparse.Namespace) -> int:
+    notice = watch(args.provider, address=args.address, node_id=args.node_id, metadata_url=args.metadata_url,
+                   poll_s=args.poll_s, grace_period_s=args.grace_period_s, hold_s=args.hold_s,
+                   drain_on_rebalance=args.drain_on_rebalance)
+    print(f"preemption notice: {notice.what}" if notice else "stopped without a notice")
+    return 0

@@ -4,6 +4,7 @@ weights of its best checkpoint), and the pair's best generator exported in the r
 (``latest_net_G_A.pth`` ...), from a sweep folder or s3:// prefix."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import html
 import json
@@ -16,14 +17,13 @@ import pyarrow.fs as pafs
 import torch
 import yaml
 
-from .. import checkpoint as ckpt
-from ..config import from_dict
-from ..data import resolve_dataroot
-from ..evaluate import METRICS, test_images, translate_images
-from ..experiment import Experiment, pair_config, resumed_experiment
-from ..model import CycleGAN
-from ..storage import Storage, is_remote
-from .trial import PAIR_KEY, SCORE_FILE
+from ..core import checkpoint as ckpt
+from ..core.config import from_dict
+from ..core.data import resolve_dataroot
+from ..core.evaluate import METRICS, test_images, translate_images
+from ..core.experiment import PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
+from ..core.model import CycleGAN
+from ..core.storage import Storage, is_remote
 
 
 @dataclass
@@ -229,3 +229,20 @@ def table(uri: str, store: Optional[Storage] = None) -> str:
 
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="HTML page and table of a sweep's best trials; exports each pair's best",
+                       description=__doc__)
+    p.add_argument("sweep", help="<storage_path>/<sweep name> (folder or s3://)")
+    p.add_argument("--out", help="output folder (default: <sweep>/report, or ./reports/<name> for s3://)")
+    p.add_argument("--top", type=int, default=3, help="trials shown side by side per pair (default: 3)")
+    p.add_argument("--images", type=int, default=4, help="test images per direction (default: 4)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    page = write_report(args.sweep, out=args.out, top=args.top, images=args.images)
+    print(table(args.sweep))
+    print(f"report: {page}")
+    return 0

@@ -5,31 +5,24 @@ Layout, as the reference writes it:
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import html
 import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint as ckpt
-from .config import Config
-from .data import SingleDataset, UnalignedDataset, to_uint8
-from .model import CycleGAN
-from .networks import define_G
+from ..core.config import TEST_DEFAULTS, Config
+from ..core.data import SingleDataset, UnalignedDataset, resolve_dataroot
+from ..core.inference import load_weights, tensor_to_image
+from ..core.model import CycleGAN
+from ..core.networks import define_G
+from .options import add_arguments, test_time_config
 
 log = logging.getLogger("cyclegan")
-
-
-def tensor_to_image(t: torch.Tensor) -> Image.Image:
-    """[-1, 1] CHW tensor to an RGB PIL image with the reference's tensor2im: truncated to 8 bits, one
-    channel tiled to three, so a results folder compares byte for byte with the reference's."""
-    arr = to_uint8(t.detach().float().cpu().numpy(), truncate=True)
-    if arr.shape[0] == 1:
-        arr = np.tile(arr, (3, 1, 1))
-    return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
 
 
 def save_image(t: torch.Tensor, path: Path, aspect_ratio: float = 1.0) -> None:
@@ -60,19 +53,6 @@ def write_index(web_dir: Path, title: str, rows: list[tuple[str, list[str]]], wi
     return path
 
 
-def epoch_label(cfg: Config) -> str:
-    return ckpt.weights_label(cfg.epoch, cfg.load_iter)
-
-
-def load_weights(cfg: Config, net: torch.nn.Module, name: str) -> torch.nn.Module:
-    """Load ``<checkpoints_dir>/<name>/<epoch>_net_<name>.pth`` into ``net``; eval mode with --eval."""
-    path = cfg.run_dir / f"{epoch_label(cfg)}_net_{name}.pth"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint (check --name, --checkpoints_dir, --epoch)")
-    ckpt.load_reference_weights(net, path)
-    return net.eval() if cfg.eval else net
-
-
 def results_folder(cfg: Config) -> str:
     """The reference's ``<phase>_<epoch>``, with ``_iter<N>`` appended under --load_iter N."""
     folder = f"{cfg.phase}_{cfg.epoch}"
@@ -81,7 +61,7 @@ def results_folder(cfg: Config) -> str:
 
 def run_test(cfg: Config) -> Path:
     """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
-    from .parallel import resolve_device
+    from ..core.parallel import resolve_device
     device = resolve_device(cfg.device)
     web_dir = Path(cfg.results_dir) / cfg.name / results_folder(cfg)
     image_dir = web_dir / "images"
@@ -130,3 +110,17 @@ def run_test(cfg: Config) -> Path:
         if i % 5 == 0:
             log.info("processing (%04d)-th image... %s", i, paths[0])
     return write_index(web_dir, f"Experiment = {cfg.name}, Phase = {cfg.phase}, Epoch = {cfg.epoch}", rows)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("test", help="translate test images into results/<name>/<phase>_<epoch>/ (test.py flags)",
+                       description=__doc__)
+    add_arguments(p, "test", TEST_DEFAULTS)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, _ = test_time_config(args)
+    page = run_test(dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg)))
+    print(f"results: {page}")
+    return 0

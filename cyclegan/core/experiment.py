@@ -20,6 +20,10 @@ from .evaluate import METRICS
 from .storage import Storage, is_remote
 
 EXPERIMENT_FILE = "experiment.yaml"
+# What a sweep's trials write, read back by `cyclegan report`:
+SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
+PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
+OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
 EXPERIMENT_KEYS = ("name", "storage_path", "datasets", "base", "space", "search")
 # Training defaults a sweep changes: a checkpoint (and a score for ASHA) at every epoch end, and
 # TensorBoard always on; the end-of-run evaluation is the sweep's own score.

@@ -1,0 +1,30 @@
+"""``cyclegan sweep``: a hyperparameter search with Ray Tune and Optuna over one or more domain pairs, as an
+experiment file describes it (see experiments/sweep.yaml); --resume continues one whose driver died."""
+from __future__ import annotations
+
+import argparse
+
+from ..core.config import ConfigError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="hyperparameter search with Ray Tune + Optuna over one or more domain pairs",
+                       description=__doc__)
+    p.add_argument("experiment", nargs="?", help="experiment YAML (see experiments/sweep.yaml)")
+    p.add_argument("--resume", metavar="SWEEP", help="continue a sweep after its driver died: "
+                                                      "<storage_path>/<sweep name>")
+    p.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.experiment import load_experiment, resumed_experiment
+    from ..distributed.sweep import sweep
+    from .report import table
+    if bool(args.experiment) == bool(args.resume):
+        raise ConfigError("sweep: give an experiment file, or --resume <storage_path>/<sweep name>")
+    exp = resumed_experiment(args.resume) if args.resume else load_experiment(args.experiment)
+    sweep(exp, resume=bool(args.resume), address=args.address)
+    print(table(exp.uri))
+    print(f"sweep: {exp.uri}  (tensorboard --logdir {exp.uri}; cyclegan report {exp.uri})")
+    return 0

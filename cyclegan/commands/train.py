@@ -1,0 +1,38 @@
+"""``cyclegan train``: train a CycleGAN with the reference's train.py flags, in this process or, with
+--num_workers N (or data and storage in a bucket, --address, --resume), on Ray Train."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .options import add_arguments, from_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a CycleGAN (reference train.py flags)",
+                       description=__doc__)
+    add_arguments(p, "train")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.config import FIELDS
+    cfg = from_args(args)
+    if cfg.distributed:
+        from ..distributed.train import run as run_on_ray
+        result = run_on_ray(cfg, given={k for k in vars(args) if k in FIELDS})
+    else:
+        from ..core.trainer import Trainer
+        result = Trainer(cfg).run()
+    print_result(result)
+    return 0
+
+
+def print_result(result: dict) -> None:
+    if result.get("skipped_images"):
+        print(f"skipped {result['skipped_images']} unreadable image(s)")
+    if "eval" in result:
+        e = result["eval"]
+        print(f"eval: L1 to the ideal translation {e['l1']:.4f} (identity {e['identity_l1']:.4f}), "
+              f"PSNR {e['psnr']:.2f} dB (identity {e['identity_psnr']:.2f} dB); lower L1 is better")
+    print(json.dumps(result))

@@ -1,0 +1,139 @@
+"""``cyclegan translate``: a trained generator over any number of images, from a folder or an s3://, gs://
+prefix to another, with the relative names kept; the same preprocessing and output pixels as
+``cyclegan test --model test`` (its ``<stem>_fake.png``).
+
+The generator comes from a run folder or a sweep report's ``best/`` folder, or a weights file (see
+``core/inference.py``). In this process with ``--num_workers 0``; on Ray Data otherwise
+(``distributed/translate.py``). Either way undecodable inputs are skipped, counted and listed in
+``<output>/_translate_report.json``, and outputs that already exist are not made again, so running the
+command again after a killed or preempted job finishes the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from typing import Optional
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from ..core.config import TEST_DEFAULTS, Config, ConfigError
+from ..core.data import BadImage, DataError
+from ..core.inference import (
+    GeneratorSpec,
+    encode_output,
+    generator_spec,
+    image_paths,
+    input_base,
+    load_input,
+    output_name,
+    translate_batch,
+)
+from ..core.storage import Storage
+from .options import add_arguments, test_time_config
+
+log = logging.getLogger("cyclegan")
+
+REPORT_FILE = "_translate_report.json"
+
+
+def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int]:
+    """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
+    in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
+    its name below the input; and how many already have their output. Arrow columns hold a few tens of
+    bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
+    root = input_uri.rstrip("/")
+    fs, base = store.resolve(root)
+    out_fs, out_base = store.resolve(output_uri.rstrip("/"))
+    if type(out_fs) is type(fs) and (out_base + "/").startswith(base.rstrip("/") + "/"):
+        raise ConfigError(f"output: {output_uri!r} is inside the input {input_uri!r}; its outputs would be "
+                          f"taken for inputs the next time")
+    cut = len(base.rstrip("/")) + 1
+    relatives = [path[cut:] for path in image_paths(input_uri, store)]
+    if not relatives:
+        raise DataError(f"{input_uri}: no images under this folder or prefix")
+    done = set()
+    if store.exists(output_uri):
+        done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
+    left = [index for index, relative in enumerate(relatives) if output_name(relative, cfg) not in done]
+    table = pa.table({"index": pa.array(left, pa.int64()),
+                      "relative": pa.array([relatives[i] for i in left], pa.string())})
+    return table, len(relatives) - len(left)
+
+
+def write_report(output_uri: str, store: Storage, report: dict) -> dict:
+    store.write_text(f"{output_uri.rstrip('/')}/{REPORT_FILE}", json.dumps(report, indent=2))
+    return report
+
+
+def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: set[str] = frozenset(),
+              store: Optional[Storage] = None, progress_bar: bool = True, runner=None) -> dict:
+    """``cyclegan translate``: returns (and writes beside the outputs) the report. ``runner``: what does
+    the work (``translate_here`` by default; the Ray layer passes its own)."""
+    if cfg.jpeg_quality > 100:
+        raise ConfigError(f"jpeg_quality: {cfg.jpeg_quality} is above 100")
+    store = store or Storage.from_options(cfg.storage_options)
+    spec = generator_spec(source, cfg, store, given)
+    todo, already = listing(input_uri, output_uri, spec.cfg, store)
+    began = time.perf_counter()
+    counts = (runner or translate_here)(spec, todo, input_uri, output_uri, store, progress_bar)
+    seconds = time.perf_counter() - began
+    report = {"generator": spec.weights, "input": input_uri, "output": output_uri,
+              "already_done": already, "translated": counts["translated"], "skipped": len(counts["bad"]),
+              "bad_inputs": counts["bad"], "seconds": seconds,
+              "images_per_sec": counts["translated"] / seconds if seconds > 0 else 0.0}
+    if report["bad_inputs"]:
+        log.warning("skipped %d undecodable input(s), listed in %s/%s", report["skipped"], output_uri, REPORT_FILE)
+    return write_report(output_uri, store, report)
+
+
+def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_uri: str, store: Storage,
+                   progress_bar: bool = True) -> dict:
+    """In this process: read, translate in batches of --batch_size, write."""
+    from ..core.parallel import resolve_device
+    device = resolve_device(spec.cfg.device)
+    net = spec.build(store, device)
+    bad, translated, out_root = [], 0, output_uri.rstrip("/")
+    base = input_base(input_uri, store)
+    batch_size = max(1, spec.cfg.batch_size)
+    with tqdm(total=todo.num_rows, unit="img", disable=not progress_bar) as bar:
+        for start in range(0, todo.num_rows, batch_size):
+            rows, images = [], []
+            chunk = todo.slice(start, batch_size).to_pylist()
+            for row in chunk:
+                path = f"{base}/{row['relative']}"
+                try:
+                    images.append(load_input(store.read_bytes(input_uri, listed=path), path, row["index"], spec))
+                    rows.append(row)
+                except BadImage as e:
+                    bad.append({"input": row["relative"], "reason": str(e)})
+            for row, out in zip(rows, translate_batch(net, images, device)):
+                store.write_bytes(f"{out_root}/{output_name(row['relative'], spec.cfg)}", encode_output(out, spec.cfg))
+                translated += 1
+            bar.update(len(chunk))
+    return {"translated": translated, "bad": bad}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("translate", help="translate every image of a folder or s3:// prefix with a trained "
+                                         "generator (Ray Data with --num_workers N)", description=__doc__)
+    add_arguments(p, "translate", TEST_DEFAULTS)
+    p.add_argument("--generator", required=True, help="a run folder, a sweep report's best/ folder, or a .pth "
+                                                      "weights file (then --netG etc. say its architecture)")
+    p.add_argument("--input", required=True, help="folder or s3://, gs:// prefix of images")
+    p.add_argument("--output", required=True, help="folder or prefix for the outputs (same relative names)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, given = test_time_config(args)
+    runner = None
+    if cfg.max_workers > 0:  # Ray Data: tasks read and write, an actor pool translates
+        from ..distributed.translate import translate_on_ray as runner
+    report = translate(cfg, args.generator, args.input, args.output, given=given, runner=runner)
+    print(f"translated {report['translated']} image(s) into {args.output} ({report['already_done']} already there, "
+          f"{report['skipped']} undecodable skipped), {report['images_per_sec']:.1f} images/s")
+    print(json.dumps(report), flush=True)
+    return 0

@@ -1,0 +1,74 @@
+"""Node scratch folders: one process's working files on its node's own disk, removed when the work ends,
+and by the next process on the node (or a sweep's end) when Ray ended their owner without cleanup."""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+SCRATCH_KINDS = ("run", "trial", "builtin")  # a scratch folder: <tmp>/cyclegan-<kind>-<owner pid>-<random>
+
+
+@contextlib.contextmanager
+def node_scratch(kind: str) -> Iterator[Path]:
+    """A folder on this node's disk for one process's working files, removed when the work ends: what
+    must outlive the node is mirrored to storage before then. Ray ends a stopped trial or a failed
+    run's actors without finishing this block, so the folder is named after its process, and folders
+    of processes that are gone are removed by the next one on the node and at the end of a sweep."""
+    remove_stale_scratch()
+    folder = Path(tempfile.mkdtemp(prefix=f"cyclegan-{kind}-{os.getpid()}-"))
+    remove = functools.partial(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(remove)  # an actor asked to exit runs these, though not its threads' finally blocks
+    try:
+        yield folder
+    finally:
+        remove()
+        atexit.unregister(remove)
+
+
+def remove_stale_scratch(wait_s: float = 0.0) -> int:
+    """Removes this node's scratch folders whose process has ended (waiting up to ``wait_s`` for those
+    still running to end); returns how many went. A folder of a live process is never touched."""
+    deadline, removed = time.monotonic() + wait_s, 0
+    folders = [f for kind in SCRATCH_KINDS for f in Path(tempfile.gettempdir()).glob(f"cyclegan-{kind}-*-*")]
+    for folder in folders:
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        while process_alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:  # a killed process its parent has not reaped yet is a zombie: ended
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def remove_stale_scratch_everywhere(wait_s: float = 10.0) -> int:
+    """After a sweep: on every live node, the scratch folders of the trials and workers Ray ended."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    task = ray.remote(num_cpus=0, max_retries=0)(remove_stale_scratch)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    return sum(ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                        .remote(wait_s) for node in nodes]))
