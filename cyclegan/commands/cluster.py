@@ -37,6 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import COMMANDS
+
 log = logging.getLogger("cyclegan")
 
 METADATA_URLS = {"aws": "http://169.254.169.254", "gcp": "http://metadata.google.internal"}
@@ -155,7 +157,7 @@ def watch(provider: str, address: Optional[str] = None, node_id: Optional[str] =
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("cluster", help="node-side helpers for Ray clusters", description=__doc__)
+    p = sub.add_parser("cluster", help=COMMANDS["cluster"], description=__doc__)
     cluster_sub = p.add_subparsers(dest="cluster_command", required=True)
     w = cluster_sub.add_parser("watch-preemption", help="drain this Ray node (reason: preemption, with the time left) "
                                                         "when the cloud announces that it will be reclaimed")

@@ -19,8 +19,9 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from ..core.data import DataError
+from ..core.errors import DataError
 from ..core.storage import Storage, is_remote, storage_error
+from . import COMMANDS
 
 DATASETS_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
 DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
@@ -114,7 +115,7 @@ def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
 
 def add_parser(sub) -> None:
     from ..core.synth import PAIRS
-    p = sub.add_parser("data", help="datasets: built-in pairs, published datasets, uploads", description=__doc__)
+    p = sub.add_parser("data", help=COMMANDS["data"], description=__doc__)
     data_sub = p.add_subparsers(dest="data_command", required=True)
     s = data_sub.add_parser("synth", help="write a built-in domain pair (offline, deterministic)")
     s.add_argument("pair", choices=sorted(PAIRS), help="; ".join(f"{k}: {v[2]}" for k, v in PAIRS.items()))

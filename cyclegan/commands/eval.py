@@ -7,12 +7,12 @@ import dataclasses
 import json
 
 from ..core.config import TEST_DEFAULTS, ConfigError
+from . import COMMANDS
 from .options import add_arguments, test_time_config
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="score a run: L1/PSNR to the ideal translation (built-in pairs) or FID/KID",
-                       description=__doc__)
+    p = sub.add_parser("eval", help=COMMANDS["eval"], description=__doc__)
     add_arguments(p, "eval", TEST_DEFAULTS)
     p.add_argument("--metric", choices=("l1", "psnr", "fid", "kid"),
                    help="l1/psnr to the ideal translation (built-in pairs, the default there) or fid/kid")

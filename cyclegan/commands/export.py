@@ -32,6 +32,7 @@ from ..core.config import TEST_DEFAULTS, Config, ConfigError
 from ..core.data import BadImage, normalize
 from ..core.inference import GeneratorSpec, generator_spec, image_paths, load_input
 from ..core.storage import Storage
+from . import COMMANDS
 from .options import add_arguments, test_time_config
 
 CHECK_IMAGES = 4  # images of --input (or noise images) in the check
@@ -277,9 +278,7 @@ def export(cfg: Config, source: str, out: str, given: set[str] = frozenset(), in
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="a run's, a sweep report's or a published file's generators as ONNX and "
-                                      "TorchScript, each checked against PyTorch (pip install 'cyclegan[export]')",
-                       description=__doc__)
+    p = sub.add_parser("export", help=COMMANDS["export"], description=__doc__)
     add_arguments(p, "export", TEST_DEFAULTS)
     p.add_argument("--generator", required=True, help="a run folder or a sweep report's best/ folder (G_A and G_B), "
                                                       "or a .pth weights file (then --netG etc. say its architecture)")

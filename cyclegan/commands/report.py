@@ -24,6 +24,7 @@ from ..core.evaluate import METRICS, test_images, translate_images
 from ..core.experiment import PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
 from ..core.model import CycleGAN
 from ..core.storage import Storage, is_remote
+from . import COMMANDS
 
 
 @dataclass
@@ -232,8 +233,7 @@ def _short(v) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="HTML page and table of a sweep's best trials; exports each pair's best",
-                       description=__doc__)
+    p = sub.add_parser("report", help=COMMANDS["report"], description=__doc__)
     p.add_argument("sweep", help="<storage_path>/<sweep name> (folder or s3://)")
     p.add_argument("--out", help="output folder (default: <sweep>/report, or ./reports/<name> for s3://)")
     p.add_argument("--top", type=int, default=3, help="trials shown side by side per pair (default: 3)")

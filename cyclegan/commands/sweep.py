@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..core.config import ConfigError
+from . import COMMANDS
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="hyperparameter search with Ray Tune + Optuna over one or more domain pairs",
-                       description=__doc__)
+    p = sub.add_parser("sweep", help=COMMANDS["sweep"], description=__doc__)
     p.add_argument("experiment", nargs="?", help="experiment YAML (see experiments/sweep.yaml)")
     p.add_argument("--resume", metavar="SWEEP", help="continue a sweep after its driver died: "
                                                       "<storage_path>/<sweep name>")

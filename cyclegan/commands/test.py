@@ -20,6 +20,7 @@ from ..core.data import SingleDataset, UnalignedDataset, resolve_dataroot
 from ..core.inference import load_weights, tensor_to_image
 from ..core.model import CycleGAN
 from ..core.networks import define_G
+from . import COMMANDS
 from .options import add_arguments, test_time_config
 
 log = logging.getLogger("cyclegan")
@@ -113,8 +114,7 @@ def run_test(cfg: Config) -> Path:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("test", help="translate test images into results/<name>/<phase>_<epoch>/ (test.py flags)",
-                       description=__doc__)
+    p = sub.add_parser("test", help=COMMANDS["test"], description=__doc__)
     add_arguments(p, "test", TEST_DEFAULTS)
     p.set_defaults(run=run)
 

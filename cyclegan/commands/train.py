@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import COMMANDS
 from .options import add_arguments, from_args
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a CycleGAN (reference train.py flags)",
-                       description=__doc__)
+    p = sub.add_parser("train", help=COMMANDS["train"], description=__doc__)
     add_arguments(p, "train")
     p.set_defaults(run=run)
 

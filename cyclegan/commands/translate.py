@@ -32,6 +32,7 @@ from ..core.inference import (
     translate_batch,
 )
 from ..core.storage import Storage
+from . import COMMANDS
 from .options import add_arguments, test_time_config
 
 log = logging.getLogger("cyclegan")
@@ -117,8 +118,7 @@ def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_u
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("translate", help="translate every image of a folder or s3:// prefix with a trained "
-                                         "generator (Ray Data with --num_workers N)", description=__doc__)
+    p = sub.add_parser("translate", help=COMMANDS["translate"], description=__doc__)
     add_arguments(p, "translate", TEST_DEFAULTS)
     p.add_argument("--generator", required=True, help="a run folder, a sweep report's best/ folder, or a .pth "
                                                       "weights file (then --netG etc. say its architecture)")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserError
+
 FORMAT = "cyclegan/full-state"
 VERSION = 1
 STATE_DIR = "state"
@@ -28,8 +30,8 @@ _STATE_RE = re.compile(r"^state_iter(\d+)\.pt$")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -17,8 +17,13 @@ from typing import Any, Optional
 
 import yaml
 
-from .networks import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS
+from .errors import UserError
 
+# Allowed values (the schema's; networks.py builds each of these).
+GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+DISCRIMINATORS = ("basic", "n_layers", "pixel")
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "step", "plateau", "cosine")
@@ -27,7 +32,7 @@ COMPILE_MODES = ("none", "networks", "step")
 BUILTIN_PAIRS = ("zebra", "fruit", "seasons")  # kept in step with synth.PAIRS (checked in tests)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad option: the message names the key and the value."""
 
 

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageFile
 
 from .config import Config
+from .errors import DataError
 from .synth import write_pair
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail to decode, not load half grey
@@ -34,10 +35,6 @@ def is_image_name(name: str) -> bool:
     max_dataset_size nor as unreadable images."""
     base = name.rstrip("/").rsplit("/", 1)[-1]
     return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMG_EXTENSIONS
-
-
-class DataError(ValueError):
-    """A dataset that cannot be trained on; the message names the folder or file."""
 
 
 class BadImageWarning(UserWarning):

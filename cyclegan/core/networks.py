@@ -13,10 +13,7 @@ import torch
 from torch import nn
 from torch.nn import init
 
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
-DISCRIMINATORS = ("basic", "n_layers", "pixel")
-NORMS = ("instance", "batch", "none")
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+from .config import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORMS  # noqa: F401 (the names networks build)
 
 
 def get_norm_layer(norm: str) -> Callable[[int], nn.Module]:

@@ -20,6 +20,16 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
+def agree(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on any process, the same answer on all: one small all-reduce (MAX), its tensor on
+    ``device``, the model's (NCCL takes CUDA tensors only; gloo CPU ones)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(flags)
+    values = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
 class GradientSync:
     """Every process steps with the mean gradient over all processes, averaged while backward still
     runs: the parameters are grouped into buckets of about ``bucket_mb`` in reverse order (roughly the

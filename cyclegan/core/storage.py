@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from .data import DataError
+from .errors import DataError
 
 S3_OPTION_KEYS = ("access_key", "secret_key", "session_token", "region", "endpoint_url")
 SECRET_KEYS = ("access_key", "secret_key", "session_token")

@@ -1,6 +1,10 @@
 """The training loop on one process: data, steps, logging, checkpoints, resumption.
 
-Knows nothing of Ray; the distributed layer calls ``Trainer`` from inside each worker.
+Knows nothing of Ray. A ``Trainer`` is made of its config, where its batches come from (``data``: a
+folder dataset through a DataLoader by default) and how a save is written (``checkpoints``: full-state
+files by default); what a caller adds to the loop (reports, scores, a preemption notice, files mirrored to
+storage) comes in through one seam, ``Hooks``. The Ray layer builds the same ``Trainer`` in each worker
+with a Ray Data stream, Ray Train checkpoints and its hooks.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import yaml
@@ -24,7 +28,7 @@ from .data import UnalignedDataset, resolve_dataroot, to_uint8
 from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
 from .objective import LOSS_NAMES
-from .parallel import process_group
+from .parallel import agree, process_group
 from .storage import Storage
 
 log = logging.getLogger("cyclegan")
@@ -36,6 +40,75 @@ ARCHITECTURE_KEYS = ("netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "input_
 def crossed(total: int, step: int, every: int) -> bool:
     """True when the count moved past a multiple of ``every`` in the last ``step``."""
     return total // every > (total - step) // every
+
+
+class Hooks:
+    """The one way into the training loop: what a caller adds to a run. Override what you need; every
+    method does nothing by default. ``Trainer(cfg, hooks=[...])`` calls them in the order given.
+
+    A hook may also add files to the checkpoints a run reports (``checkpoint_files``) and read them back
+    when a run is restored from one (``restore_files``): the Ray layer's reporting calls these."""
+
+    checks_notices = False  # notice() asks something that costs (a Ray call): ask every --notice_check_freq images
+
+    def start(self, trainer: "Trainer") -> None:
+        """After the trainer is built (and restored), before the first step."""
+
+    def notice(self, trainer: "Trainer") -> bool:
+        """True once the machine this process runs on is about to be taken away (a spot notice): the
+        processes agree, and all write a checkpoint at the same step."""
+        return False
+
+    def metrics(self, trainer: "Trainer") -> dict:
+        """Extra figures for the reports made at every save and at the end (a sweep trial's score)."""
+        return {}
+
+    def saved(self, trainer: "Trainer", path: Optional[Path]) -> None:
+        """After every save (``path``: what the checkpoints part wrote; None on the processes that write
+        nothing)."""
+
+    def end(self, trainer: "Trainer", result: dict) -> None:
+        """After the last epoch, with the run's result (result.json written)."""
+
+    def checkpoint_files(self, folder: Path) -> None:
+        """Add files to a checkpoint folder about to be reported."""
+
+    def restore_files(self, read: Callable[[str], Optional[bytes]]) -> None:
+        """Read back what ``checkpoint_files`` wrote (``read(name)``: a file of the checkpoint, None when
+        absent)."""
+
+
+class FolderBatches:
+    """A run's batches from its dataset folders, through a DataLoader of this process."""
+
+    def __init__(self, cfg: Config, dataset: Optional[UnalignedDataset] = None, pin_memory: bool = False):
+        self.cfg, self.pin_memory = cfg, pin_memory
+        self.dataset = dataset if dataset is not None else UnalignedDataset(cfg)
+        self.skipped = self.dataset.skipped
+
+    def epoch_length(self) -> int:
+        """Images of an epoch that this process trains on."""
+        return self.dataset.epoch_length
+
+    def batches(self, epoch: int, start: int):
+        """Batches of ``epoch`` from image ``start`` on."""
+        self.dataset.set_epoch(epoch, start=start)
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.cfg.batch_size, shuffle=False,
+                                           num_workers=self.cfg.num_threads, drop_last=False,
+                                           pin_memory=self.pin_memory)
+
+
+class StateFiles:
+    """Saves as full-state files (atomic, the newest --keep_checkpoints kept) in ``<run_dir>/state`` and
+    reference-format weights beside them, written by the first process; the others write nothing."""
+
+    def write(self, trainer: "Trainer", reference_labels: tuple[str, ...]) -> Optional[Path]:
+        if not trainer.is_main:
+            return None
+        path = ckpt.save_state(trainer.run_dir, trainer.state(), keep=trainer.cfg.keep_checkpoints)
+        for label in reference_labels:
+            ckpt.save_reference_weights(trainer.run_dir, trainer.model.networks(), label)
+        return path
 
 
 @dataclass
@@ -51,10 +124,14 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
-                 keep_history: bool = False, dataset=None, tensorboard_dir: Optional[Path] = None,
-                 run_dir: Optional[Path] = None, store: Optional[Storage] = None):
-        """``run_dir``: where this process writes the run's files (default ``<checkpoints_dir>/<name>``);
-        ``store``: how to reach a dataroot in object storage (the end-of-run score reads it)."""
+                 keep_history: bool = False, data=None, checkpoints=None, hooks: Sequence[Hooks] = (),
+                 tensorboard_dir: Optional[Path] = None, run_dir: Optional[Path] = None,
+                 store: Optional[Storage] = None):
+        """``data``: where batches come from (``epoch_length()``, ``batches(epoch, start)``, ``skipped``;
+        default: the dataset folders); ``checkpoints``: how a save is written (``write(trainer, labels)``;
+        default: state files); ``hooks``: what the caller adds to the loop; ``run_dir``: where this
+        process writes the run's files (default ``<checkpoints_dir>/<name>``); ``store``: how to reach a
+        dataroot in object storage (the end-of-run score reads it)."""
         cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
         self.cfg = cfg
         self.store = store or Storage.from_options()
@@ -63,11 +140,19 @@ class Trainer:
         self.progress_bar = progress_bar and self.is_main
         self.keep_history = keep_history
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
-        self.dataset = dataset if dataset is not None else UnalignedDataset(cfg)
         self.model = CycleGAN(cfg, device=device)
+        self.data = data if data is not None else FolderBatches(cfg, pin_memory=self.model.device.type == "cuda")
+        self.checkpoints = checkpoints if checkpoints is not None else StateFiles()
+        self.hooks = list(hooks)
         self.progress = Progress(epoch=cfg.epoch_count)
         self.resumed_from: Optional[dict] = None  # where the last restore picked the run up
         self.last_losses: dict[str, torch.Tensor] = {}  # the last step's, on the device
+        self.preemption_saved = False  # a notice's checkpoint is written once
+        # Where the loop's time goes (result.json): set by run().
+        self.started: Optional[tuple[float, int]] = None  # (clock, images done) when the loop began
+        self.data_waits: dict[int, list[float]] = {}  # per epoch: seconds the loop waited for each batch
+        self.save_waits: list[float] = []  # seconds each save held the loop
+        self.last_save_at = time.monotonic()
         self.writer = None
         if cfg.continue_train:
             self._resume()
@@ -145,16 +230,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self, reference_labels: tuple[str, ...] = ("latest",)) -> Optional[Path]:
-        """Full state (atomic, with retention) and reference-format weights, written by the main process.
-        Every process calls it at the same step; the others return None."""
+        """A checkpoint, as the checkpoints part writes it. Every process calls it at the same step."""
         self.last_save_at = time.monotonic()
-        if not self.is_main:
-            return None
-        state = self.state()
-        path = ckpt.save_state(self.run_dir, state, keep=self.cfg.keep_checkpoints)
-        for label in reference_labels:
-            ckpt.save_reference_weights(self.run_dir, self.model.networks(), label)
-        return path
+        return self.checkpoints.write(self, reference_labels)
+
+    def hook_metrics(self) -> dict:
+        """What the hooks add to a report."""
+        out: dict = {}
+        for hook in self.hooks:
+            out.update(hook.metrics(self))
+        return out
 
     # ------------------------------------------------------------------ logging
     def _log_scalars(self, window: dict[str, list[float]], lr: float) -> None:
@@ -177,20 +262,26 @@ class Trainer:
         self.writer.add_image("images/B", row(["real_B", "fake_A", "rec_B", "idt_A"]), step)
 
     # ------------------------------------------------------------------ loop
-    def batches(self, epoch: int, start: int):
-        """Batches of ``epoch`` from image ``start`` on (the distributed layer overrides this)."""
-        self.dataset.set_epoch(epoch, start=start)
-        return torch.utils.data.DataLoader(self.dataset, batch_size=self.cfg.batch_size, shuffle=False,
-                                           num_workers=self.cfg.num_threads, drop_last=False,
-                                           pin_memory=self.model.device.type == "cuda")
-
     def epoch_length(self) -> int:
-        return self.dataset.epoch_length
+        return self.data.epoch_length()
 
     def after_step(self, n: int) -> bool:
-        """After every step of ``n`` images: True asks for a checkpoint now (--save_latest_secs; the
-        distributed layer adds the spot notice and makes every process decide alike)."""
-        return self.save_time_due()
+        """After every step of ``n`` images: True asks for a checkpoint now, for a preemption notice (once)
+        or a due --save_latest_secs save. With several processes, or hooks whose notice costs a call,
+        this is decided every --notice_check_freq images, and the processes agree (one small all-reduce
+        on the model's device, the first process's clock deciding the time), so all save at one step."""
+        checked = self.world_size > 1 or any(h.checks_notices for h in self.hooks)
+        if checked and not crossed(self.progress.total_iters, n, self.cfg.notice_check_freq):
+            return False
+        notice = any(h.notice(self) for h in self.hooks)
+        due = self.is_main and self.save_time_due()
+        if self.world_size > 1:
+            notice, due = agree([notice, due], self.model.device)
+        if notice and not self.preemption_saved:
+            self.preemption_saved = True
+            log.warning("preemption notice: writing a checkpoint before the node goes")
+            return True
+        return due
 
     def save_time_due(self) -> bool:
         secs = self.cfg.save_latest_secs
@@ -220,12 +311,12 @@ class Trainer:
             labels += tuple(label for label in periodic if label not in labels)
         return labels
 
-    def run(self, on_save: Optional[Callable[["Trainer", Path], None]] = None) -> dict:
+    def run(self) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
+        for hook in self.hooks:
+            hook.start(self)
         self.started = (time.perf_counter(), p.total_iters)
-        self.data_waits: dict[int, list[float]] = {}  # per epoch: seconds the loop waited for each batch
-        self.save_waits: list[float] = []  # seconds each save held the loop
-        self.last_save_at = time.monotonic()
+        self.data_waits, self.save_waits, self.last_save_at = {}, [], time.monotonic()
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
         requested = False  # a periodic save or a preemption notice not yet written
         while p.epoch <= cfg.total_epochs:
@@ -233,7 +324,7 @@ class Trainer:
             bar = tqdm(total=self.epoch_length(), initial=p.epoch_iter, unit="img", leave=False,
                        desc=f"epoch {p.epoch}/{cfg.total_epochs}", disable=not self.progress_bar,
                        mininterval=0.1 if sys.stderr.isatty() else 30.0)  # logs get a line per 30 s
-            for batch in waited_for(self.batches(p.epoch, p.epoch_iter), self.data_waits.setdefault(p.epoch, [])):
+            for batch in waited_for(self.data.batches(p.epoch, p.epoch_iter), self.data_waits.setdefault(p.epoch, [])):
                 # Losses stay on the device (detached); they are read back only to log (below), for
                 # the history when kept, and at checkpoints (last_losses), so steps queue without a sync.
                 losses = self.last_losses = model.optimize(batch["A"], batch["B"])
@@ -259,7 +350,7 @@ class Trainer:
                 labels = self.save_labels(requested)
                 if labels:
                     requested = False
-                    self._save_and_report(labels, on_save)
+                    self._save_and_report(labels)
             bar.close()
             finished = p.epoch
             model.end_epoch(float(p.epoch_loss_G) / max(1, p.epoch_steps))
@@ -270,23 +361,26 @@ class Trainer:
             labels = self.save_labels(requested, finished_epoch=finished)
             requested = False
             if labels:
-                self._save_and_report(labels, on_save)
+                self._save_and_report(labels)
             if self.is_main:
                 log.info("end of epoch %d / %d: %d images, lr %.7f", finished, cfg.total_epochs, p.total_iters, lr)
-        return self.finish()
+        result = self.finish()
+        for hook in self.hooks:
+            hook.end(self, result)
+        return result
 
-    def _save_and_report(self, labels: tuple[str, ...], on_save) -> None:
+    def _save_and_report(self, labels: tuple[str, ...]) -> None:
         began = time.perf_counter()
         path = self.save(labels)
-        if on_save:
-            on_save(self, path)
+        for hook in self.hooks:
+            hook.saved(self, path)
         self.save_waits.append(time.perf_counter() - began)  # the loop's time in saves, uploads apart
 
     def finish(self) -> dict:
         result: dict = {"epochs": self.cfg.total_epochs, "total_iters": self.progress.total_iters,
-                        "skipped_images": self.dataset.skipped, "resumed_from": self.resumed_from,
+                        "skipped_images": self.data.skipped, "resumed_from": self.resumed_from,
                         "world_size": self.world_size}
-        if getattr(self, "started", None):  # throughput of this process's loop, all processes' images
+        if self.started is not None:  # throughput of this process's loop, all processes' images
             seconds = time.perf_counter() - self.started[0]
             result["train_seconds"] = seconds
             result["images_per_sec"] = (self.progress.total_iters - self.started[1]) * self.world_size / seconds

@@ -20,10 +20,11 @@ import yaml
 from ..core.config import Config, from_dict
 from ..core.data import resolve_dataroot
 from ..core.storage import Storage, is_remote
+from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, init_ray, parse_resources, quiet_data
 from .scratch import node_scratch
 from .streams import scan_domains
-from .worker import RunHooks, worker_loop
+from .worker import worker_loop
 
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
@@ -80,14 +81,17 @@ def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
 
 def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str] = None,
         run_name: Optional[str] = None, callbacks: Optional[list] = None,
-        hooks: Optional[Callable[[], RunHooks]] = None, score: Optional[tuple[str, str]] = None,
+        hooks: Optional[Callable[[], Hooks]] = None, events_uri: Optional[str] = None, run_files: bool = True,
+        score: Optional[tuple[str, str]] = None,
         progress_bar: bool = True, scans: Optional[str] = None, in_memory: bool = False):
     """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
     (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
     can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
     ``store``: the run's storage settings (default: the AWS_* location variables). Inside a sweep trial,
     ``storage_path``/``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its
-    reports to Tune and add the trial's score; ``hooks`` is a picklable factory that every worker calls;
+    reports to Tune and add the trial's score; ``hooks`` is a picklable factory of a ``Hooks`` that every
+    worker calls and adds to its trainer; ``events_uri``: where TensorBoard events go (default
+    ``<run>/tensorboard``); ``run_files`` False: the run's own files (weights, result.json) stay on the node;
     ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``: where
     the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials);
     ``in_memory`` (benchmarks): each worker loads all its batches before it trains."""
@@ -114,7 +118,8 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
-                           "progress_bar": progress_bar, "hooks": hooks, "in_memory": in_memory},
+                           "progress_bar": progress_bar, "hooks": hooks, "in_memory": in_memory,
+                           "events_uri": events_uri, "run_files": run_files},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"), **ingest,
         scaling_config=ray.train.ScalingConfig(
             num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,

@@ -17,19 +17,17 @@ from ..core.config import from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
 from ..core.experiment import OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
 from ..core.storage import FolderMirror, Storage
-from ..core.trainer import Trainer
+from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
 from .scratch import node_scratch
 from .train import fit, shared_dataroot
-from .worker import train_and_report
+from .worker import Report, restore_from
 
 
-class SweepHooks:
-    """What a trial adds to training (a ``RunHooks``): its score at every report (for ASHA and Optuna), the
-    best so far, the TensorBoard HParams session and fixed-image grids (events that go to the trial's
-    folder), and each checkpoint's score."""
-
-    run_files = False  # a trial's record is its checkpoints and events; the report exports its weights
+class SweepHooks(Hooks):
+    """What a trial adds to training: its score at every report (for ASHA and Optuna), the best so far,
+    the TensorBoard HParams session and fixed-image grids (events that go to the trial's folder), and each
+    checkpoint's score."""
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -37,7 +35,6 @@ class SweepHooks:
         self.metric, self.mode = spec["metric"], METRICS[spec["metric"]][0]
         self.best: Optional[float] = None
         self.scored: tuple[int, dict] = (-1, {})
-        self.tensorboard_uri = spec["trial_uri"]  # one TensorBoard run per trial, beside Tune's files
         self.scorer = None
 
     def start(self, trainer) -> None:
@@ -96,7 +93,7 @@ class SweepHooks:
             grid = torchvision.utils.make_grid(tiles, nrow=len(reals), padding=2)
             trainer.writer.add_image(f"test/{name}", grid, step)  # top row: inputs, bottom: translations
 
-    def save(self, folder: Path) -> None:
+    def checkpoint_files(self, folder: Path) -> None:
         """The score of the weights in this checkpoint (what the report ranks and exports by), and the best
         so far (what a resumed trial continues from)."""
         step, scored = self.scored
@@ -104,7 +101,7 @@ class SweepHooks:
             {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),
              "epochs": scored.get("epochs")}))
 
-    def restore(self, read) -> None:
+    def restore_files(self, read) -> None:
         saved = read(SCORE_FILE)
         if saved is not None:
             self.best = json.loads(saved).get("best")
@@ -136,18 +133,22 @@ def run_trial(params: dict, setup: dict) -> None:
             from ray.tune.integration.ray_train import TuneReportCallback
             # A built-in pair goes where every node reads it, once for the sweep.
             cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, exp.uri, store))
+            # One TensorBoard run per trial, beside Tune's files; a trial's record is its checkpoints and
+            # events (the report exports its weights), so the run's own files stay on the node.
             fit(cfg, store, storage_path=trial_uri, run_name="train", callbacks=[TuneReportCallback()],
-                hooks=functools.partial(SweepHooks, spec), score=(OBJECTIVE, "min"), progress_bar=False,
-                scans=exp.uri)
+                hooks=functools.partial(SweepHooks, spec), events_uri=trial_uri, run_files=False,
+                score=(OBJECTIVE, "min"), progress_bar=False, scans=exp.uri)
             return
         quiet_data()
         import torch
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))  # the CPUs Tune reserved, not the machine's
-        hooks = SweepHooks(spec)
         events = scratch / "tensorboard"
-        trainer = Trainer(cfg, progress_bar=False, tensorboard_dir=events, store=store)
 
         def report_fn(metrics, folder):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
-        train_and_report(trainer, tune.get_checkpoint(), report_fn, hooks,
-                         mirrors=(FolderMirror(store, events, trial_uri),))
+        hooks = [SweepHooks(spec), Report(report_fn, mirrors=(FolderMirror(store, events, trial_uri),))]
+        trainer = Trainer(cfg, progress_bar=False, tensorboard_dir=events, store=store, hooks=hooks)
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            restore_from(trainer, checkpoint)
+        trainer.run()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 
+from .. import COMMANDS
 from ..options import add_arguments, from_args
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="seconds per training iteration on random tensors, and other figures",
-                       description=__doc__)
+    p = sub.add_parser("bench", help=COMMANDS["bench"], description=__doc__)
     add_arguments(p, "bench")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations; the median is reported (default: 10)")

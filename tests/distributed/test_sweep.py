@@ -10,7 +10,8 @@ import yaml
 from cyclegan.core.config import ConfigError
 from cyclegan.core.experiment import parse_experiment
 
-from helpers import kill_driver_when, read_events, wait_for
+from tests.helpers.events import read_events
+from tests.helpers.processes import kill_driver_when, wait_for
 
 BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=8, load_size=28, crop_size=24,
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)
@@ -55,7 +56,7 @@ def test_invalid_experiments_fail_before_any_trial_naming_the_key(tmp_path, chan
 
 
 def test_the_shipped_sweep_experiment_is_valid():
-    root = Path(__file__).parents[1] / "experiments"
+    root = Path(__file__).parents[2] / "experiments"
     for path in root.glob("sweep*.yaml"):
         exp = parse_experiment(yaml.safe_load(path.read_text()), source=str(path))
         assert exp.space and exp.pairs

@@ -1,9 +1,10 @@
 """Node loss and spot preemption on a multi-node Ray cluster simulated on this machine.
 
-Run as a script (never imported) by tests/test_distributed.py (a test session keeps one Ray instance in its own
-process, so the multi-node cluster lives in this child process and is shut down here):
+Run as a script (never imported) by tests/distributed/test_distributed.py (a test session keeps one Ray instance
+in its own process, so the multi-node cluster lives in this child process and is shut down here), with the
+repository root on PYTHONPATH (for tests.helpers):
 
-    python tests/cluster_scenarios.py CONFIG_JSON OUT_JSON
+    PYTHONPATH=. python tests/distributed/cluster_scenarios.py CONFIG_JSON OUT_JSON
 
 The training workers ask for a 'trainnode' resource that only the worker node has, so removing
 that node takes them all; a replacement node with the same resource lets the run continue.
@@ -22,7 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import FakeInstanceMetadata, registered_results, stop, wait_for  # this script's folder
+from tests.helpers.metadata import FakeInstanceMetadata  # the repository root is on PYTHONPATH
+from tests.helpers.processes import stop, wait_for
+from tests.helpers.ray_train import registered_results
 
 
 def main(config_path: str, out_path: str) -> None:

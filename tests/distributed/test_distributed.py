@@ -15,16 +15,9 @@ from cyclegan.core.config import from_dict
 from cyclegan.core.data import DataError
 from cyclegan.core.storage import Storage
 
-from helpers import (
-    kill_driver_when,
-    put_bad_objects,
-    registered,
-    registered_results,
-    start_moto_server,
-    stop,
-    upload_pair,
-    wait_for,
-)
+from tests.helpers.processes import kill_driver_when, stop, wait_for
+from tests.helpers.ray_train import registered, registered_results
+from tests.helpers.s3 import put_bad_objects, start_moto_server, upload_pair
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +180,7 @@ def test_a_spot_reclaim_then_a_node_lost_without_notice_and_the_run_ends_with_th
     (tmp_path / "config.json").write_text(json.dumps(values))
     script = Path(__file__).parent / "cluster_scenarios.py"
     ray_tmp = tempfile.mkdtemp(prefix="cg-ray-")  # short: Ray's socket paths must stay under 108 bytes
-    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).parents[1]))
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).parents[2]))  # tests.helpers
     env.pop("RAY_TRAIN_ENABLE_STATE_TRACKING", None)  # the session's Ray keeps run state; this cluster has no dashboard
     try:
         proc = subprocess.run([sys.executable, str(script), str(tmp_path / "config.json"), str(tmp_path / "out.json")],

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements" / "lock-linux-x86_64-py311.txt"
 LOCKED_PLATFORM = platform.system() == "Linux" and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)
 

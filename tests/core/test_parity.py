@@ -17,7 +17,7 @@ from cyclegan.core import checkpoint as ckpt
 from cyclegan.core.config import TEST_DEFAULTS, ConfigError, from_dict
 from cyclegan.core.data import BadImageWarning, UnalignedDataset, list_files, resolve_dataroot
 from cyclegan.core.storage import Storage
-from cyclegan.core.trainer import Trainer
+from cyclegan.core.trainer import Hooks, Trainer
 
 # Short runs: epochs of 4 images, nothing but the checkpoints written.
 QUICK = dict(max_dataset_size=4, tensorboard=False, eval_at_end=False)
@@ -34,18 +34,27 @@ class Crash(RuntimeError):
     pass
 
 
-def saved_positions(trainer_cfg, trainer_cls=Trainer, crash_after=None):
-    """Run and return (epoch, epoch_iter, total_iters) of every save, as its full state records it."""
-    seen = []
+class SavedPositions(Hooks):
+    """(epoch, epoch_iter, total_iters) of every save, as its full state records it; a crash after the
+    ``crash_after``-th."""
 
-    def on_save(trainer, path):
+    def __init__(self, crash_after=None):
+        self.crash_after, self.seen = crash_after, []
+
+    def saved(self, trainer, path):
         p = ckpt.load_state(path)["progress"]
-        seen.append((p["epoch"], p["epoch_iter"], p["total_iters"]))
-        if crash_after is not None and len(seen) == crash_after:
+        self.seen.append((p["epoch"], p["epoch_iter"], p["total_iters"]))
+        if self.crash_after is not None and len(self.seen) == self.crash_after:
             raise Crash(f"simulated crash after {path.name}")
-    trainer = trainer_cls(trainer_cfg, progress_bar=False)
+
+
+def saved_positions(trainer_cfg, hooks=(), crash_after=None):
+    """Run and return (epoch, epoch_iter, total_iters) of every save, as its full state records it."""
+    positions = SavedPositions(crash_after)
+    seen = positions.seen
+    trainer = Trainer(trainer_cfg, progress_bar=False, hooks=[*hooks, positions])
     try:
-        trainer.run(on_save=on_save)
+        trainer.run()
     except Crash:
         pass
     return seen, trainer
@@ -98,9 +107,10 @@ def test_save_by_iter_writes_iter_weights_instead_of_latest_and_load_iter_tests_
                    n_epochs=1, n_epochs_decay=1, **QUICK)
     latest_at_save = []
 
-    def on_save(trainer, path):
-        latest_at_save.append((trainer.progress.total_iters, (cfg.run_dir / "latest_net_G_A.pth").exists()))
-    Trainer(cfg, progress_bar=False).run(on_save=on_save)
+    class LatestAtSave(Hooks):
+        def saved(self, trainer, path):
+            latest_at_save.append((trainer.progress.total_iters, (cfg.run_dir / "latest_net_G_A.pth").exists()))
+    Trainer(cfg, progress_bar=False, hooks=[LatestAtSave()]).run()
     # Periodic saves at 3 and 6 images write iter_3/iter_6 only; epoch ends write latest and <epoch>.
     assert latest_at_save == [(3, False), (4, True), (6, True), (8, True)]
     for label in ("iter_3", "iter_6", "1", "2", "latest"):
@@ -129,18 +139,18 @@ def test_a_latest_save_due_on_the_last_image_of_an_epoch_is_written_at_the_epoch
     assert (cfg.run_dir / "latest_net_G_A.pth").exists() and not (cfg.run_dir / "1_net_G_A.pth").exists()
 
 
-class NoticeOnLastStep(Trainer):
-    """A preemption notice (the distributed layer's after_step hook) on the last step of epoch 1."""
+class NoticeOnLastStep(Hooks):
+    """A preemption notice (what the Ray layer's hook reports) on the last step of epoch 1."""
 
-    def after_step(self, n):
-        return self.progress.epoch == 1 and self.progress.epoch_iter == self.epoch_length()
+    def notice(self, trainer):
+        return trainer.progress.epoch == 1 and trainer.progress.epoch_iter == trainer.epoch_length()
 
 
 @pytest.mark.parametrize("save_epoch_freq", [1, 5])
 def test_a_preemption_notice_on_the_last_step_of_an_epoch_is_saved_once_at_its_end(tiny_cfg, save_epoch_freq):
     cfg = tiny_cfg(name="notice", save_latest_freq=1000, save_epoch_freq=save_epoch_freq, n_epochs=1,
                    n_epochs_decay=1, **QUICK)
-    seen, _ = saved_positions(cfg, NoticeOnLastStep)
+    seen, _ = saved_positions(cfg, [NoticeOnLastStep()])
     assert seen == [(2, 0, 4), (3, 0, 8)]  # the notice's save, merged with the epoch save when one is due
 
 

@@ -18,7 +18,8 @@ from cyclegan.cli import main
 from cyclegan.core.config import from_dict
 from cyclegan.core.storage import Storage
 
-from helpers import put_bad_objects, wait_for
+from tests.helpers.processes import wait_for
+from tests.helpers.s3 import put_bad_objects
 
 
 @pytest.fixture(scope="module")

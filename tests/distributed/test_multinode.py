@@ -23,25 +23,18 @@ import pytest
 import torch
 import yaml
 
-from helpers import (
-    RAY_NODES,
-    S3_SECRET,
-    places_holding,
-    processes_mentioning,
-    put_bad_objects,
-    read_events,
-    start_ray_node,
-    stop,
-    stop_processes_mentioning,
-    upload_pair,
-    wait_for,
-)
+from tests.helpers.events import read_events
+from tests.helpers.leaks import places_holding
+from tests.helpers.processes import processes_mentioning, stop, stop_processes_mentioning, wait_for
+from tests.helpers.ray_nodes import start_ray_node
+from tests.helpers.s3 import put_bad_objects, upload_pair
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 TINY = ["--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24",
         "--seed", "3", "--cpus_per_worker", "0.5", "--num_threads", "0"]
+GENERATOR = ["--netG", "resnet_6blocks", "--ngf", "4", "--crop_size", "24", "--cpus_per_worker", "0.5"]  # translate's
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +48,15 @@ def cluster(s3_server, tmp_path_factory):
     # torch's kernel cache (which it makes in the temp folder of any process that builds an optimizer)
     # is the node's, not a run's: it has its own folder.
     state = dict(os.environ, RAY_TRAIN_ENABLE_STATE_TRACKING="1", TORCHINDUCTOR_CACHE_DIR=str(folders["caches"]))
-    head_temp, dashboard = start_ray_node("cg-hd-", args=("--num-cpus", "0", "--resources", '{"driver": 1}'),
-                                          env=state)
-    node_temp = None
+    head = start_ray_node("cg-hd-", args=("--num-cpus", "0", "--resources", '{"driver": 1}'), env=state)
+    node = None
     try:
-        node_temp, _ = start_ray_node("cg-nd-", head=RAY_NODES[head_temp], cwd=folders["node_work"],
-                                      args=("--num-cpus", "2", "--resources", '{"trainnode": 2}'),
-                                      env=dict(state, TMPDIR=str(folders["node_tmp"])))
-        yield {"gcs": RAY_NODES[head_temp], "dashboard": dashboard, "ray_folders": [head_temp, node_temp],
-               **folders}
+        node = start_ray_node("cg-nd-", head=head.gcs, cwd=folders["node_work"],
+                              args=("--num-cpus", "2", "--resources", '{"trainnode": 2}'),
+                              env=dict(state, TMPDIR=str(folders["node_tmp"])))
+        yield {"gcs": head.gcs, "dashboard": head.dashboard, "ray_folders": [head.temp, node.temp], **folders}
     finally:
-        for temp in (node_temp, head_temp):
+        for temp in (node and node.temp, head.temp):
             if temp:
                 stop_processes_mentioning(temp)
                 shutil.rmtree(temp, ignore_errors=True)
@@ -103,7 +94,7 @@ def submit_job(cluster, job_id: str, *args) -> str:
     return logs
 
 
-def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(cluster, s3, tiny_pair):
+def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(cluster, s3, s3_secret, tiny_pair):
     s3.mkdir("mn-bucket")
     upload_pair(s3, tiny_pair, "mn-bucket/seasons")
     put_bad_objects(s3, "mn-bucket/seasons/trainA")
@@ -116,7 +107,7 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
     # So is a local folder of images to translate on the cluster (tasks on the other node read them).
     refused = driver(cluster, "translate", "--generator", "s3://mn-bucket/none/latest_net_G.pth", "--input",
-                     str(tiny_pair / "testA"), "--output", "s3://mn-bucket/translated", "--num_workers", "1", *TINY)
+                     str(tiny_pair / "testA"), "--output", "s3://mn-bucket/translated", "--num_workers", "1", *GENERATOR)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert f"input: '{tiny_pair / 'testA'}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
 
@@ -213,7 +204,7 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     wait_for(drained, 60, "the node to be drained")
 
     # No credential anywhere: the secret key is in no Ray state, log or file, and in no object.
-    hits = places_holding(S3_SECRET, folders=[*cluster["ray_folders"], cluster["node_tmp"], cluster["driver_tmp"]],
+    hits = places_holding(s3_secret, folders=[*cluster["ray_folders"], cluster["node_tmp"], cluster["driver_tmp"]],
                           s3=s3, buckets=["mn-bucket"], dashboard=cluster["dashboard"])
     assert hits == []
 

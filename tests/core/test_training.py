@@ -10,7 +10,7 @@ from cyclegan.core import checkpoint as ckpt
 from cyclegan.core.config import from_dict
 from cyclegan.core.model import CycleGAN
 from cyclegan.core.schedules import lr_factor
-from cyclegan.core.trainer import Trainer
+from cyclegan.core.trainer import Hooks, Trainer
 
 GOLDEN = Path(__file__).parent / "golden" / "loss_curve.json"
 
@@ -19,14 +19,16 @@ class Crash(RuntimeError):
     pass
 
 
-def crash_after(n_saves):
-    seen = []
+class crash_after(Hooks):
+    """A run that dies right after its n-th save."""
 
-    def on_save(trainer, path):
-        seen.append(path)
-        if len(seen) == n_saves:
+    def __init__(self, n_saves):
+        self.n_saves, self.seen = n_saves, []
+
+    def saved(self, trainer, path):
+        self.seen.append(path)
+        if len(self.seen) == self.n_saves:
             raise Crash(f"simulated crash after {path.name}")
-    return on_save
 
 
 def weights(trainer):
@@ -59,7 +61,7 @@ def test_resume_mid_epoch_is_bit_identical(tiny_cfg):
     full.run()
     cfg = tiny_cfg(name="resumed", save_latest_freq=4)
     with pytest.raises(Crash):
-        Trainer(cfg, progress_bar=False).run(on_save=crash_after(2))
+        Trainer(cfg, progress_bar=False, hooks=[crash_after(2)]).run()
     saved = ckpt.load_latest_state(cfg.run_dir)[1]["progress"]
     assert (saved["epoch"], saved["epoch_iter"], saved["total_iters"]) == (1, 8, 8)
     resumed = Trainer(tiny_cfg(name="resumed", save_latest_freq=4, continue_train=True), progress_bar=False)
@@ -79,7 +81,7 @@ def test_resume_at_an_epoch_boundary_keeps_the_schedule(tiny_cfg):
     full = Trainer(tiny_cfg(name="full", **base), progress_bar=False)
     full.run()
     with pytest.raises(Crash):
-        Trainer(tiny_cfg(name="boundary", **base), progress_bar=False).run(on_save=crash_after(1))
+        Trainer(tiny_cfg(name="boundary", **base), progress_bar=False, hooks=[crash_after(1)]).run()
     resumed = Trainer(tiny_cfg(name="boundary", continue_train=True, **base), progress_bar=False)
     assert (resumed.progress.epoch, resumed.progress.epoch_iter) == (2, 0)
     resumed.run()
@@ -107,7 +109,7 @@ def test_checkpoints_are_atomic_rotated_and_in_reference_format(tiny_cfg):
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_cfg):
     cfg = tiny_cfg(name="corrupt", save_latest_freq=4)
     with pytest.raises(Crash):
-        Trainer(cfg, progress_bar=False).run(on_save=crash_after(3))  # saves at 4, 8, then epoch end (10)
+        Trainer(cfg, progress_bar=False, hooks=[crash_after(3)]).run()  # saves at 4, 8, then epoch end (10)
     newest = ckpt.state_files(cfg.run_dir)[0]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])  # truncated mid-write by a crash
     with pytest.warns(RuntimeWarning, match=r"state_iter0000000010.pt: unreadable checkpoint.*falling back"):
@@ -161,7 +163,7 @@ def test_golden_loss_curve(tiny_cfg):
     """Per-iteration losses of a tiny seeded CPU run. Any numerical change to the objective shows here.
     The curve belongs to the lock: it is recorded with the versions of requirements/lock-*.txt, in a
     process whose CPU kernels are pinned (GOLDEN_ENV), so it holds on any x86-64 machine.
-    After an intended change, or a new lock: CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/test_training.py -k golden"""
+    After an intended change, or a new lock: CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/core/test_training.py -k golden"""
     import subprocess
     import sys
     cfg = tiny_cfg(name="golden", n_epochs=1, n_epochs_decay=1, gan_mode="lsgan")
@@ -179,7 +181,7 @@ def test_golden_loss_curve(tiny_cfg):
     recorded, running = golden["recorded_with"], recorded_with()
     differs = {k: f"{v} (running {running.get(k)})" for k, v in recorded.items() if running.get(k) != v}
     hint = (f"; the curve was recorded with {differs}: install from the lock (./run.sh test), or after a new "
-            f"lock regenerate it with CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/test_training.py -k golden"
+            f"lock regenerate it with CYCLEGAN_UPDATE_GOLDEN=1 ./run.sh test tests/core/test_training.py -k golden"
             if differs else "")
     assert len(golden["steps"]) == len(curve)
     for step, (want, got) in enumerate(zip(golden["steps"], curve)):

@@ -1,6 +1,6 @@
 """cluster/ definitions checked offline (the launcher files, the KubeRay manifests, node types against the
 experiments, the cloud notices the preemption watcher reads), and datasets downloaded from a loopback HTTP
-server and uploaded to the loopback S3 server. Jobs on a real cluster: tests/test_multinode.py."""
+server and uploaded to the loopback S3 server. Jobs on a real cluster: tests/distributed/test_multinode.py."""
 import copy
 import functools
 import http.server
@@ -14,9 +14,9 @@ import yaml
 
 from cyclegan.core.data import DataError
 
-from helpers import FakeInstanceMetadata
+from tests.helpers.metadata import FakeInstanceMetadata
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "cluster"
 
 
