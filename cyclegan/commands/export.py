@@ -33,7 +33,7 @@ from ..core.data import BadImage, normalize
 from ..core.inference import GeneratorSpec, generator_spec, image_paths, load_input
 from ..core.storage import Storage
 from . import COMMANDS
-from .options import add_arguments, test_time_config
+from .options import add_arguments, add_generator_argument, test_time_config
 
 CHECK_IMAGES = 4  # images of --input (or noise images) in the check
 INPUT_NAME, OUTPUT_NAME = "image", "translated"
@@ -280,8 +280,7 @@ def export(cfg: Config, source: str, out: str, given: set[str] = frozenset(), in
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help=COMMANDS["export"], description=__doc__)
     add_arguments(p, "export", TEST_DEFAULTS)
-    p.add_argument("--generator", required=True, help="a run folder or a sweep report's best/ folder (G_A and G_B), "
-                                                      "or a .pth weights file (then --netG etc. say its architecture)")
+    add_generator_argument(p, "G_A and G_B")
     p.add_argument("--out", required=True, help="folder or s3://, gs:// prefix for the files")
     p.add_argument("--input", help="folder or prefix of images to check the exports on, or a dataset root (G_A "
                                    "checked on its testA, G_B on its testB); default: noise images")

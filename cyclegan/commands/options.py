@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str, defaults: Optio
                                 **({"action": "store_true"} if key in SWITCHES else {}))
 
 
+def add_generator_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--generator, as `translate` and `export` take it (``what``: which generators a folder gives)."""
+    parser.add_argument("--generator", required=True,
+                        help=f"a run folder or a sweep report's best/ folder ({what}), or a .pth weights file "
+                             f"(then --netG etc. say its architecture)")
+
+
 def foreign_options(command: str, extras: list[str]) -> Optional[str]:
     """The error for the first schema option in ``extras`` (what the command's parser did not take) that
     belongs to other commands; None when there is none."""

@@ -33,7 +33,7 @@ from ..core.inference import (
 )
 from ..core.storage import Storage
 from . import COMMANDS
-from .options import add_arguments, test_time_config
+from .options import add_arguments, add_generator_argument, test_time_config
 
 log = logging.getLogger("cyclegan")
 
@@ -120,8 +120,7 @@ def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_u
 def add_parser(sub) -> None:
     p = sub.add_parser("translate", help=COMMANDS["translate"], description=__doc__)
     add_arguments(p, "translate", TEST_DEFAULTS)
-    p.add_argument("--generator", required=True, help="a run folder, a sweep report's best/ folder, or a .pth "
-                                                      "weights file (then --netG etc. say its architecture)")
+    add_generator_argument(p, "G_A, or G_B with --direction BtoA")
     p.add_argument("--input", required=True, help="folder or s3://, gs:// prefix of images")
     p.add_argument("--output", required=True, help="folder or prefix for the outputs (same relative names)")
     p.set_defaults(run=run)
