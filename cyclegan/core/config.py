@@ -53,10 +53,12 @@ def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...
 @dataclass
 class Config:
     # --- experiment and data (reference names) ---
-    dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair", commands=RUN)
+    dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair",
+                                  commands=RUN)
     name: str = opt("experiment_name", "run name: checkpoints go to <checkpoints_dir>/<name>", commands=RUN)
     checkpoints_dir: str = opt("./checkpoints", "where runs are stored", commands=RUN)
-    phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read", commands=("train", "bench", "test", "eval", "export"))
+    phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read",
+                     commands=("train", "bench", "test", "eval", "export"))
     direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"), commands=ANY)
     serial_batches: bool = opt(False, "take images in order; otherwise B is drawn at random", commands=RUN)
     num_threads: int = opt(4, "data-loading worker processes", minimum=0, commands=RUN)
@@ -82,7 +84,8 @@ class Config:
     gan_mode: str = opt("lsgan", "adversarial loss", choices=GAN_MODES, commands=TRAINING)
     lambda_A: float = opt(10.0, "weight of cycle loss A -> B -> A", minimum=0.0, commands=TRAINING)
     lambda_B: float = opt(10.0, "weight of cycle loss B -> A -> B", minimum=0.0, commands=TRAINING)
-    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B", minimum=0.0, commands=TRAINING)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/lambda_B", minimum=0.0,
+                                 commands=TRAINING)
     lambda_gp: float = opt(10.0, "gradient-penalty weight for gan_mode wgangp", minimum=0.0, commands=TRAINING)
     pool_size: int = opt(50, "generated images kept for the discriminators (0: no pool)", minimum=0, commands=TRAINING)
     # --- optimisation ---
@@ -95,7 +98,8 @@ class Config:
     epoch_count: int = opt(1, "number of the first epoch", minimum=1, commands=TRAINING)
     seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0, commands=ANY)
     # --- saving and resuming ---
-    save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1, commands=TRAINING)
+    save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1,
+                                commands=TRAINING)
     save_epoch_freq: int = opt(5, "save a checkpoint every this many epochs", minimum=1, commands=TRAINING)
     save_latest_secs: float = opt(0.0, "also save the latest checkpoint once this many seconds have passed "
                                        "since the last save (0: off); for spot clusters, where what is lost "
@@ -104,7 +108,8 @@ class Config:
                                     "all-reduce) on a spot notice or a due --save_latest_secs save, so all "
                                     "save at the same step; a notice is acted on at most this late",
                                  minimum=1, commands=TRAINING)
-    save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest", commands=TRAINING)
+    save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest",
+                             commands=TRAINING)
     continue_train: bool = opt(False, "continue from the latest checkpoint of this run", commands=TRAINING)
     epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>", commands=ANY)
     load_iter: int = opt(0, "if > 0, load the weights of this iteration (iter_<n>); test results go to "
@@ -128,23 +133,27 @@ class Config:
                                    "refused on every device)", commands=TRAINING)
     tensorboard: bool = opt(True, "write TensorBoard event files under the run folder", commands=TRAINING)
     image_log_freq: int = opt(1000, "log image grids every this many training images", minimum=1, commands=TRAINING)
-    eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations", commands=TRAINING)
+    eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations",
+                            commands=TRAINING)
     builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS, commands=RUN)
     builtin_size: int = opt(64, "image size of the built-in pair", minimum=8, commands=RUN)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1, commands=RUN)
     # --- cyclegan translate ---
-    translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"), commands=("translate",))
+    translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"),
+                                commands=("translate",))
     jpeg_quality: int = opt(95, "cyclegan translate: JPEG quality (1-95)", minimum=1, commands=("translate",))
     concurrency: int = opt(0, "cyclegan translate on Ray: generator actors (0: one per GPU with --use_gpu, "
                               "else --num_workers)", minimum=0, commands=("translate",))
     # --- cyclegan export ---
-    export_format: str = opt("both", "cyclegan export: onnx, torchscript or both", choices=("onnx", "torchscript", "both"), commands=("export",))
+    export_format: str = opt("both", "cyclegan export: onnx, torchscript or both", choices=("onnx", "torchscript", "both"),
+                             commands=("export",))
     export_tolerance: float = opt(1e-4, "cyclegan export: the largest absolute difference from PyTorch's output "
                                         "(in [-1, 1]; a uint8 level is 0.0078) that an exported file may show "
                                         "in its check", minimum=0.0, commands=("export",))
     # --- distributed (Ray) ---
     num_workers: str = opt("0", "0: train in this process; N: Ray Train with N workers; MIN-MAX: elastic, "
-                                "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)", commands=RAY)
+                                "fewer workers while capacity is short (s3://, gs://, --address, --resume imply 1)",
+                                commands=RAY)
     use_gpu: bool = opt(False, "request one GPU per Ray worker (an autoscaler then starts GPU nodes); NCCL "
                                "between them. Off: CPU workers, gloo", commands=RAY)
     grad_compression: str = opt("none", "Ray workers all-reduce the gradients as bf16 (half the bytes, for "
@@ -155,7 +164,8 @@ class Config:
                                     "from the checkpoint's count of images) or exact (each worker its own "
                                     "ordered stream: bit-identical weights after any restart)",
                            choices=("train", "exact"), commands=TRAINING)
-    cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0, commands=RAY)
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per Ray worker (data tasks use what is left)", minimum=0.0,
+                                 commands=RAY)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
                                                 '{"spot_gpu": 1} to place workers on one node type', commands=RAY)
     address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)", commands=RAY)
@@ -167,14 +177,17 @@ class Config:
     storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
                                                "region, endpoint_url (default: the AWS_* variables)", commands=STORAGE)
     max_failures: int = opt(3, "restarts after a worker fails or a node is lost (-1: without limit); "
-                               "preemptions the cloud announces are counted apart, without limit", minimum=-1, commands=TRAINING)
-    resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>", commands=TRAINING)
+                               "preemptions the cloud announces are counted apart, without limit", minimum=-1,
+                               commands=TRAINING)
+    resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>",
+                                commands=TRAINING)
     # --- test ---
     results_dir: str = opt("./results/", "where test results go", commands=("test",))
     num_test: int = opt(50, "how many test images to run", minimum=1, commands=("test",))
     aspect_ratio: float = opt(1.0, "aspect ratio of saved result images", minimum=0.0, commands=("test", "translate"))
     eval: bool = opt(False, "use eval mode (batch norm, dropout) at test time", commands=TEST_TIME)
-    model: str = opt("cycle_gan", "cycle_gan: both directions from testA/testB; test: one generator", choices=("cycle_gan", "test"), commands=("train", "bench", "test"))
+    model: str = opt("cycle_gan", "cycle_gan: both directions from testA/testB; test: one generator", choices=("cycle_gan", "test"),
+                     commands=("train", "bench", "test"))
     model_suffix: str = opt("", "with --model test, loads latest_net_G<suffix>.pth", commands=("test",))
 
     # ------------------------------------------------------------------
