@@ -232,6 +232,18 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HINTS = typing.get_type_hints(Config)
 
 
+SECRET_WORDS = ("secret", "token", "password", "credential", "key")  # in a key's name: its value is never shown
+
+
+def shown(key: str, value: Any) -> str:
+    """A value as an error message shows it: a short scalar of a key that holds no secret as it is,
+    anything else by its type only (a mapping may hold credentials; a huge value would flood the log)."""
+    secret = key == "storage_options" or any(word in key.lower() for word in SECRET_WORDS)
+    if not secret and isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 80:
+        return repr(value)
+    return f"a value of type {type(value).__name__}"
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Convert a value from YAML or a checkpoint to the schema's type, or raise naming the key."""
     hint = HINTS[key]
@@ -241,7 +253,7 @@ def _coerce(key: str, value: Any) -> Any:
         if optional:
             return None
         raise ConfigError(f"{key}: must not be empty")
-    bad = ConfigError(f"{key}: {value!r} is not a valid {base.__name__}")
+    bad = ConfigError(f"{key}: {shown(key, value)} is not a valid {base.__name__}")
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -280,9 +292,9 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, key)
         choices, minimum = f.metadata["choices"], f.metadata["minimum"]
         if choices is not None and value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{key}: {shown(key, value)} is not one of {', '.join(map(str, choices))}")
         if minimum is not None and value is not None and value < minimum:
-            raise ConfigError(f"{key}: {value!r} is below the minimum {minimum}")
+            raise ConfigError(f"{key}: {shown(key, value)} is below the minimum {minimum}")
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"{key}: NaN is not allowed")
     if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.load_size < cfg.crop_size:
@@ -338,13 +350,40 @@ def from_dict(values: dict[str, Any], base: Optional[dict[str, Any]] = None, sou
     return validate(Config(**merged))
 
 
+MAX_YAML_BYTES = 1 << 20  # an options file is a few kilobytes
+
+
+class _NoAliases(yaml.SafeLoader):
+    """Plain YAML: anchors and aliases (``&a`` / ``*a``) are refused, so a small file cannot expand into
+    billions of items (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML from outside (an options file, a run's or a sweep's stored files), bounded in size and without
+    aliases; errors name ``source``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"config: {source!r} is {len(text)} bytes; an options file may have at most "
+                          f"{MAX_YAML_BYTES}")
+    try:
+        return yaml.load(text, Loader=_NoAliases)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {source!r} is not valid YAML: {e}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        with open(path, "rb") as f:  # read no more than the limit (and one byte to know it is over)
+            raw = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config: file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {e}") from None
+    data = parse_yaml(raw.decode("utf-8", errors="replace"), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -352,8 +391,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# Reference flags for its visdom display, HTML refresh and device list: accepted so that existing
-# command lines run unchanged. Display and HTML options do nothing here (TensorBoard replaces them).
 
 
 def with_suffix(cfg: Config, suffix: str, name_from_file: bool = False) -> Config:

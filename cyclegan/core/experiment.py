@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml
+from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml, parse_yaml
 from .evaluate import METRICS
 from .storage import Storage, is_remote
 
@@ -257,7 +257,7 @@ def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: not a sweep (no {EXPERIMENT_FILE}); --resume takes "
                                 f"<storage_path>/<sweep name>") from None
-    saved = yaml.safe_load(text)
+    saved = parse_yaml(text, f"{uri}/{EXPERIMENT_FILE}")
     saved["pairs"] = [Pair(**p) for p in saved["pairs"]]
     saved["space"] = {k: tuple(v) for k, v in saved["space"].items()}
     saved["search"] = Search(**saved["search"])

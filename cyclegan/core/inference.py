@@ -16,12 +16,11 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 from torch import nn
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
+from .config import Config, ConfigError, parse_yaml
 from .data import decode_image, is_image_name, normalize, preprocess_uint8, sample_rng, to_uint8
 from .networks import define_G
 from .storage import Storage
@@ -88,7 +87,7 @@ def generator_spec(source: str, cfg: Config, store: Storage, given: set[str]) ->
         weights = source
     else:
         try:
-            saved = yaml.safe_load(store.read_text(f"{source}/train_opt.yaml"))
+            saved = parse_yaml(store.read_text(f"{source}/train_opt.yaml"), f"{source}/train_opt.yaml")
         except FileNotFoundError:
             raise ConfigError(f"generator: {source!r} has no train_opt.yaml; give a run folder, a report's best/ "
                               f"folder or a .pth weights file") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +40,16 @@ def parse_options(text: Union[str, dict, None]) -> dict:
     if not text:
         return {}
     try:
-        options = json.loads(text) if isinstance(text, str) else dict(text)
-    except json.JSONDecodeError as e:
+        options = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as e:  # e.msg only: the text may hold a key
         raise DataError(f"storage_options: not a JSON object ({e.msg})") from None
+    if not isinstance(options, dict):  # its items are never shown: they may be credentials
+        raise DataError(f"storage_options: a JSON object of settings is needed, not a {type(options).__name__}")
     unknown = sorted(set(options) - set(S3_OPTION_KEYS))
-    if unknown:
-        raise DataError(f"storage_options: unknown key(s) {unknown}; expected some of {list(S3_OPTION_KEYS)}")
+    if unknown:  # named when they look like names (a pasted credential as a key is not repeated)
+        names = [k for k in unknown if re.fullmatch(r"[A-Za-z_]{1,40}", str(k))]
+        more = f" and {len(unknown) - len(names)} other(s)" if len(names) < len(unknown) else ""
+        raise DataError(f"storage_options: unknown key(s) {names}{more}; expected some of {list(S3_OPTION_KEYS)}")
     return options
 
 

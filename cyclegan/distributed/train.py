@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from ..core.config import Config, from_dict
+from ..core.config import Config, from_dict, parse_yaml
 from ..core.data import resolve_dataroot
 from ..core.storage import Storage, is_remote
 from ..core.trainer import Hooks
@@ -34,7 +34,7 @@ def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
     """--resume RUN: the run's own options, with the flags given now on top (workers, address ...)."""
     run = cfg.resume.rstrip("/")
     try:
-        saved = yaml.safe_load(store.read_text(f"{run}/{CONFIG_FILE}"))
+        saved = parse_yaml(store.read_text(f"{run}/{CONFIG_FILE}"), f"{run}/{CONFIG_FILE}")
     except FileNotFoundError:
         raise FileNotFoundError(f"{run}/{CONFIG_FILE}: not found; --resume takes <storage_path>/<name> "
                                 f"of a Ray run") from None

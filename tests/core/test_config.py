@@ -1,5 +1,7 @@
 """The config schema: reference defaults, YAML + flags layering, errors that name key and value."""
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -81,3 +83,58 @@ def test_reference_command_lines_run_unchanged():
                            "cycle_gan", "--display_id", "-1", "--gpu_ids", "-1", "--no_html"]))
     assert (cfg.name, cfg.device) == ("maps_cyclegan", "cpu")
     assert from_args(parse(["test", "--gpu_ids", "1,2"])).device == "cuda:1"
+
+
+# ---------------------------------------------------------------- hostile and broken input (issue 22: 3, 7)
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+def test_a_config_error_never_prints_a_secret_and_names_the_key_and_type(tmp_path):
+    """storage_options given as a YAML mapping with a secret_key: the error names the key and the value's
+    type, not the value (it printed the whole mapping, secret and all)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"storage_options:\n  access_key: AKIAEXAMPLE\n  secret_key: {SECRET}\n  region: us-west-2\n")
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--config", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == "error: storage_options: a value of type dict is not a valid str"
+    assert SECRET not in run.stdout + run.stderr and "AKIAEXAMPLE" not in run.stdout + run.stderr
+    # A key named like a secret never shows its value; short plain values still do; long ones by type.
+    with pytest.raises(ConfigError, match=r"^ngf: 'abc' is not a valid int$"):
+        from_dict({"ngf": "abc"})
+    with pytest.raises(ConfigError, match=r"^name: a value of type list is not a valid str$"):
+        from_dict({"name": [SECRET]})
+    with pytest.raises(ConfigError, match=r"^netG: a value of type str is not one of"):
+        from_dict({"netG": "x" * 500})
+
+
+def test_storage_options_that_are_not_an_object_are_refused_without_echoing_them():
+    from cyclegan.core.errors import DataError
+    from cyclegan.core.storage import parse_options
+    with pytest.raises(DataError) as e:
+        parse_options(f'["{SECRET}"]')
+    assert str(e.value) == "storage_options: a JSON object of settings is needed, not a list"
+    with pytest.raises(DataError) as e:
+        parse_options(f'{{"{SECRET}": 1, "regoin": "x"}}')
+    assert SECRET not in str(e.value) and "['regoin'] and 1 other(s)" in str(e.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
+    """418 bytes that expand to 10^8 items took 43 s, 2.9 GB and printed a 722 MB error."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i, name in enumerate("bcdefgh"):
+        prev = "abcdefgh"[i]
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]")
+    lines.append("name: *h")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(ConfigError) as e:
+        from_args(parse(["train", "--config", str(bomb)]))
+    message = str(e.value)
+    assert message.startswith(f"config: '{bomb}' is not valid YAML: ") and "aliases" in message
+    assert len(message) < 2000  # refused at the first alias, not expanded
+    big = tmp_path / "big.yaml"
+    big.write_text("name: " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="an options file may have at most 1048576"):
+        from_args(parse(["train", "--config", str(big)]))
