@@ -16,8 +16,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.config import FIELDS
+    from ..core.config import FIELDS, check_trainable
     cfg = from_args(args)
+    check_trainable(cfg)  # before a Ray cluster starts, too
     if cfg.distributed:
         from ..distributed.train import run as run_on_ray
         result = run_on_ray(cfg, given={k for k in vars(args) if k in FIELDS})

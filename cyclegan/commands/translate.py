@@ -28,8 +28,10 @@ from ..core.inference import (
     image_paths,
     input_base,
     load_input,
+    output_location,
     output_name,
     translate_batch,
+    unsafe_name,
 )
 from ..core.storage import Storage
 from . import COMMANDS
@@ -40,11 +42,13 @@ log = logging.getLogger("cyclegan")
 REPORT_FILE = "_translate_report.json"
 
 
-def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int]:
+def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int, list[dict]]:
     """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
     in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
-    its name below the input; and how many already have their output. Arrow columns hold a few tens of
-    bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
+    its name below the input; how many already have their output; and the inputs refused, each with its
+    reason: names that would put an output outside --output, and a second input whose output would be
+    another's (a.jpg and a.png both make a.png: the first in the listing keeps it). Arrow columns hold a
+    few tens of bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
     root = input_uri.rstrip("/")
     fs, base = store.resolve(root)
     out_fs, out_base = store.resolve(output_uri.rstrip("/"))
@@ -58,10 +62,21 @@ def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tup
     done = set()
     if store.exists(output_uri):
         done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
-    left = [index for index, relative in enumerate(relatives) if output_name(relative, cfg) not in done]
+    refused, owner, usable = [], {}, []
+    for index, relative in enumerate(relatives):
+        reason = unsafe_name(relative)
+        name = output_name(relative, cfg)
+        if reason is None and name in owner:
+            reason = f"its output {name} is already the output of {owner[name]}"
+        if reason:
+            refused.append({"input": relative, "reason": reason})
+            continue
+        owner[name] = relative
+        usable.append(index)
+    left = [index for index in usable if output_name(relatives[index], cfg) not in done]
     table = pa.table({"index": pa.array(left, pa.int64()),
                       "relative": pa.array([relatives[i] for i in left], pa.string())})
-    return table, len(relatives) - len(left)
+    return table, len(usable) - len(left), refused
 
 
 def write_report(output_uri: str, store: Storage, report: dict) -> dict:
@@ -77,16 +92,18 @@ def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: 
         raise ConfigError(f"jpeg_quality: {cfg.jpeg_quality} is above 100")
     store = store or Storage.from_options(cfg.storage_options)
     spec = generator_spec(source, cfg, store, given)
-    todo, already = listing(input_uri, output_uri, spec.cfg, store)
+    todo, already, refused = listing(input_uri, output_uri, spec.cfg, store)
     began = time.perf_counter()
     counts = (runner or translate_here)(spec, todo, input_uri, output_uri, store, progress_bar)
     seconds = time.perf_counter() - began
+    bad = refused + counts["bad"]
     report = {"generator": spec.weights, "input": input_uri, "output": output_uri,
-              "already_done": already, "translated": counts["translated"], "skipped": len(counts["bad"]),
-              "bad_inputs": counts["bad"], "seconds": seconds,
+              "already_done": already, "translated": counts["translated"], "skipped": len(bad),
+              "bad_inputs": bad, "seconds": seconds,
               "images_per_sec": counts["translated"] / seconds if seconds > 0 else 0.0}
     if report["bad_inputs"]:
-        log.warning("skipped %d undecodable input(s), listed in %s/%s", report["skipped"], output_uri, REPORT_FILE)
+        log.warning("skipped %d input(s) (undecodable, or refused names), listed in %s/%s", report["skipped"],
+                    output_uri, REPORT_FILE)
     return write_report(output_uri, store, report)
 
 
@@ -111,7 +128,7 @@ def translate_here(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output_u
                 except BadImage as e:
                     bad.append({"input": row["relative"], "reason": str(e)})
             for row, out in zip(rows, translate_batch(net, images, device)):
-                store.write_bytes(f"{out_root}/{output_name(row['relative'], spec.cfg)}", encode_output(out, spec.cfg))
+                store.write_bytes(output_location(out_root, row["relative"], spec.cfg), encode_output(out, spec.cfg))
                 translated += 1
             bar.update(len(chunk))
     return {"translated": translated, "bad": bad}

@@ -15,7 +15,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 import numpy as np
 import torch
@@ -34,21 +34,55 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; once, at import (threads write files later)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file here (mkstemp gives 0600)
+TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # .<name>.<random>.tmp, as atomic_write names them
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(file)`` into a temporary file in the same folder, fsync, then rename over ``path``: a crash
+    leaves the old file or the new one, never half of one (and a stale temporary, which the next run's
+    start removes). The file gets the mode the umask gives new files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save, atomically (``atomic_write``)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> int:
+    """The temporaries a killed save left in a run's folder and its state folder; how many went. Called
+    at a run's start, before it writes anything."""
+    removed = 0
+    for folder in (Path(run_dir), Path(run_dir) / STATE_DIR):
+        if folder.is_dir():
+            for stale in [p for p in folder.iterdir() if p.is_file() and TEMPORARY.match(p.name)]:
+                stale.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def safe_load(source: str | os.PathLike | bytes, name: Optional[str] = None) -> Any:

@@ -36,6 +36,8 @@ class ConfigError(UserError, ValueError):
     """A bad option: the message names the key and the value."""
 
 
+MAX_IMAGE_SIZE = 8192  # pixels a side: a 8192x8192 RGB float image is already 805 MB
+
 # Which commands take an option (as a flag): a command's parser and --help list only its own.
 TRAINING = ("train", "bench")  # bench times training iterations (and Ray runs) as train describes them
 RUN = TRAINING + ("test", "eval")  # a run under <checkpoints_dir>/<name> and its dataset
@@ -45,8 +47,8 @@ STORAGE = RAY + ("export",)  # object storage settings
 TEST_TIME = ("test", "eval", "translate", "export")  # how a trained generator runs
 
 
-def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...] = TRAINING):
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...] = TRAINING, maximum=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
                                             "commands": commands})
 
 
@@ -62,9 +64,9 @@ class Config:
     direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"), commands=ANY)
     serial_batches: bool = opt(False, "take images in order; otherwise B is drawn at random", commands=RUN)
     num_threads: int = opt(4, "data-loading worker processes", minimum=0, commands=RUN)
-    batch_size: int = opt(1, "images per iteration (per worker)", minimum=1, commands=ANY)
-    load_size: int = opt(286, "scale images to this size", minimum=1, commands=ANY)
-    crop_size: int = opt(256, "then crop to this size", minimum=1, commands=ANY)
+    batch_size: int = opt(1, "images per iteration (per worker)", minimum=1, maximum=4096, commands=ANY)
+    load_size: int = opt(286, "scale images to this size", minimum=1, maximum=MAX_IMAGE_SIZE, commands=ANY)
+    crop_size: int = opt(256, "then crop to this size", minimum=1, maximum=MAX_IMAGE_SIZE, commands=ANY)
     max_dataset_size: float = opt(math.inf, "use at most this many images per domain", minimum=1, commands=RUN)
     preprocess: str = opt("resize_and_crop", "image scaling and cropping", choices=PREPROCESS_MODES, commands=ANY)
     no_flip: bool = opt(False, "do not flip images horizontally for augmentation", commands=RUN)
@@ -73,9 +75,9 @@ class Config:
     # --- networks ---
     netG: str = opt("resnet_9blocks", "generator architecture", choices=GENERATORS, commands=ANY)
     netD: str = opt("basic", "discriminator architecture", choices=DISCRIMINATORS, commands=RUN)
-    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1, commands=RUN)
-    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1, commands=ANY)
-    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1, commands=RUN)
+    n_layers_D: int = opt(3, "discriminator depth when netD is n_layers", minimum=1, maximum=8, commands=RUN)
+    ngf: int = opt(64, "generator filters in the last conv layer", minimum=1, maximum=1024, commands=ANY)
+    ndf: int = opt(64, "discriminator filters in the first conv layer", minimum=1, maximum=1024, commands=RUN)
     norm: str = opt("instance", "normalization layers", choices=NORMS, commands=ANY)
     init_type: str = opt("normal", "weight initialisation", choices=INIT_TYPES, commands=ANY)
     init_gain: float = opt(0.02, "scale of normal/xavier/orthogonal initialisation", minimum=0.0, commands=ANY)
@@ -96,7 +98,8 @@ class Config:
     n_epochs_decay: int = opt(100, "epochs of decay to zero", minimum=0, commands=TRAINING)
     lr_decay_iters: int = opt(50, "epochs between x0.1 steps for lr_policy step", minimum=1, commands=TRAINING)
     epoch_count: int = opt(1, "number of the first epoch", minimum=1, commands=TRAINING)
-    seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0, commands=ANY)
+    seed: int = opt(0, "seeds weights, data order, augmentation and the image pools", minimum=0,
+                    maximum=2**32 - 1, commands=ANY)
     # --- saving and resuming ---
     save_latest_freq: int = opt(5000, "save the latest checkpoint every this many training images", minimum=1,
                                 commands=TRAINING)
@@ -136,7 +139,7 @@ class Config:
     eval_at_end: bool = opt(True, "score the final generators on the test split when it has ideal translations",
                             commands=TRAINING)
     builtin: str = opt("seasons", "built-in pair used when dataroot is empty", choices=BUILTIN_PAIRS, commands=RUN)
-    builtin_size: int = opt(64, "image size of the built-in pair", minimum=8, commands=RUN)
+    builtin_size: int = opt(64, "image size of the built-in pair", minimum=8, maximum=1024, commands=RUN)
     builtin_count: int = opt(200, "training images per domain of the built-in pair", minimum=1, commands=RUN)
     # --- cyclegan translate ---
     translate_format: str = opt("png", "cyclegan translate: output images as png or jpeg", choices=("png", "jpeg"),
@@ -290,11 +293,13 @@ def _coerce(key: str, value: Any) -> Any:
 def validate(cfg: Config) -> Config:
     for key, f in FIELDS.items():
         value = getattr(cfg, key)
-        choices, minimum = f.metadata["choices"], f.metadata["minimum"]
+        choices, minimum, maximum = f.metadata["choices"], f.metadata["minimum"], f.metadata["maximum"]
         if choices is not None and value not in choices:
             raise ConfigError(f"{key}: {shown(key, value)} is not one of {', '.join(map(str, choices))}")
         if minimum is not None and value is not None and value < minimum:
             raise ConfigError(f"{key}: {shown(key, value)} is below the minimum {minimum}")
+        if maximum is not None and value is not None and value > maximum:
+            raise ConfigError(f"{key}: {shown(key, value)} is above the maximum {maximum}")
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"{key}: NaN is not allowed")
     if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.load_size < cfg.crop_size:
@@ -306,7 +311,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"crop_size: {cfg.crop_size} must be a multiple of {2**downs} for netG {cfg.netG}")
     if not re.fullmatch(r"\d+(-\d+)?", cfg.num_workers) or cfg.min_workers > cfg.max_workers:
         raise ConfigError(f"num_workers: {cfg.num_workers!r} is not N or MIN-MAX with MIN <= MAX")
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device: {cfg.device!r} is not auto, cpu, cuda or cuda:N")
     if cfg.device != "auto":  # auto is checked once the model knows its device
         check_device_options(cfg, "cuda" if cfg.device.startswith("cuda") else "cpu")
@@ -316,10 +321,33 @@ def validate(cfg: Config) -> Config:
     if cfg.total_epochs < 1:
         raise ConfigError(f"n_epochs: n_epochs + n_epochs_decay must be at least 1 (got {cfg.n_epochs} + "
                           f"{cfg.n_epochs_decay})")
+    if cfg.epoch_count > cfg.total_epochs:
+        raise ConfigError(f"epoch_count: {cfg.epoch_count} is after the last epoch (n_epochs + n_epochs_decay = "
+                          f"{cfg.total_epochs}): nothing would be trained")
     if cfg.lambda_identity > 0 and cfg.input_nc != cfg.output_nc:  # G_A(real_B) must fit G_A's input
         raise ConfigError(f"lambda_identity: {cfg.lambda_identity} needs input_nc == output_nc (got input_nc "
                           f"{cfg.input_nc}, output_nc {cfg.output_nc}); set lambda_identity 0")
     return cfg
+
+
+def patch_size(size: int, n_layers: int) -> int:
+    """The side of a PatchGAN's output for an input of ``size`` (networks.NLayerDiscriminator: a 4x4
+    stride-2 convolution, n_layers - 1 more, then two 4x4 stride-1 ones)."""
+    for _ in range(n_layers):
+        size = (size + 2 - 4) // 2 + 1
+    return size - 2
+
+
+def check_trainable(cfg: Config) -> None:
+    """What only training needs, refused before anything starts: the discriminator's patches must fit the
+    crop (a 16-pixel crop left the default PatchGAN nothing to score and failed at the first step)."""
+    if cfg.netD == "pixel" or cfg.preprocess == "none":
+        return
+    layers = 3 if cfg.netD == "basic" else cfg.n_layers_D
+    if patch_size(cfg.crop_size, layers) < 1:
+        smallest = next(s for s in range(1, MAX_IMAGE_SIZE) if patch_size(s, layers) >= 1)
+        raise ConfigError(f"crop_size: {cfg.crop_size} is too small for netD {cfg.netD} with {layers} layers "
+                          f"(at least {smallest}); use a larger crop_size, fewer n_layers_D or netD pixel")
 
 
 def check_device_options(cfg: Config, device_type: str) -> None:

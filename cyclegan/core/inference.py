@@ -14,13 +14,14 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, parse_yaml
+from .config import Config, ConfigError, from_dict, parse_yaml
 from .data import decode_image, is_image_name, normalize, preprocess_uint8, sample_rng, to_uint8
 from .networks import define_G
 from .storage import Storage
@@ -91,7 +92,15 @@ def generator_spec(source: str, cfg: Config, store: Storage, given: set[str]) ->
         except FileNotFoundError:
             raise ConfigError(f"generator: {source!r} has no train_opt.yaml; give a run folder, a report's best/ "
                               f"folder or a .pth weights file") from None
-        cfg = dataclasses.replace(cfg, **{k: saved[k] for k in SHAPE_KEYS if k in saved and k not in given})
+        if not isinstance(saved, dict):
+            raise ConfigError(f"generator: {source}/train_opt.yaml must hold a mapping of option: value")
+        # The folder's options are data: validated as flags are, errors naming the file and the key.
+        shape = {k: saved[k] for k in SHAPE_KEYS if k in saved and k not in given}
+        try:
+            checked = from_dict(shape, base={**cfg.to_dict(), "storage_options": None})
+        except ConfigError as e:
+            raise ConfigError(f"{source}/train_opt.yaml: {e}") from None
+        cfg = dataclasses.replace(cfg, **{k: getattr(checked, k) for k in shape})
         name = "G_A" if AtoB else "G_B"
         weights = f"{source}/{epoch_label(cfg)}_net_{name}.pth"
         if not store.exists(weights):
@@ -106,6 +115,27 @@ def output_name(relative: str, cfg: Config) -> str:
     return str(PurePosixPath(relative).with_suffix(FORMATS[cfg.translate_format]))
 
 
+def unsafe_name(relative: str) -> Optional[str]:
+    """Why a listed name (an object key or a file's path below the input) cannot name an output: one that
+    climbs out (``..``), is absolute, has empty or ``.`` parts, backslashes or control characters would
+    put the output elsewhere than below --output, over an input for one. None when it is a plain name."""
+    parts = relative.split("/")
+    if relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return "its name has '..', '.', empty or absolute parts: its output would be outside --output"
+    if "\\" in relative or any(ord(c) < 32 or ord(c) == 127 for c in relative):
+        return "its name has backslashes or control characters"
+    return None
+
+
+def output_location(output_root: str, relative: str, cfg: Config) -> str:
+    """Where the output of the input ``relative`` goes: below ``output_root``, always. Every writer of
+    translations asks here; a name that would leave the folder is refused (the listing skips those)."""
+    reason = unsafe_name(relative)
+    if reason:
+        raise ValueError(f"{relative!r}: {reason}")
+    return f"{output_root.rstrip('/')}/{output_name(relative, cfg)}"
+
+
 def input_base(input_uri: str, store: Storage) -> str:
     """The input folder or prefix as its filesystem names it: a listed image's path is this, "/", and its
     relative name."""
@@ -115,7 +145,9 @@ def input_base(input_uri: str, store: Storage) -> str:
 def image_paths(input_uri: str, store: Storage) -> list[str]:
     """The images under ``input_uri`` (subfolders too), as listed, sorted: an image's place in this list
     draws its preprocessing, as ``cyclegan test``'s does."""
-    return sorted(i.path for i in store.list_files(input_uri.rstrip("/")) if is_image_name(i.path))
+    # Regular files only: a folder, a FIFO or a link to a device named like an image is no image.
+    return sorted(i.path for i in store.list_files(input_uri.rstrip("/"))
+                  if i.type == pafs.FileType.File and is_image_name(i.path))
 
 
 def load_input(data: bytes, path: str, index: int, spec: GeneratorSpec) -> np.ndarray:

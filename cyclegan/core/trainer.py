@@ -23,7 +23,7 @@ import yaml
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_trainable
 from .data import UnalignedDataset, resolve_dataroot, to_uint8
 from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
@@ -132,6 +132,7 @@ class Trainer:
         default: state files); ``hooks``: what the caller adds to the loop; ``run_dir``: where this
         process writes the run's files (default ``<checkpoints_dir>/<name>``); ``store``: how to reach a
         dataroot in object storage (the end-of-run score reads it)."""
+        check_trainable(cfg)
         cfg = dataclasses.replace(cfg, dataroot=resolve_dataroot(cfg))
         self.cfg = cfg
         self.store = store or Storage.from_options()
@@ -158,7 +159,9 @@ class Trainer:
             self._resume()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "train_opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if ckpt.remove_stale_temporaries(self.run_dir):
+                log.info("removed temporary files a killed save left in %s", self.run_dir)
+            ckpt.atomic_write_text(self.run_dir / "train_opt.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(tensorboard_dir or self.run_dir / "tensorboard"),
@@ -400,7 +403,7 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         if self.is_main:
-            (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
+            ckpt.atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
         return result
 
 

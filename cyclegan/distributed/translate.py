@@ -9,7 +9,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ..core.data import BadImage
-from ..core.inference import GeneratorSpec, encode_output, input_base, load_input, output_name, translate_batch
+from ..core.inference import GeneratorSpec, encode_output, input_base, load_input, output_location, translate_batch
 from ..core.storage import Storage
 from .runtime import check_cluster, init_ray, quiet_data
 from .streams import LOAD_TASK_CPUS
@@ -64,7 +64,7 @@ def _write(batch: dict, spec: GeneratorSpec, output_uri: str, store: Storage) ->
     root = output_uri.rstrip("/")
     for relative, data, reason in zip(batch["relative"], batch["encoded"], batch["reason"]):
         if not reason:
-            store.write_bytes(f"{root}/{output_name(relative, spec.cfg)}", data)
+            store.write_bytes(output_location(root, relative, spec.cfg), data)
     return {"relative": batch["relative"], "reason": batch["reason"]}
 
 

@@ -154,3 +154,60 @@ def test_a_killed_translate_driver_is_finished_by_running_it_again(ray_session, 
     assert report["already_done"] >= len(written) and report["already_done"] + report["translated"] == 200
     assert len(list(out.glob("*.png"))) == 200 and not list(out.glob("*.part"))
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in written.items())
+
+
+# ---------------------------------------------------------------- hostile and broken inputs (issue 22: 1, 5, 6)
+def test_names_that_are_not_image_files_are_skipped_and_outputs_never_collide(trained, tiny_pair, tmp_path):
+    """A folder named dir.png gave a traceback, a FIFO f.png hung the job, a link to /dev/zero grew to
+    2.3 GB; a.jpg and a.png both became out/a.png (5 reported translated, 4 files)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    first = sorted((tiny_pair / "testA").glob("*.png"))[0]
+    shutil.copy(first, inputs / "a.png")
+    with Image.open(first) as img:
+        img.convert("RGB").save(inputs / "a.jpg", quality=95)
+    shutil.copy(first, inputs / "b.png")
+    (inputs / "dir.png").mkdir()
+    shutil.copy(first, inputs / "dir.png" / "c.png")  # an image inside it is one
+    os.mkfifo(inputs / "f.png")
+    (inputs / "zero.png").symlink_to("/dev/zero")
+    report = translate_cli(trained, inputs, tmp_path / "out")
+    assert report["translated"] == 3  # a.jpg, b.png, dir.png/c.png
+    assert report["skipped"] == 1 and report["bad_inputs"] == [
+        {"input": "a.png", "reason": "its output a.png is already the output of a.jpg"}]
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")
+                     if p.is_file())
+    assert written == ["a.png", "b.png", "dir.png/c.png"]
+
+
+def test_object_keys_with_dot_dot_never_leave_the_output_nor_touch_the_inputs(trained, tiny_pair, s3, tmp_path):
+    """An object named in/../../../sec/in/ok.png put its translation three levels above a local --output,
+    and with --output s3://sec/out overwrote the input object sec/in/ok.png."""
+    import botocore.session
+
+    from cyclegan.core.inference import output_location, unsafe_name
+    data = sorted((tiny_pair / "testA").glob("*.png"))[0].read_bytes()
+    s3.mkdir("sec")
+    client = botocore.session.get_session().create_client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    client.put_object(Bucket="sec", Key="in/ok.png", Body=data)
+    client.put_object(Bucket="sec", Key="in/../../../sec/in/ok.png", Body=data)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="sec")["Contents"])
+    assert "in/../../../sec/in/ok.png" in keys  # the server keeps the name as it is
+    before = client.get_object(Bucket="sec", Key="in/ok.png")["Body"].read()
+
+    local_out = tmp_path / "deep" / "out"
+    report = translate_cli(trained, "s3://sec/in", local_out)
+    assert report["translated"] == 1
+    assert report["bad_inputs"] == [{"input": "../../../sec/in/ok.png", "reason": unsafe_name("../x")}]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == \
+        ["deep/out/_translate_report.json", "deep/out/ok.png"]
+
+    assert main(["translate", "--generator", str(trained), "--input", "s3://sec/in", "--output", "s3://sec/out",
+                 "--crop_size", "24"]) == 0
+    report = json.loads(client.get_object(Bucket="sec", Key="out/_translate_report.json")["Body"].read())
+    assert report["translated"] == 1 and report["skipped"] == 1
+    assert client.get_object(Bucket="sec", Key="in/ok.png")["Body"].read() == before  # the input untouched
+    objects = [o["Key"] for o in client.list_objects_v2(Bucket="sec")["Contents"] if not o["Key"].endswith("/")]
+    assert sorted(objects) == ["in/../../../sec/in/ok.png", "in/ok.png", "out/_translate_report.json", "out/ok.png"]
+    with pytest.raises(ValueError, match="outside --output"):
+        output_location("s3://sec/out", "../in/ok.png", from_dict({}))

@@ -138,3 +138,51 @@ def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
     big.write_text("name: " + "x" * (1 << 20) + "\n")
     with pytest.raises(ConfigError, match="an options file may have at most 1048576"):
         from_args(parse(["train", "--config", str(big)]))
+
+
+# ---------------------------------------------------------------- values that passed and then crashed (22: 8, 9)
+@pytest.mark.parametrize("values, message", [
+    ({"load_size": 40000}, "load_size: 40000 is above the maximum 8192"),
+    ({"crop_size": 1000000000, "load_size": 1000000000}, "load_size: 1000000000 is above the maximum 8192"),
+    ({"seed": 1e23}, "seed: 99999999999999991611392 is above the maximum 4294967295"),
+    ({"device": "cuda:abc"}, "device: 'cuda:abc' is not auto, cpu, cuda or cuda:N"),
+    ({"n_epochs": 1, "n_epochs_decay": 0, "epoch_count": 5},
+     "epoch_count: 5 is after the last epoch (n_epochs + n_epochs_decay = 1): nothing would be trained"),
+    ({"ngf": 100000}, "ngf: 100000 is above the maximum 1024"),
+])
+def test_a_value_that_would_crash_a_run_is_refused_at_load_naming_the_key(values, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(values)
+    assert str(e.value) == message
+
+
+def test_a_crop_too_small_for_the_discriminator_is_refused_before_training(tiny_cfg):
+    """--crop_size 16 with the default PatchGAN: a traceback at the first step before."""
+    from cyclegan.core.config import check_trainable
+    from cyclegan.core.trainer import Trainer
+    cfg = tiny_cfg(name="small", crop_size=16, load_size=16)
+    with pytest.raises(ConfigError, match=r"^crop_size: 16 is too small for netD basic with 3 layers \(at least 24\)"):
+        Trainer(cfg, progress_bar=False)
+    check_trainable(tiny_cfg(name="ok", crop_size=24, load_size=24))  # the smallest that works
+    check_trainable(tiny_cfg(name="pixel", crop_size=16, load_size=16, netD="pixel"))
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--crop_size", "16", "--load_size", "16",
+                          "--builtin_size", "16"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: crop_size: 16 is too small for netD basic")
+
+
+@pytest.mark.parametrize("saved, message", [
+    ("ngf: abc\n", "train_opt.yaml: ngf: 'abc' is not a valid int"),
+    ("netG: os.system\n", "train_opt.yaml: netG: 'os.system' is not one of resnet_9blocks"),
+    ("- not a mapping\n", "train_opt.yaml must hold a mapping of option: value"),
+])
+def test_a_generator_folders_train_opt_is_validated_like_flags(tmp_path, saved, message):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train_opt.yaml").write_text(saved)
+    (tmp_path / "in").mkdir()
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "translate", "--generator", str(run_dir),
+                          "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert message in run.stderr.strip().splitlines()[-1]

@@ -187,3 +187,36 @@ def test_golden_loss_curve(tiny_cfg):
     for step, (want, got) in enumerate(zip(golden["steps"], curve)):
         for name in want:
             assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), f"step {step} loss {name}{hint}"
+
+
+# ---------------------------------------------------------------- crash-safety loose ends (issue 22: 10)
+def test_a_killed_saves_temporaries_are_removed_at_the_next_start(tiny_cfg):
+    cfg = tiny_cfg(name="stale", save_latest_freq=4)
+    with pytest.raises(Crash):
+        Trainer(cfg, progress_bar=False, hooks=[crash_after(1)]).run()
+    state_dir = cfg.run_dir / ckpt.STATE_DIR
+    stale = [state_dir / ".state_iter0000000008.pt.k1ll3d.tmp", cfg.run_dir / ".latest_net_G_A.pth.x9_z.tmp"]
+    for path in stale:  # what a save killed between its write and its rename leaves
+        path.write_bytes(b"half a checkpoint")
+    keep = cfg.run_dir / "notes.tmp"  # not ours: left alone
+    keep.write_text("mine")
+    Trainer(tiny_cfg(name="stale", save_latest_freq=4, continue_train=True), progress_bar=False)
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def test_run_files_follow_the_umask(tiny_pair, tmp_path):
+    """Checkpoints came out 0600 whatever the umask (a team's shared results folder could not read them)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", str(tiny_pair), "--name", "umask",
+                          "--checkpoints_dir", str(tmp_path), "--netG", "resnet_6blocks", "--ngf", "4", "--ndf", "4",
+                          "--load_size", "24", "--crop_size", "24", "--n_epochs", "1", "--n_epochs_decay", "0",
+                          "--num_threads", "0", "--no-tensorboard"],
+                         capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(0o002))
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder = tmp_path / "umask"
+    written = [*ckpt.state_files(folder), folder / "latest_net_G_A.pth", folder / "train_opt.yaml",
+               folder / "result.json"]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p.name: "0o664" for p in written}
