@@ -178,11 +178,12 @@ def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots:
                     {"trial": r.trial_id, "metric": r.metric, "final": r.final, "best": r.best, "params": r.params,
                      "checkpoint": r.checkpoint, "checkpoint_score": r.checkpoint_score,
                      "checkpoint_epochs": r.checkpoint_epochs}, indent=2))
-        page.append(f"<p>best weights (reference format): <a href='{pair}/best/'>{pair}/best/</a></p>")
+        link = html.escape(pair, quote=True)  # checked as a folder name too; escaped all the same
+        page.append(f"<p>best weights (reference format): <a href='{link}/best/'>{link}/best/</a></p>")
         first_cfg = models[0][1]
         for name, split, nc in (("AtoB", "testA", first_cfg.input_nc), ("BtoA", "testB", first_cfg.output_nc)):
             inputs = test_images(dataroots[pair], split, nc, first_cfg, images, store)
-            page.append(f"<h3>{pair} {name}</h3><table border='1'><tr><th>input</th>"
+            page.append(f"<h3>{link} {name}</h3><table border='1'><tr><th>input</th>"
                         + "".join(f"<th>#{i + 1} {html.escape(r.trial_id)}</th>" for i, (r, _, _) in
                                   enumerate(models)) + "</tr>")
             outputs = []
@@ -196,8 +197,8 @@ def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots:
                 for (r, _, _), translated in zip(models, outputs):
                     cells.append(f"{name}_{stem}_{r.trial_id}.png")
                     _save_png(translated[i], pair_dir / "images" / cells[-1])
-                page.append("<tr>" + "".join(f"<td><img src='{pair}/images/{html.escape(c)}'></td>" for c in cells)
-                            + "</tr>")
+                page.append("<tr>" + "".join(f"<td><img src='{link}/images/{html.escape(c, quote=True)}'></td>"
+                                             for c in cells) + "</tr>")
             page.append("</table>")
     page.append("</body></html>\n")
     index = out_dir / "index.html"

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml, parse_yaml
+from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml, parse_yaml, shown
 from .evaluate import METRICS
 from .storage import Storage, is_remote
 
@@ -258,6 +258,14 @@ def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
         raise FileNotFoundError(f"{uri}: not a sweep (no {EXPERIMENT_FILE}); --resume takes "
                                 f"<storage_path>/<sweep name>") from None
     saved = parse_yaml(text, f"{uri}/{EXPERIMENT_FILE}")
+    if not isinstance(saved, dict) or not isinstance(saved.get("pairs"), list):
+        raise ConfigError(f"{uri}/{EXPERIMENT_FILE}: not a sweep's experiment (no list of pairs)")
+    # Names from a stored file are data: they become folders and page links, so they are checked again.
+    for key, name in [("name", saved.get("name"))] + [(f"pairs[{i}].name", p.get("name") if isinstance(p, dict)
+                                                        else None) for i, p in enumerate(saved["pairs"])]:
+        if not isinstance(name, str) or not re.fullmatch(NAME, name):
+            raise ConfigError(f"{uri}/{EXPERIMENT_FILE}: {key} {shown(key, name)} is not a folder name "
+                              f"(letters, digits, '_', '.', '-'; not starting with '.' or '-')")
     saved["pairs"] = [Pair(**p) for p in saved["pairs"]]
     saved["space"] = {k: tuple(v) for k, v in saved["space"].items()}
     saved["search"] = Search(**saved["search"])

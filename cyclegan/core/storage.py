@@ -12,6 +12,7 @@ messages or logs).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -87,6 +88,18 @@ def storage_error(uri: str, error: OSError, failed: str) -> DataError:
     if "NOSUCHBUCKET" in code or "BUCKET" in code and ("NOT FOUND" in code or "DOES NOT EXIST" in code):
         return DataError(f"{uri}: the bucket does not exist")
     return DataError(f"{uri}: {failed} ({text.splitlines()[0]})")
+
+
+@contextlib.contextmanager
+def reached(uri: str, failed: str):
+    """A store's failure (unreachable, refused, no bucket) as the user's error naming ``uri``, one line;
+    a missing file stays FileNotFoundError (callers ask for it)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise storage_error(uri, e, failed) from None
 
 
 def _s3(settings: tuple, secrets: tuple) -> pafs.S3FileSystem:
@@ -166,16 +179,18 @@ class Storage:
 
     def exists(self, uri: str) -> bool:
         fs, path = self.resolve(uri)
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        with reached(uri, "cannot reach it"):
+            return fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def is_file(self, uri: str, listed: Optional[str] = None) -> bool:
         fs, path = self.resolve(uri)
-        return fs.get_file_info(listed or path).type == pafs.FileType.File
+        with reached(uri, "cannot reach it"):
+            return fs.get_file_info(listed or path).type == pafs.FileType.File
 
     def read_bytes(self, uri: str, listed: Optional[str] = None) -> bytes:
         """The bytes of ``uri``, or of ``listed`` (a path as ``list_files`` gives it) in ``uri``'s filesystem."""
         fs, path = self.resolve(uri)
-        with fs.open_input_stream(listed or path) as f:
+        with reached(uri, "cannot read"), fs.open_input_stream(listed or path) as f:
             return f.read()
 
     def read_text(self, uri: str) -> str:
@@ -185,13 +200,14 @@ class Storage:
         """All of ``data`` or nothing: an object is stored when its upload completes; a local file is
         written beside and renamed into place, so a killed writer never leaves a partial one."""
         fs, path = self.resolve(uri)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # the parent folder, for local paths
-        local = isinstance(fs, pafs.LocalFileSystem)
-        target = f"{path}.{os.getpid()}.part" if local else path
-        with fs.open_output_stream(target) as f:
-            f.write(data)
-        if local:
-            fs.move(target, path)
+        with reached(uri, "cannot write"):
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # the parent folder, for local paths
+            local = isinstance(fs, pafs.LocalFileSystem)
+            target = f"{path}.{os.getpid()}.part" if local else path
+            with fs.open_output_stream(target) as f:
+                f.write(data)
+            if local:
+                fs.move(target, path)
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())
