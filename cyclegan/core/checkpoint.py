@@ -236,3 +236,54 @@ def load_reference_weights(net: nn.Module, path: str | os.PathLike | bytes, name
         raise CheckpointError(f"{path}: does not fit this network ({details}); check --netG/--netD/--ngf/--ndf/"
                               f"--norm/--input_nc/--output_nc")
     target.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------- one writer per run
+LOCK_FILE = ".lock"
+
+
+class RunInUse(UserError):
+    """Another process writes this run; the message names the run and the holder."""
+
+
+class RunLock:
+    """One writer per run folder: an exclusive lock (flock) on ``<run>/.lock``, which names its holder.
+    The kernel lets go of it when the holder ends, however it ends, so a lock left by a killed run is
+    taken over by the next start (its note only says who held it). A folder on a filesystem several
+    machines mount may not honour flock; Ray runs and sweeps write in node scratch folders (their
+    storage is not locked by this)."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.file = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import json
+        import socket
+        import time
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                holder = json.loads(f.read() or "{}")
+            except ValueError:
+                holder = {}
+            f.close()
+            raise RunInUse(f"name: the run {self.path.parent} is being written by another process (pid "
+                           f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}); "
+                           f"wait for it to end, or give another --name or --checkpoints_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        f.flush()
+        self.file = f
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing lets go of the lock
+            self.file = None

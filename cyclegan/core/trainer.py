@@ -155,6 +155,18 @@ class Trainer:
         self.save_waits: list[float] = []  # seconds each save held the loop
         self.last_save_at = time.monotonic()
         self.writer = None
+        # One writer per run: held from before the run is read until run() ends (or this process does).
+        self.lock = ckpt.RunLock(self.run_dir)
+        if self.is_main:
+            self.lock.acquire()
+        try:
+            self._start(tensorboard_dir)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self, tensorboard_dir: Optional[Path]) -> None:
+        cfg = self.cfg
         if cfg.continue_train:
             self._resume()
         if self.is_main:
@@ -315,6 +327,12 @@ class Trainer:
         return labels
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
         for hook in self.hooks:
             hook.start(self)
