@@ -19,6 +19,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from ..core.data import is_image_name
 from ..core.errors import DataError
 from ..core.storage import Storage, is_remote, storage_error
 from . import COMMANDS
@@ -97,8 +98,9 @@ def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
     if missing:
         raise DataError(f"{root}: no {', '.join(missing)} folder (expected trainA, trainB, testA, testB)")
+    # Images only (other files are no part of a dataset; a link to an image file is read as that file).
     files = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
-                   for p in (root / split).rglob("*") if p.is_file() and not p.name.startswith("."))
+                   for p in (root / split).rglob("*") if p.is_file() and is_image_name(p.name))
     files += [p for p in (root / "pair.json",) if p.is_file()]
     store = store or Storage.from_options()
     total = sum(p.stat().st_size for p in files)

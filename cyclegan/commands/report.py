@@ -20,6 +20,7 @@ import yaml
 from ..core import checkpoint as ckpt
 from ..core.config import from_dict
 from ..core.data import resolve_dataroot
+from ..core.errors import DataError
 from ..core.evaluate import METRICS, test_images, translate_images
 from ..core.experiment import PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
 from ..core.model import CycleGAN
@@ -78,8 +79,8 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
         try:
             params = json.loads(store.read_bytes(f"{trial_uri}/params.json"))
             lines = store.read_text(f"{trial_uri}/result.json").splitlines()
-        except (FileNotFoundError, OSError):
-            continue  # not a trial folder, or a trial that never reported
+        except (FileNotFoundError, OSError, DataError):
+            continue  # not a trial folder, a trial that never reported, or files that cannot be read
         pair_name = params.pop(PAIR_KEY, None)
         pair = next((p for p in exp.pairs if p.name == pair_name), None)
         if pair is None:

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from .config import Config
+from .config import MAX_IMAGE_SIZE, Config
 from .errors import DataError
 from .synth import write_pair
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail to decode, not load half grey
 # The reference's extensions, then ours: .webp .gif .pgm. Matched in any letter case.
+MAX_PIXELS = MAX_IMAGE_SIZE**2  # 67 megapixels; a 9500x9500 image decoded took 1.46 GB
 IMG_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm"}
 
 
@@ -73,8 +74,13 @@ def decode_image(data: bytes, channels: int, name: str = "<bytes>") -> Image.Ima
         raise BadImage(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:  # read from the header: refused before it is decoded
+                raise BadImage(f"{name}: {img.width}x{img.height} pixels, more than the {MAX_IMAGE_SIZE}x"
+                               f"{MAX_IMAGE_SIZE} an image may have")
             img.load()
             return to_channels(img, channels)
+    except BadImage:
+        raise
     except Exception as e:  # PIL raises many types for bad input: all mean "not a usable image"
         raise BadImage(f"{name}: {type(e).__name__}: {e}") from None
 

@@ -71,6 +71,10 @@ def list_with_versions(uri: str, store: Storage, max_size: float = math.inf) -> 
     return [(path, infos[path].size, infos[path].mtime_ns or 0) for path in first_images(list(infos), max_size)]
 
 
+class MissingOnNode(DataError):
+    """A listed file that this node cannot see: its disk is not the driver's."""
+
+
 def read_listed(store: Storage, root_uri: str, path: str) -> bytes:
     """An object the driver listed, read here: missing here means this node has another disk (a local
     dataroot on a cluster), never an unreadable image."""
@@ -78,7 +82,7 @@ def read_listed(store: Storage, root_uri: str, path: str) -> bytes:
         return store.read_bytes(root_uri, listed=path)
     except FileNotFoundError:
         import ray.util
-        raise DataError(f"{path}: listed by the driver but not found on node {ray.util.get_node_ip_address()}: "
+        raise MissingOnNode(f"{path}: listed by the driver but not found on node {ray.util.get_node_ip_address()}: "
                         f"a local dataroot must be on every node (upload it with 'cyclegan data upload', or "
                         f"mount it everywhere and pass --shared_filesystem)") from None
 
@@ -91,9 +95,9 @@ def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
         try:
             img = decode_image(read_listed(store, root_uri, path), channels, path)
             width, height = img.size
-        except DataError as e:  # not on this node's disk: the scan fails, naming it
+        except MissingOnNode as e:  # not on this node's disk: the scan fails, naming it
             lost = str(e)
-        except (BadImage, OSError) as e:
+        except (BadImage, DataError, OSError) as e:  # unreadable (refused, say): skipped and counted
             reason = str(e)
         widths.append(width); heights.append(height); reasons.append(reason); missing.append(lost)
     return {"path": batch["path"], "width": np.array(widths), "height": np.array(heights),

@@ -299,3 +299,25 @@ def test_upload_a_local_dataset_and_train_from_it(tiny_pair, tmp_path, s3, capsy
         assert len(s3.ls(f"upload-bucket/seasons/{split}")) == len(list((tiny_pair / split).iterdir()))
     assert main(["data", "upload", str(tmp_path), "s3://upload-bucket/x"]) == 2
     assert "no trainA, trainB folder" in capsys.readouterr().err
+
+
+def test_upload_copies_images_only_and_reads_a_link_as_its_file(tiny_pair, tmp_path, s3):
+    """What `cyclegan data upload` copies (issue 22: decided and said in the README): image files of the
+    splits, a link to an image file as the file; notes, hidden files and links to devices stay behind."""
+    import shutil
+
+    from cyclegan.cli import main
+    root = tmp_path / "ds"
+    for split in ("trainA", "trainB"):
+        shutil.copytree(tiny_pair / split, root / split)
+    (root / "trainA" / "notes.txt").write_text("not an image")
+    (root / "trainA" / ".DS_Store").write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere.png"
+    shutil.copy(sorted((tiny_pair / "testA").glob("*.png"))[0], elsewhere)
+    (root / "trainA" / "linked.png").symlink_to(elsewhere)
+    (root / "trainA" / "zero.png").symlink_to("/dev/zero")
+    s3.mkdir("upload-only")
+    assert main(["data", "upload", str(root), "s3://upload-only/ds"]) == 0
+    names = sorted(p.rsplit("/", 1)[1] for p in s3.find("upload-only/ds/trainA"))
+    assert names == sorted([p.name for p in (tiny_pair / "trainA").iterdir()] + ["linked.png"])
+    assert s3.cat("upload-only/ds/trainA/linked.png") == elsewhere.read_bytes()

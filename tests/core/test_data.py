@@ -178,3 +178,22 @@ def test_a_workers_samples_are_cut_into_batches_by_count_at_epoch_ends():
     assert cut == [(2, 2), (2, 1), (3, 2), (3, 2), (3, 1), (4, 2), (4, 2), (4, 1)]
     # A resized group may start at an epoch's end: its samples are the next epoch's.
     assert [e for e, _ in cut_batches(iter(blocks[:1]), cfg_for(batch_size=2), epoch=2, start=5, per_epoch=5)] == [3, 3]
+
+
+def test_an_image_larger_than_the_limit_is_refused_from_its_header_before_it_is_decoded():
+    """A 9500x9500 image was decoded in full (1.46 GB): refused as unreadable, from the header alone."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from cyclegan.core.data import BadImage, decode_image
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")  # width and height follow the chunk type; the CRC covers type and data
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", 9500, 9500)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    with pytest.raises(BadImage, match=r"^big.png: 9500x9500 pixels, more than the 8192x8192 an image may have$"):
+        decode_image(bytes(data), 3, "big.png")
