@@ -60,6 +60,8 @@ def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tup
     if not relatives:
         raise DataError(f"{input_uri}: no images under this folder or prefix")
     done = set()
+    if store.remove_stale_parts(output_uri):  # outputs a killed job was writing: made again below
+        log.info("removed unfinished outputs of a killed job in %s", output_uri)
     if store.exists(output_uri):
         done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
     refused, owner, usable = [], {}, []

@@ -90,6 +90,21 @@ def storage_error(uri: str, error: OSError, failed: str) -> DataError:
     return DataError(f"{uri}: {failed} ({text.splitlines()[0]})")
 
 
+def process_alive(pid: int) -> bool:
+    try:  # a killed process its parent has not reaped yet is a zombie: ended
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
 @contextlib.contextmanager
 def reached(uri: str, failed: str):
     """A store's failure (unreachable, refused, no bucket) as the user's error naming ``uri``, one line;
@@ -208,6 +223,21 @@ class Storage:
                 f.write(data)
             if local:
                 fs.move(target, path)
+
+    def remove_stale_parts(self, uri: str) -> int:
+        """Below a local folder, the ``<name>.<pid>.part`` files (``write_bytes``'s, before their rename)
+        of writers that are gone (killed mid-write); how many went. A live writer's are left alone;
+        object stores have none (an object appears whole or not at all)."""
+        fs, path = self.resolve(uri)
+        if not isinstance(fs, pafs.LocalFileSystem) or not Path(path).is_dir():
+            return 0
+        removed = 0
+        for part in Path(path).rglob("*.part"):
+            m = re.search(r"\.(\d+)\.part$", part.name)
+            if m and part.is_file() and not process_alive(int(m.group(1))):
+                part.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())

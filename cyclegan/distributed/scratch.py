@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..core.storage import process_alive
+
 SCRATCH_KINDS = ("run", "trial", "builtin")  # a scratch folder: <tmp>/cyclegan-<kind>-<owner pid>-<random>
 
 
@@ -47,21 +49,6 @@ def remove_stale_scratch(wait_s: float = 0.0) -> int:
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    try:  # a killed process its parent has not reaped yet is a zombie: ended
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
 
 
 def remove_stale_scratch_everywhere(wait_s: float = 10.0) -> int:
