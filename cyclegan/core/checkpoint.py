@@ -250,8 +250,8 @@ class RunLock:
     """One writer per run folder: an exclusive lock (flock) on ``<run>/.lock``, which names its holder.
     The kernel lets go of it when the holder ends, however it ends, so a lock left by a killed run is
     taken over by the next start (its note only says who held it). A folder on a filesystem several
-    machines mount may not honour flock; Ray runs and sweeps write in node scratch folders (their
-    storage is not locked by this)."""
+    machines mount may not honour flock; Ray runs and sweeps, written from several machines, are held
+    by their driver's lease on their storage instead (core/lease.py)."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / LOCK_FILE

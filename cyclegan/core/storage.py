@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -90,6 +91,22 @@ def storage_error(uri: str, error: OSError, failed: str) -> DataError:
     return DataError(f"{uri}: {failed} ({text.splitlines()[0]})")
 
 
+@contextlib.contextmanager
+def _folder_locked(folder: Optional[Path]):
+    """An exclusive lock on a local folder (flock on its descriptor) while the block runs."""
+    if folder is None:
+        yield
+        return
+    import fcntl
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def process_alive(pid: int) -> bool:
     try:  # a killed process its parent has not reaped yet is a zombie: ended
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -138,6 +155,29 @@ def _filesystem(scheme: str, settings: tuple, secrets: tuple = ()) -> pafs.FileS
     if scheme in ("gs", "gcs"):
         return pafs.GcsFileSystem()
     return pafs.LocalFileSystem()
+
+
+@functools.lru_cache(maxsize=8)
+def _s3fs(settings: tuple, secrets: tuple = ()):
+    """s3fs for what pyarrow's S3 filesystem cannot do: conditional writes (If-None-Match, If-Match)."""
+    import s3fs
+    opts, keys = dict(settings), dict(secrets)
+    return s3fs.S3FileSystem(key=keys.get("access_key"), secret=keys.get("secret_key"),
+                             token=keys.get("session_token"), skip_instance_cache=True,
+                             client_kwargs={"endpoint_url": opts.get("endpoint_url"),
+                                            "region_name": opts.get("region") or "us-east-1"})
+
+
+class Changed(Exception):
+    """A conditional write found the file other than expected: someone else wrote it meanwhile."""
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    if isinstance(error, FileExistsError):
+        return True
+    cause = getattr(error, "__cause__", None)
+    code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
 
 @dataclass(frozen=True)
@@ -241,6 +281,54 @@ class Storage:
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())
+
+    def read_tagged(self, uri: str) -> tuple[bytes, str]:
+        """A small file's bytes and a tag of this version of it, for ``write_if``; FileNotFoundError if absent."""
+        if urlparse(uri).scheme == "s3":
+            fs, path = _s3fs(self.settings, self.secrets), uri[len("s3://"):]
+            with reached(uri, "cannot read"):
+                while True:  # the tag before and after the read agree: the bytes are that version's
+                    tag = fs.info(path, refresh=True)["ETag"]
+                    data = fs.cat_file(path)
+                    if fs.info(path, refresh=True)["ETag"] == tag:
+                        return data, tag
+        data = self.read_bytes(uri)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, uri: str, data: bytes, tag: Optional[str]) -> str:
+        """Write a small file only if it is still the version ``tag`` names (None: only if it does not
+        exist); raises Changed otherwise. Returns the new version's tag. On S3 the store decides (a
+        conditional PUT); in a local folder a lock on the folder makes the check and the write one step;
+        on GCS, which pyarrow gives no precondition for, the check comes just before the write."""
+        if urlparse(uri).scheme == "s3":
+            fs, path = _s3fs(self.settings, self.secrets), uri[len("s3://"):]
+            condition = {"mode": "create"} if tag is None else {"IfMatch": tag}
+            with reached(uri, "cannot write"):
+                try:
+                    return fs.pipe_file(path, data, **condition)["ETag"]
+                except OSError as e:
+                    if _precondition_failed(e):
+                        raise Changed(uri) from None
+                    raise
+        local = not is_remote(uri)
+        with _folder_locked(Path(uri).parent if local else None):
+            try:
+                now = self.read_tagged(uri)[1]
+            except FileNotFoundError:
+                now = None
+            if now != tag:
+                raise Changed(uri)
+            self.write_bytes(uri, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def remove(self, uri: str) -> None:
+        """Delete one file or object (gone already is fine)."""
+        fs, path = self.resolve(uri)
+        with reached(uri, "cannot delete"):
+            try:
+                fs.delete_file(path)
+            except FileNotFoundError:
+                pass
 
     def make_folder(self, uri: str) -> None:
         fs, path = self.resolve(uri)

@@ -33,6 +33,7 @@ from ray.tune.search import Searcher
 from ..core.config import Config, ConfigError
 from ..core.evaluate import METRICS
 from ..core.experiment import EXPERIMENT_FILE, OBJECTIVE, PAIR_KEY, Experiment, pair_config, save_experiment
+from ..core.lease import Lease
 from ..core.storage import Storage
 from .runtime import check_cluster, init_ray, quiet_data
 from .scratch import remove_stale_scratch_everywhere
@@ -220,11 +221,18 @@ def _tuner(exp: Experiment, store: Storage):
 def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
           store: Optional[Storage] = None) -> Any:
     """Run (or continue) the search of every pair at once; returns Tune's ResultGrid."""
-    from ray import tune
     store = store or Storage.from_options()
-    if not resume and store.exists(f"{exp.uri}/{EXPERIMENT_FILE}"):
-        raise ConfigError(f"name: a sweep {exp.name!r} already exists at {exp.uri}; continue it with "
-                          f"'cyclegan sweep --resume {exp.uri}' or choose another name")
+    # One driver per sweep (its trials' runs are covered by it): a second start, or a --resume while the
+    # first driver lives, would interleave Tune's experiment state and the trials' checkpoints.
+    with Lease(store, exp.uri, "sweep", retry="wait for it to end, or choose another name"):
+        if not resume and store.exists(f"{exp.uri}/{EXPERIMENT_FILE}"):
+            raise ConfigError(f"name: a sweep {exp.name!r} already exists at {exp.uri}; continue it with "
+                              f"'cyclegan sweep --resume {exp.uri}' or choose another name")
+        return _search(exp, resume, address, store)
+
+
+def _search(exp: Experiment, resume: bool, address: Optional[str], store: Storage) -> Any:
+    from ray import tune
     _tune_env(exp)
     init_ray(address)
     quiet_data()

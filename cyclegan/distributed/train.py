@@ -19,6 +19,7 @@ import yaml
 
 from ..core.config import Config, from_dict, parse_yaml
 from ..core.data import resolve_dataroot
+from ..core.lease import Lease
 from ..core.storage import Storage, is_remote
 from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, init_ray, parse_resources, quiet_data
@@ -55,7 +56,10 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     store = Storage.from_options(cfg.storage_options)  # resolved once, handed down to every reader
     if cfg.resume:
         cfg = resumed_config(cfg, given or set(), store)
-    fit(cfg, store, progress_bar=progress_bar)
+    run_uri = f"{run_storage(cfg)}/{cfg.name}"
+    # One driver per run: its workers on other machines write into storage, where nothing else locks.
+    with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
+        fit(cfg, store, progress_bar=progress_bar)
     try:
         return json.loads(store.read_text(f"{run_storage(cfg)}/{cfg.name}/result.json"))
     except FileNotFoundError:
