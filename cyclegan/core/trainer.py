@@ -122,6 +122,12 @@ class Progress:
     history: list = field(default_factory=list)  # per-step losses (kept only when asked)
 
 
+def purge_step(total_iters: int) -> Optional[int]:
+    """Where TensorBoard hides a lost attempt's events from: the step after the checkpoint resumed from
+    (what was logged at its step came before it was written, and is not logged again)."""
+    return total_iters + 1 if total_iters else None
+
+
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
                  keep_history: bool = False, data=None, checkpoints=None, hooks: Sequence[Hooks] = (),
@@ -177,7 +183,7 @@ class Trainer:
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(tensorboard_dir or self.run_dir / "tensorboard"),
-                                            purge_step=self.progress.total_iters or None)
+                                            purge_step=purge_step(self.progress.total_iters))
 
     # ------------------------------------------------------------------ resume
     def _resume(self) -> None:
@@ -226,6 +232,14 @@ class Trainer:
         epoch_iter = p["epoch_iter"] * saved_world // self.world_size
         self.progress = Progress(epoch=p["epoch"], epoch_iter=epoch_iter, total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
+        if self.writer is not None and p["total_iters"]:
+            # Restored after the writer opened (Ray's restarts, a sweep trial's): reopen it purging past
+            # this checkpoint, so TensorBoard hides what the lost attempt logged after it and shows each
+            # step once, as a --continue_train run's does.
+            from torch.utils.tensorboard import SummaryWriter
+            log_dir = self.writer.log_dir
+            self.writer.close()
+            self.writer = SummaryWriter(log_dir, purge_step=purge_step(p["total_iters"]))
 
     def state(self) -> dict:
         """The full training state: networks, optimizers, schedule, position, and this process's image

@@ -99,12 +99,15 @@ class SweepHooks(Hooks):
         step, scored = self.scored
         (folder / SCORE_FILE).write_text(json.dumps(
             {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),
-             "epochs": scored.get("epochs")}))
+             "epochs": scored.get("epochs"), "reported": scored}))
 
     def restore_files(self, read) -> None:
         saved = read(SCORE_FILE)
         if saved is not None:
-            self.best = json.loads(saved).get("best")
+            saved = json.loads(saved)
+            self.best = saved.get("best")
+            if saved.get("reported"):  # a trial restored at its last image reports that score, not a new one
+                self.scored = (saved["total_iters"], saved["reported"])
 
 
 def trial_folder(trial) -> str:

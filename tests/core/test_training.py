@@ -268,3 +268,26 @@ def test_a_second_writer_of_a_run_is_refused_at_once_naming_the_run_and_the_hold
 
 TINY_RUN = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=24, crop_size=24, num_threads=0, tensorboard=False,
                 eval_at_end=False, n_epochs=20, n_epochs_decay=0, save_latest_freq=2)
+
+
+@pytest.mark.parametrize("how", ["restored into a running trainer", "continue_train"])
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_cfg, how):
+    """Ray's restarts and sweep trials restore into a trainer that already writes events, --continue_train
+    before it opens them: either way what the lost attempt logged past the checkpoint is hidden (purged),
+    and what it logged up to it stays."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = tiny_cfg(name="resumed", save_latest_freq=4, keep_checkpoints=10, print_freq=2, tensorboard=True)
+    Trainer(cfg, progress_bar=False).run()  # the lost attempt: logged to step 20, its states kept
+    for later in sorted((cfg.run_dir / ckpt.STATE_DIR).glob("state_iter*.pt"))[2:]:
+        later.unlink()  # as if it died after its save at image 8
+    if how == "continue_train":
+        again = Trainer(tiny_cfg(name="resumed", save_latest_freq=4, print_freq=2, tensorboard=True,
+                                 continue_train=True), progress_bar=False)
+    else:
+        again = Trainer(cfg, progress_bar=False)
+        again.restore(ckpt.load_state(cfg.run_dir / ckpt.STATE_DIR / f"state_iter{8:010d}.pt"))
+    assert again.progress.total_iters == 8
+    again.run()
+    events = EventAccumulator(str(cfg.run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/G_A")] == list(range(2, 21, 2))

@@ -17,6 +17,7 @@ BASE = dict(netG="resnet_6blocks", ngf=4, ndf=4, builtin_size=24, builtin_count=
             n_epochs=2, n_epochs_decay=2, num_threads=0, cpus_per_worker=0.5, seed=3)
 SPACE = {"lambda_cycle": {"loguniform": [1, 30]}, "lambda_identity": [0.0, 0.5], "pool_size": [0, 4],
          "netG": ["resnet_6blocks", "resnet_9blocks"]}
+METRIC = "l1"  # a built-in pair's sweep metric
 
 
 def experiment(tmp_path, **overrides):
@@ -267,8 +268,25 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_ses
         assert max(r["total_iters"] for r in records[tid]["results"]) == 32  # 4 epochs x 8 images: all complete
         assert read_events(pair_dir / tid)["images"]
     for tid in (tid for tid, (status, done) in saved.items() if status == "RUNNING" and done >= 4):
-        iters = [r["total_iters"] for r in trial_records(pair_dir)[tid]["results"]]
-        assert iters.count(saved[tid][1]) == 1, iters  # resumed from its checkpoint, not restarted
+        # Resumed from its checkpoint, not restarted: its checkpointed reports are not repeated. (A report
+        # after Tune last saved its state is: at least once. A trial checkpointed at its last image, 32,
+        # reports its end again, with the score of that checkpoint.)
+        results = trial_records(pair_dir)[tid]["results"]
+        iters = [r["total_iters"] for r in results if not r.get("done")]
+        assert all(iters.count(i) == 1 for i in iters if i <= saved[tid][1]), iters
+        assert len({r[METRIC] for r in results if r.get("done")}) == 1
+        # TensorBoard shows each of its steps once: what the killed attempt logged past the checkpoint is
+        # purged, and the score at the checkpoint's step is not logged again.
+        steps = scalar_steps(pair_dir / tid, f"hparams/{METRIC}")
+        assert steps == sorted(set(steps)), steps
+
+
+def scalar_steps(folder, tag) -> list[int]:
+    """The steps of a scalar as TensorBoard shows them (restarts' purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
 
 
 def alive_trials() -> list:
