@@ -117,8 +117,9 @@ def ray_session(tmp_path_factory, s3_server):
 
 
 # ---------------------------------------------------------------- the quick tier
-# Tests that start Ray, the S3 server or a Ray head (tens of seconds each) are `slow`, so
-# `./run.sh test -m "not slow"` is the edit-test loop; CI runs everything.
+# Tests that start Ray, the S3 server or a Ray head (tens of seconds each) are `slow`, and so are the
+# end-to-end command runs marked by hand (a CLI training, an export of each architecture), so
+# `./run.sh test -m "not slow"` is the edit-test loop, in under a minute; CI runs everything.
 SLOW_FIXTURES = frozenset({"ray_session", "s3_server", "s3"})
 
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from ..core.config import TEST_DEFAULTS, Config
-from ..core.data import SingleDataset, UnalignedDataset, resolve_dataroot
+from ..core.data import resolve_dataroot
+from ..core.datasets import SingleDataset, UnalignedDataset
 from ..core.inference import load_weights, tensor_to_image
 from ..core.model import CycleGAN
 from ..core.networks import define_G

@@ -179,6 +179,10 @@ class Config:
                                          "(NFS, EFS): allow it on a cluster of several nodes", commands=RAY)
     storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
                                                "region, endpoint_url (default: the AWS_* variables)", commands=STORAGE)
+    poll_secs: float = opt(0.25, "how often Ray Train's controller polls its workers: a report is taken at a "
+                                "poll (one per poll; the run's end waits for its last) and a lost worker is "
+                                "noticed at one (Ray's own default: 2; RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, when "
+                                "set, wins)", minimum=0.01, maximum=60.0, commands=RAY)
     max_failures: int = opt(3, "restarts after a worker fails or a node is lost (-1: without limit); "
                                "preemptions the cloud announces are counted apart, without limit", minimum=-1,
                                commands=TRAINING)

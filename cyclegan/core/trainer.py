@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, check_trainable
-from .data import UnalignedDataset, resolve_dataroot, to_uint8
+from .data import resolve_dataroot, to_uint8
+from .datasets import UnalignedDataset
 from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
 from .objective import LOSS_NAMES

@@ -22,7 +22,6 @@ from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow.fs as pafs
-import torch
 
 from ..core.config import Config, from_dict
 from ..core.data import (
@@ -213,6 +212,8 @@ def cut_batches(blocks: Iterator[dict], cfg: Config, epoch: int, start: int,
     loader's, so every worker takes the same steps."""
     epoch, start = epoch + start // per_epoch, start % per_epoch  # an epoch already done by a resized group
     left, A, B = per_epoch - start, [], []
+
+    import torch  # in the training worker; the tasks that load the blocks never import it
 
     def batch():  # uint8 until here: 4x fewer bytes through the object store
         return epoch, {"A": normalize(torch.from_numpy(np.stack(A))), "B": normalize(torch.from_numpy(np.stack(B)))}

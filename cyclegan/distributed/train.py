@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,6 +30,7 @@ from .worker import worker_loop
 
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
+POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
@@ -43,6 +45,12 @@ def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
     merged = {**saved, **{k: now[k] for k in given}, "storage_options": cfg.storage_options,
               "storage_path": run.rsplit("/", 1)[0], "name": run.rsplit("/", 1)[1], "resume": None}
     return from_dict(merged)
+
+
+def set_controller_poll(cfg: Config) -> None:
+    """--poll_secs for the controller Ray Train starts next: a variable it carries from the driver to the
+    controller and the workers (its ENV_VARS_TO_PROPAGATE); one the user set wins."""
+    os.environ.setdefault(POLL_VARIABLE, str(cfg.poll_secs))
 
 
 def run_storage(cfg: Config, storage_path: Optional[str] = None) -> str:
@@ -113,6 +121,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     run_uri = f"{storage_path}/{run_name}"
     store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     fs, path = store.ray_storage(storage_path)
+    set_controller_poll(cfg)
     low, high = max(1, cfg.min_workers), max(1, cfg.max_workers)
     ranked = {"checkpoint_score_attribute": score[0], "checkpoint_score_order": score[1]} if score else {}
     ingest = {}

@@ -36,6 +36,7 @@ def tensorboard_tags(folder):
     return acc
 
 
+@pytest.mark.slow  # an end-to-end command run
 def test_train_test_gallery_and_tensorboard(tiny_pair, tmp_path):
     flags = ["--dataroot", tiny_pair, "--name", "e2e", "--checkpoints_dir", tmp_path / "checkpoints",
              "--netG", "resnet_6blocks", "--ngf", 4, "--ndf", 4, "--load_size", 28, "--crop_size", 24,
@@ -156,6 +157,7 @@ def test_the_score_separates_a_trained_model_from_identity_and_collapse(tmp_path
     assert trained["psnr"] > identity["psnr"] + 6
 
 
+@pytest.mark.slow  # an end-to-end command run
 def test_bench_prints_json_last(tmp_path):
     out = run(["bench", "--netG", "resnet_6blocks", "--ngf", 4, "--ndf", 4, "--crop_size", 32, "--warmup", 1,
                "--iters", 3], tmp_path).stdout

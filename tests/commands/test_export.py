@@ -44,6 +44,7 @@ CASES = [("resnet_6blocks", "instance", True, False, 24, (3, 32, 20)),
          ("unet_256", "instance", False, False, 256, (1, 256, 512))]
 
 
+@pytest.mark.slow  # an end-to-end command run
 @pytest.mark.parametrize("netG,norm,dropout,eval_mode,crop,checked", CASES, ids=[c[0] for c in CASES])
 def test_exports_compute_what_cyclegan_test_computes_at_any_batch_and_allowed_size(
         netG, norm, dropout, eval_mode, crop, checked, tmp_path, capsys):

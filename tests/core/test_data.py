@@ -11,12 +11,12 @@ from cyclegan.core.config import from_dict
 from cyclegan.core.data import (
     BadImageWarning,
     DataError,
-    UnalignedDataset,
     augment_params,
     decode_image,
     epoch_plan,
     transform,
 )
+from cyclegan.core.datasets import UnalignedDataset
 
 
 def cfg_for(**kw):

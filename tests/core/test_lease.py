@@ -65,7 +65,7 @@ def test_a_live_process_on_this_host_keeps_its_lease_and_a_torn_file_holds_nothi
 
 def test_the_holder_renews_its_lease_before_it_expires(tmp_path):
     store, run = Storage.from_options(), str(tmp_path / "run")
-    with Lease(store, run, seconds=4) as lease:
+    with Lease(store, run, seconds=2) as lease:
         first = json.loads((tmp_path / "run" / LEASE_FILE).read_text())["expires"]
         wait_for(lambda: json.loads((tmp_path / "run" / LEASE_FILE).read_text())["expires"] > first, 10,
                  "the lease to be renewed")

@@ -15,7 +15,8 @@ from cyclegan.commands.options import from_args
 from cyclegan.commands.test import save_image
 from cyclegan.core import checkpoint as ckpt
 from cyclegan.core.config import TEST_DEFAULTS, ConfigError, from_dict
-from cyclegan.core.data import BadImageWarning, UnalignedDataset, list_files, resolve_dataroot
+from cyclegan.core.data import BadImageWarning, list_files, resolve_dataroot
+from cyclegan.core.datasets import UnalignedDataset
 from cyclegan.core.storage import Storage
 from cyclegan.core.trainer import Hooks, Trainer
 

@@ -204,6 +204,7 @@ def test_a_killed_saves_temporaries_are_removed_at_the_next_start(tiny_cfg):
     assert not any(p.exists() for p in stale) and keep.exists()
 
 
+@pytest.mark.slow  # an end-to-end command run
 def test_run_files_follow_the_umask(tiny_pair, tmp_path):
     """Checkpoints came out 0600 whatever the umask (a team's shared results folder could not read them)."""
     import os
@@ -223,6 +224,7 @@ def test_run_files_follow_the_umask(tiny_pair, tmp_path):
 
 
 # ---------------------------------------------------------------- one writer per run (issue 22: 4)
+@pytest.mark.slow  # an end-to-end command run
 def test_a_second_writer_of_a_run_is_refused_at_once_naming_the_run_and_the_holder(tiny_pair, tmp_path):
     """Two `cyclegan train` runs with one --name and --checkpoints_dir both ran to exit 0, their states
     interleaved and each pruned the other's checkpoints."""

@@ -289,3 +289,16 @@ def test_refused_credentials_fail_naming_the_variables(s3_server_with_auth):
     message = str(e.value)
     assert "s3://private-bucket/horse2zebra/trainA: access denied" in message
     assert "AWS_ACCESS_KEY_ID" in message and "not-the-secret" not in message
+
+
+def test_poll_secs_reaches_ray_trains_controller_through_its_own_variable(monkeypatch, tiny_cfg):
+    """Each report waits for the controller's next poll of the workers (Ray's default: every 2 s), so the
+    run sets the interval through the variable Ray Train carries from the driver to its controller."""
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    from cyclegan.distributed.train import set_controller_poll
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    set_controller_poll(tiny_cfg(poll_secs=0.3))
+    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
+    set_controller_poll(tiny_cfg(poll_secs=1.0))  # a value already set (the user's) is kept
+    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"

@@ -193,3 +193,13 @@ def test_ruff_finds_nothing():
     done = subprocess.run([command, "check", "cyclegan", "tests"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_modules_ray_datas_tasks_run_never_import_torch():
+    """Ray Data's tasks (the scan, the streams' loading) run in fresh worker processes: importing torch
+    there cost seconds of every run's start and every restart. They decode, crop and flip in NumPy/PIL;
+    the training worker makes the tensors."""
+    code = ("import sys; import cyclegan.distributed.streams, cyclegan.distributed.ingest, cyclegan.core.data; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
