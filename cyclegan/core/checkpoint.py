@@ -121,6 +121,24 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def set_generator_state(gen: torch.Generator, state: torch.Tensor) -> bool:
+    """Put a generator's saved state back, also when it was saved on another kind of device: a CPU
+    generator's state (Mersenne Twister, 5056 bytes) and a CUDA one's (Philox, 16 bytes) do not fit each
+    other, so a checkpoint written on a CPU and resumed on a GPU (or back) seeds the generator from the
+    saved state instead: the same checkpoint always resumes the same way, but not bit-identical to a run
+    that never moved (nothing across devices is). Returns whether the state went back as saved."""
+    if state.numel() == gen.get_state().numel():
+        gen.set_state(state)
+        return True
+    import hashlib
+    digest = hashlib.sha256(state.cpu().numpy().tobytes()).digest()
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    warnings.warn(f"a random stream saved on another kind of device ({state.numel()} bytes, this {gen.device.type} "
+                  f"generator's take {gen.get_state().numel()}) was reseeded from it: the run goes on, not "
+                  f"bit-identical to one that stayed on one device", stacklevel=2)
+    return False
+
+
 # ---------------------------------------------------------------- full state
 def state_files(run_dir: str | os.PathLike) -> list[Path]:
     """Full-state checkpoints of a run, newest first."""

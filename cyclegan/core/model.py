@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from . import checkpoint as ckpt
 from .config import Config, check_device_options
 from .losses import GANLoss, ImagePool
 from .networks import define_D, define_G
@@ -196,6 +197,6 @@ class CycleGAN(nn.Module):
             self.plateau.load_state_dict(state["scheduler"]["plateau"])
         self.fake_A_pool.load_state_dict(state["pools"]["fake_A"], self.device)
         self.fake_B_pool.load_state_dict(state["pools"]["fake_B"], self.device)
-        self.gp_rng.set_state(state["gp_rng"])
+        ckpt.set_generator_state(self.gp_rng, state["gp_rng"])  # a CPU state on a GPU too
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -2,7 +2,7 @@
 per training iteration on random tensors; the fp32/bf16 x eager/compiled matrix), ``link`` (gradient
 averaging over a simulated slow link), ``export`` (exported generators' speed), ``data`` (Ray Data against
 a DataLoader), ``ingest`` (a Ray Train run on streamed data against batches in memory), ``sweep`` (a
-sweep's overhead per trial). Takes the training options: each mode times what ``cyclegan train`` would do."""
+sweep's overhead per trial), ``device_check`` (what to run first on a lent GPU). Takes the training options: each mode times what ``cyclegan train`` would do."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,11 @@ def add_parser(sub) -> None:
                                                              "as ONNX and TorchScript: export seconds, and images/s "
                                                              "of PyTorch, TorchScript, ONNX Runtime at --crop_size, "
                                                              "batch 1 and --batch_size")
+    modes.add_argument("--device_check", action="store_true",
+                       help="instead: the checks to run first on a lent GPU (no Ray needed), one JSON line each: "
+                            "training steps in fp32/bf16/fp16, eager and compiled; the flags and gradient "
+                            "collectives on a process group of one; a CPU checkpoint resumed here; ONNX Runtime "
+                            "on this device; exits 1 if one fails")
     modes.add_argument("--link_gbps", metavar="G,G,...", help="instead: two processes on this machine averaging "
                                                               "gradients over a simulated link of each bandwidth, "
                                                               "overlapped with backward and after it")
@@ -52,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         bench(from_args(args, defaults=TEST_DEFAULTS), args.warmup, args.iters)
         return 0
     cfg = from_args(args)
+    if args.device_check:
+        from .device_check import run_checks
+        return 0 if run_checks(cfg, steps=max(2, args.iters)) else 1
     if args.link_gbps:
         from .link import bench_link
         bench_link(cfg, [float(g) for g in args.link_gbps.split(",")], args.warmup, args.iters)
