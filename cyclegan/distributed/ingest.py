@@ -19,6 +19,7 @@ after any restart, at the price of one Ray Data executor per worker.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Iterator
 
 import ray.data
@@ -37,6 +38,32 @@ def run_epochs(cfg: Config) -> ray.data.Dataset:
     return ray.data.from_items([{"epoch": e} for e in range(cfg.epoch_count, cfg.total_epochs + 1)])
 
 
+def take_start(store: Storage, start_uri: str) -> dict:
+    """Where the starting group begins, read once: its nonce is marked taken (``<start>.taken``), and a
+    start already taken is stale (written for a group before this one), which fails loudly rather than
+    splitting the data from the wrong position."""
+    start = json.loads(store.read_text(start_uri))
+    taken = f"{start_uri}.taken"
+    if store.exists(taken) and json.loads(store.read_text(taken)).get("nonce") == start.get("nonce"):
+        raise RuntimeError(f"{start_uri}: already used by an earlier worker group; the group starting now did not "
+                           f"write its own before asking for its data (has Ray Train's call order changed?)")
+    store.write_text(taken, json.dumps({"nonce": start.get("nonce")}))
+    return start
+
+
+def check_taken(store: Storage, start_uri: str, nonce: str) -> None:
+    """After the first worker's shard request: the split was made from the start it wrote. Ray Train V2
+    calls DataConfig.configure lazily, on that request; if it ever calls it earlier, the split would
+    come from an older group's position, which this refuses."""
+    try:
+        used = json.loads(store.read_text(f"{start_uri}.taken")).get("nonce")
+    except FileNotFoundError:
+        used = None
+    if used != nonce:
+        raise RuntimeError(f"{start_uri}: the data was split from another start than this worker group's "
+                           f"(Ray Train configured the dataset before the first worker wrote where it resumes)")
+
+
 class RemainingSamples(ray.train.DataConfig):
     """Ray Train's split of the run's data, positioned where the starting worker group resumes."""
 
@@ -45,7 +72,7 @@ class RemainingSamples(ray.train.DataConfig):
         self.cfg_dict, self.domains, self.store, self.start_uri = cfg.to_dict(), domains, store, f"{run_uri}/{START_FILE}"
 
     def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs):
-        start = json.loads(self.store.read_text(self.start_uri))
+        start = take_start(self.store, self.start_uri)
         if start["world_size"] != world_size:  # written by another group: never split by a stale position
             raise RuntimeError(f"{self.start_uri}: written for {start['world_size']} workers, this group has "
                                f"{world_size}")
@@ -60,9 +87,12 @@ def shard_batches(cfg: Config, domains: RemoteDomains, store: Storage, run_uri: 
                   rank: int, world_size: int, prefetch_batches: int = 2) -> Iterator[tuple[int, dict]]:
     """This worker's batches to the end of the run, from its sample ``start`` of ``epoch`` (where the
     checkpoint it resumed from left off), as (epoch, batch). Every worker calls it at the same point."""
+    nonce = uuid.uuid4().hex
     if rank == 0:  # read by RemainingSamples.configure, which this worker's request below calls
-        store.write_text(f"{run_uri}/{START_FILE}",
-                         json.dumps({"epoch": epoch, "epoch_iter": start, "world_size": world_size}))
+        store.write_text(f"{run_uri}/{START_FILE}", json.dumps({"nonce": nonce, "epoch": epoch, "epoch_iter": start,
+                                                                "world_size": world_size}))
     shard = ray.train.get_dataset_shard(PAIRS)
+    if rank == 0:
+        check_taken(store, f"{run_uri}/{START_FILE}", nonce)
     blocks = shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches)
     yield from cut_batches(blocks, cfg, epoch, start, samples_per_worker(domains, world_size))

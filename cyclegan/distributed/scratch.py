@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import logging
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ from typing import Iterator
 
 from ..core.storage import process_alive
 
+log = logging.getLogger("cyclegan")
 SCRATCH_KINDS = ("run", "trial", "builtin")  # a scratch folder: <tmp>/cyclegan-<kind>-<owner pid>-<random>
 
 
@@ -51,11 +53,27 @@ def remove_stale_scratch(wait_s: float = 0.0) -> int:
     return removed
 
 
-def remove_stale_scratch_everywhere(wait_s: float = 10.0) -> int:
-    """After a sweep: on every live node, the scratch folders of the trials and workers Ray ended."""
+def remove_stale_scratch_everywhere(wait_s: float = 10.0, timeout_s: float = 30.0) -> int:
+    """After a sweep: on every live node, the scratch folders of the trials and workers Ray ended; how
+    many went. Bounded: a node being drained or gone takes no task (or loses it), so what has not
+    answered within ``timeout_s`` is cancelled and left to that node's next run; a failed task is
+    skipped. Cleanup never fails a finished sweep."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     task = ray.remote(num_cpus=0, max_retries=0)(remove_stale_scratch)
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    return sum(ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-                        .remote(wait_s) for node in nodes]))
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(wait_s)
+            for node in nodes]
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    removed = 0
+    for ref in done:
+        try:
+            removed += ray.get(ref)
+        except Exception as e:  # the node went, or its task failed: its folders wait for its next run
+            log.info("scratch cleanup on a node failed (%s); skipped", type(e).__name__)
+    if pending:
+        log.info("scratch cleanup: %d node(s) did not answer within %.0f s (draining or gone); skipped",
+                 len(pending), timeout_s)
+    return removed

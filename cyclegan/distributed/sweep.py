@@ -250,7 +250,10 @@ def _search(exp: Experiment, resume: bool, address: Optional[str], store: Storag
     with credentials_stay_on_their_node():
         results = tuner.fit()
     # Trials that Tune stopped were ended without cleaning their node's scratch folder.
-    log.debug("removed %d scratch folders of ended trials", remove_stale_scratch_everywhere())
+    try:
+        log.debug("removed %d scratch folders of ended trials", remove_stale_scratch_everywhere())
+    except Exception as e:  # the search is done and stored: a cleanup problem never fails it
+        log.warning("could not clean the nodes' scratch folders after the sweep: %s", e)
     return results
 
 

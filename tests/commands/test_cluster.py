@@ -139,6 +139,18 @@ def test_spot_nodes_run_the_preemption_watcher():
     build_parser().parse_args(hook[1:])
 
 
+def test_a_rerun_start_kills_the_old_watcher_before_ray_starts_and_without_a_drain():
+    """`ray up` reruns the start commands on a live node: the old watcher, stopped by SIGTERM after
+    `ray start`, drained the node just started (its SIGTERM handler drains this node)."""
+    for name in ("aws-spot.yaml", "gcp-spot.yaml"):
+        commands = yaml.safe_load((CLUSTER / name).read_text())["worker_start_ray_commands"]
+        kills = [i for i, c in enumerate(commands) if c.startswith("pkill") and "watch-preemption" in c]
+        starts = [i for i, c in enumerate(commands) if c.startswith(("ray start", "ray stop"))]
+        watchers = [i for i, c in enumerate(commands) if "cyclegan cluster watch-preemption --provider" in c]
+        assert kills and max(kills) < min(starts) < max(starts) < min(watchers), (name, commands)
+        assert all(commands[i].startswith("pkill -KILL ") for i in kills), name  # no handler runs
+
+
 def test_cloud_notices_are_read_from_instance_metadata():
     """The watcher's view of AWS (IMDSv2, spot instance-action) and GCE (instance/preempted) metadata,
     served on 127.0.0.1: nothing before the notice, the deadline after it."""
