@@ -107,10 +107,13 @@ class Config:
     save_latest_secs: float = opt(0.0, "also save the latest checkpoint once this many seconds have passed "
                                        "since the last save (0: off); for spot clusters, where what is lost "
                                        "is time, not images", minimum=0.0, commands=TRAINING)
-    notice_check_freq: int = opt(8, "Ray workers agree every this many training images (one small "
+    notice_check_freq: int = opt(8, "Ray workers first agree after this many training images (one small "
                                     "all-reduce) on a spot notice or a due --save_latest_secs save, so all "
-                                    "save at the same step; a notice is acted on at most this late",
-                                 minimum=1, commands=TRAINING)
+                                    "save at the same step", minimum=1, commands=TRAINING)
+    notice_check_secs: float = opt(5.0, "after that, they agree about this often: the next check's image count "
+                                        "comes from the step time they agreed on, so no step waits for the "
+                                        "host; a notice is acted on about this late", minimum=0.0,
+                                   maximum=60.0, commands=TRAINING)
     save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest",
                              commands=TRAINING)
     continue_train: bool = opt(False, "continue from the latest checkpoint of this run", commands=TRAINING)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 import warnings
@@ -29,7 +30,7 @@ from .datasets import UnalignedDataset
 from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
 from .objective import LOSS_NAMES
-from .parallel import agree, process_group
+from .parallel import agree, agree_max, process_group
 from .storage import Storage
 
 log = logging.getLogger("cyclegan")
@@ -50,7 +51,7 @@ class Hooks:
     A hook may also add files to the checkpoints a run reports (``checkpoint_files``) and read them back
     when a run is restored from one (``restore_files``): the Ray layer's reporting calls these."""
 
-    checks_notices = False  # notice() asks something that costs (a Ray call): ask every --notice_check_freq images
+    checks_notices = False  # notice() asks something that costs (a Ray call): ask only at the checks (see after_step)
 
     def start(self, trainer: "Trainer") -> None:
         """After the trainer is built (and restored), before the first step."""
@@ -156,6 +157,9 @@ class Trainer:
         self.resumed_from: Optional[dict] = None  # where the last restore picked the run up
         self.last_losses: dict[str, torch.Tensor] = {}  # the last step's, on the device
         self.preemption_saved = False  # a notice's checkpoint is written once
+        # Checks for notices and timed saves (after_step): when the next is, and the last one's (clock, images).
+        self.next_check: Optional[int] = None
+        self.last_check: tuple[float, int] = (time.monotonic(), 0)
         # Where the loop's time goes (result.json): set by run().
         self.started: Optional[tuple[float, int]] = None  # (clock, images done) when the loop began
         self.data_waits: dict[int, list[float]] = {}  # per epoch: seconds the loop waited for each batch
@@ -223,7 +227,7 @@ class Trainer:
         if own is not None:
             self.model.fake_A_pool.load_state_dict(own["pools"]["fake_A"], self.model.device)
             self.model.fake_B_pool.load_state_dict(own["pools"]["fake_B"], self.model.device)
-            self.model.gp_rng.set_state(own["gp_rng"])
+            ckpt.set_generator_state(self.model.gp_rng, own["gp_rng"])
             ckpt.set_rng_state(own["rng"])
         p = state["progress"]
         self.resumed_from = {k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}
@@ -297,16 +301,29 @@ class Trainer:
 
     def after_step(self, n: int) -> bool:
         """After every step of ``n`` images: True asks for a checkpoint now, for a preemption notice (once)
-        or a due --save_latest_secs save. With several processes, or hooks whose notice costs a call,
-        this is decided every --notice_check_freq images, and the processes agree (one small all-reduce
-        on the model's device, the first process's clock deciding the time), so all save at one step."""
+        or a due --save_latest_secs save. With several processes, or hooks whose notice costs a call (a
+        barrier), this is decided at checks: the first after --notice_check_freq images, then about every
+        --notice_check_secs. At a check the processes agree (one small all-reduce on the model's device,
+        the first process's clock deciding a timed save) on the flags and on the slowest seconds per
+        image since the last check, from which each computes the same next check: all save at one step,
+        and between checks no step waits for the host."""
+        total = self.progress.total_iters
         checked = self.world_size > 1 or any(h.checks_notices for h in self.hooks)
-        if checked and not crossed(self.progress.total_iters, n, self.cfg.notice_check_freq):
-            return False
+        if checked:
+            if self.next_check is None:
+                if not crossed(total, n, self.cfg.notice_check_freq):
+                    return False
+            elif total < self.next_check:
+                return False
         notice = any(h.notice(self) for h in self.hooks)
         due = self.is_main and self.save_time_due()
+        now = time.monotonic()
+        pace = (now - self.last_check[0]) / max(1, total - self.last_check[1])  # seconds per image here
         if self.world_size > 1:
             notice, due = agree([notice, due], self.model.device)
+            pace = agree_max([pace], self.model.device)[0]
+        self.last_check = (now, total)
+        self.next_check = total + max(n, math.ceil(self.cfg.notice_check_secs / max(pace, 1e-9)))
         if notice and not self.preemption_saved:
             self.preemption_saved = True
             log.warning("preemption notice: writing a checkpoint before the node goes")
@@ -352,6 +369,7 @@ class Trainer:
         for hook in self.hooks:
             hook.start(self)
         self.started = (time.perf_counter(), p.total_iters)
+        self.next_check, self.last_check = None, (time.monotonic(), p.total_iters)  # from where this run starts
         self.data_waits, self.save_waits, self.last_save_at = {}, [], time.monotonic()
         window: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
         requested = False  # a periodic save or a preemption notice not yet written

@@ -47,6 +47,21 @@ def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
     return from_dict(merged)
 
 
+ELASTIC_SAVE_SECS = 120.0  # an elastic run saves at least this often (see elastic_saves)
+
+
+def elastic_saves(cfg: Config) -> Config:
+    """An elastic run (--num_workers MIN-MAX) without --save_latest_secs saves every ELASTIC_SAVE_SECS:
+    Ray Train grows the group back by restarting it (checked every 60 s), without a word to the workers,
+    so each upsize loses what was trained since the last save; with image-count saves alone that could be
+    a whole --save_latest_freq."""
+    if cfg.min_workers < cfg.max_workers and cfg.save_latest_secs == 0:
+        log.info("elastic workers: saving every %.0f s as well (each time the group grows, Ray Train restarts "
+                 "it from the last save); set --save_latest_secs to change this", ELASTIC_SAVE_SECS)
+        return dataclasses.replace(cfg, save_latest_secs=ELASTIC_SAVE_SECS)
+    return cfg
+
+
 def set_controller_poll(cfg: Config) -> None:
     """--poll_secs for the controller Ray Train starts next: a variable it carries from the driver to the
     controller and the workers (its ENV_VARS_TO_PROPAGATE); one the user set wins."""
@@ -115,6 +130,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     storage_path = run_storage(cfg, storage_path)
     check_cluster(cfg, store, {"dataroot": cfg.dataroot, "storage_path": storage_path})
     check_data_room(cfg)
+    cfg = elastic_saves(cfg)
     cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, storage_path, store), storage_path=storage_path)
     domains = scan_domains(cfg, store, scans or storage_path)
     run_name = run_name or cfg.name

@@ -102,7 +102,7 @@ class CheckpointFolders:
 class PreemptionNotice(Hooks):
     """Ray's word that a node of this run is about to be reclaimed (a drained node, reason preemption)."""
 
-    checks_notices = True  # a barrier across the workers: asked every --notice_check_freq images
+    checks_notices = True  # a barrier across the workers: asked at the trainer's checks only
 
     def notice(self, trainer: Trainer) -> bool:
         import ray.train

@@ -293,3 +293,49 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_cfg, how):
     events = EventAccumulator(str(cfg.run_dir / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss/G_A")] == list(range(2, 21, 2))
+
+
+def test_a_checkpoint_resumes_on_another_kind_of_device(tiny_cfg):
+    """A CPU-written checkpoint resumed with --device cuda failed 'RNG state is wrong size' at the
+    gradient-penalty generator (a CUDA generator's state is 16 bytes, a CPU one's 5056). On this CPU, the
+    other direction: a state in the CUDA form resumes, reseeded from the saved state, the same way each time;
+    a state of the same kind goes back exactly."""
+    def trainer(name):  # one run folder each: a trainer holds its run until it has run
+        return Trainer(tiny_cfg(name=name, lambda_gp=1.0, gan_mode="wgangp"), progress_bar=False)
+    saved = trainer("saved")
+    state, own = saved.state(), saved.rank_state()
+    cuda_form = torch.arange(16, dtype=torch.uint8)  # what torch.Generator("cuda").get_state() holds
+    moved = {**state, "model": {**state["model"], "gp_rng": cuda_form}}
+    draws = []
+    for name in ("moved1", "moved2"):
+        resumed = trainer(name)
+        with pytest.warns(UserWarning, match="saved on another kind of device"):
+            resumed.restore(moved, {**own, "gp_rng": cuda_form})
+        draws.append(torch.rand(4, generator=resumed.model.gp_rng))
+    assert torch.equal(draws[0], draws[1])
+    same = trainer("same")
+    same.restore(state, own)
+    assert torch.equal(same.model.gp_rng.get_state(), own["gp_rng"])
+
+
+class CountedNotices(Hooks):
+    """A notice that costs a call (as Ray's preemption query, a barrier): how often it is asked."""
+    checks_notices = True
+
+    def __init__(self):
+        self.asked = []
+
+    def notice(self, trainer):
+        self.asked.append(trainer.progress.total_iters)
+        return False
+
+
+@pytest.mark.parametrize("secs, asked", [(60.0, [4]), (0.0, [4, *range(5, 21)])])
+def test_notices_are_checked_on_a_clock_after_the_first_check(tiny_cfg, secs, asked):
+    """The workers' barrier for a notice and the all-reduce with it ran every 8 images, a host sync each
+    time; after the first check (--notice_check_freq images) the next comes --notice_check_secs later, by
+    the pace measured since the last: a minute ahead here asks once, no time asks after every step."""
+    hook = CountedNotices()
+    Trainer(tiny_cfg(name=f"clock{secs:.0f}", notice_check_freq=4, notice_check_secs=secs), progress_bar=False,
+            hooks=[hook]).run()
+    assert hook.asked == asked

@@ -96,7 +96,7 @@ def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(buck
 # to the uninterrupted run's, bit for bit.
 FT = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, seed=3, num_workers=2,
           cpus_per_worker=0.5, n_epochs=4, n_epochs_decay=2, save_latest_freq=2, save_epoch_freq=1,
-          keep_checkpoints=3, tensorboard=False, notice_check_freq=2, data_ingest="exact")
+          keep_checkpoints=3, tensorboard=False, notice_check_freq=2, notice_check_secs=0.2, data_ingest="exact")
 
 
 def ft_cfg(tiny_pair, tmp_path, name, **kw):
@@ -237,7 +237,9 @@ def test_after_a_killed_worker_ray_trains_split_resumes_at_the_checkpoints_count
     assert result["total_iters"] == 15 and resumed["total_iters"] >= killed["resumed"] > 0
     # The last group started where its checkpoint left off: 5 samples per worker per epoch.
     start = json.loads((storage_run / "ingest_start.json").read_text())
+    nonce = start.pop("nonce")
     assert start == {"epoch": resumed["epoch"], "epoch_iter": resumed["epoch_iter"], "world_size": 2}
+    assert json.loads((storage_run / "ingest_start.json.taken").read_text()) == {"nonce": nonce}  # split from it
     assert resumed["total_iters"] == 5 * (resumed["epoch"] - 1) + resumed["epoch_iter"]
 
 
@@ -271,6 +273,24 @@ def test_scratch_of_an_ended_process_is_removed_and_a_live_ones_kept():
     assert remove_stale_scratch(wait_s=5) == 1 and not live.exists()
 
 
+def test_the_sweeps_scratch_cleanup_is_bounded_when_a_node_does_not_answer(ray_session):
+    """The cleanup after a sweep sends a task to every node; a node being drained or terminated never
+    answers. A stand-in: a folder whose process lives, and a task that would wait a minute for it."""
+    import time
+
+    from cyclegan.distributed.scratch import remove_stale_scratch_everywhere
+    running = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    live = Path(tempfile.mkdtemp(prefix=f"cyclegan-trial-{running.pid}-"))
+    try:
+        started = time.monotonic()
+        assert remove_stale_scratch_everywhere(wait_s=60, timeout_s=1) == 0
+        assert time.monotonic() - started < 30  # not the minute the task would have waited
+        assert live.is_dir()  # a live process's folder is never removed
+    finally:
+        running.communicate(b"")
+        shutil.rmtree(live, ignore_errors=True)
+
+
 @pytest.fixture
 def s3_server_with_auth(tmp_path):
     """A second S3 API server on 127.0.0.1 that checks credentials (moto's IAM auth on from the first call)."""
@@ -302,3 +322,28 @@ def test_poll_secs_reaches_ray_trains_controller_through_its_own_variable(monkey
     assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
     set_controller_poll(tiny_cfg(poll_secs=1.0))  # a value already set (the user's) is kept
     assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
+
+
+def test_the_ingest_start_is_used_once_and_only_by_the_group_that_wrote_it(tmp_path):
+    """--data_ingest train hands a worker group's start position to Ray Train's DataConfig.configure
+    through a file, relying on configure being called on the first worker's shard request. A stale file
+    (an earlier group's) or a changed call order fails loudly instead of splitting from the wrong place."""
+    from cyclegan.core.storage import Storage
+    from cyclegan.distributed.ingest import START_FILE, check_taken, take_start
+    store, start = Storage.from_options(), str(tmp_path / START_FILE)
+    store.write_text(start, json.dumps({"nonce": "group-1", "epoch": 2, "epoch_iter": 3, "world_size": 2}))
+    assert take_start(store, start)["epoch_iter"] == 3
+    check_taken(store, start, "group-1")  # the split came from what this group wrote
+    with pytest.raises(RuntimeError, match="already used by an earlier worker group"):
+        take_start(store, start)  # the next group asked before writing its own
+    with pytest.raises(RuntimeError, match="split from another start than this worker group's"):
+        check_taken(store, start, "group-2")  # configure ran before group 2 wrote its start
+
+
+def test_an_elastic_run_saves_on_a_clock_unless_told_otherwise(tiny_cfg):
+    """Ray Train grows an elastic group by restarting it from the last checkpoint: image-count saves alone
+    could lose a whole --save_latest_freq at each upsize."""
+    from cyclegan.distributed.train import ELASTIC_SAVE_SECS, elastic_saves
+    assert elastic_saves(tiny_cfg(num_workers="1-2")).save_latest_secs == ELASTIC_SAVE_SECS
+    assert elastic_saves(tiny_cfg(num_workers="1-2", save_latest_secs=30)).save_latest_secs == 30
+    assert elastic_saves(tiny_cfg(num_workers="2")).save_latest_secs == 0
