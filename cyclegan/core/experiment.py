@@ -51,7 +51,8 @@ class Search:
                           choices=("auto", *METRICS))
     num_samples: int = setting(8, "trials per pair", minimum=1)
     max_concurrent_trials: int = setting(0, "trials running at once, all pairs together (the cluster-wide limit); "
-                                            "0: as many as the cluster's resources hold", minimum=0)
+                                            "0: as many as the cluster's resources hold (trials that train in their own process; "
+                                            "needed when num_workers > 0)", minimum=0)
     time_budget_s: Optional[float] = setting(None, "for the whole sweep")
     seed: int = setting(0, "Optuna's TPE sampler")
     scheduler: str = setting("asha", "asha | none", choices=("asha", "none"))
@@ -233,6 +234,12 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
     space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
     search = parse_search(data.get("search") or {}, pairs)
+    if int(str(base.get("num_workers", "0")).split("-")[-1] or 0) > 0 and not search.max_concurrent_trials:
+        # A Train-inside-Tune trial's own bundle is almost empty (its workers ask for theirs), so without a
+        # limit every trial starts its Ray Train run at once: the autoscaler is flooded, ASHA has nothing
+        # to compare at its first rung, and the workers wait for each other's resources.
+        raise ConfigError("search.max_concurrent_trials: needed when trials train on Ray workers (base.num_workers "
+                          f"{base['num_workers']!r}): e.g. your GPUs / (num_workers per trial)")
     storage_path = str(data.get("storage_path") or "./sweeps")
     if not is_remote(storage_path):
         storage_path = str(Path(storage_path).resolve())

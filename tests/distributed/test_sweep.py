@@ -47,6 +47,8 @@ def experiment(tmp_path, **overrides):
      r"search\.metric: l1 needs ideal translations.*horse2zebra"),
     ({"datasets": ["seasons", {"builtin": "seasons"}]}, r"datasets: two pairs share a name"),
     ({"base": {"ngf": "wide"}}, r"ngf: 'wide' is not a valid int"),
+    ({"base": dict(BASE, num_workers="2"), "search": {"num_samples": 4}},
+     r"search\.max_concurrent_trials: needed when trials train on Ray workers"),
     ({"spaces": {}}, r"spaces: unknown key .*did you mean 'space'"),
 ])
 def test_invalid_experiments_fail_before_any_trial_naming_the_key(tmp_path, change, message):
