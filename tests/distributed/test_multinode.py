@@ -148,7 +148,8 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
                            "num_threads": 0, "num_workers": "1", "cpus_per_worker": 0.5,
                            "worker_resources": '{"trainnode": 1}'},
                   "space": {"lambda_cycle": {"loguniform": [1, 30]}},
-                  "search": {"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1}}
+                  "search": {"num_samples": 1, "max_concurrent_trials": 1, "scheduler": "none", "eval_images": 4,
+                             "grid_images": 1}}
     (cluster["driver_tmp"] / "exp.yaml").write_text(yaml.safe_dump(experiment))
     swept = driver(cluster, "sweep", str(cluster["driver_tmp"] / "exp.yaml"))
     (cluster["driver_tmp"] / "exp.yaml").unlink()
