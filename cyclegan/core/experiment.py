@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import BUILTIN_PAIRS, FIELDS, Config, ConfigError, from_dict, load_yaml, parse_yaml, shown
+from .config import BUILTIN_PAIRS, FIELDS, NAME, Config, ConfigError, from_dict, load_yaml, parse_yaml, shown
 from .evaluate import METRICS
 from .storage import Storage, is_remote
 
@@ -37,7 +37,6 @@ BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_pe
                 "shared_filesystem"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
-NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # names a folder
 
 
 def setting(default, help: str, choices=None, minimum=None, above=None):
@@ -219,7 +218,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         if key in NOT_SEARCHABLE - BASE_MAY_SET:
             raise ConfigError(f"base.{key}: set per pair by the sweep (use datasets / storage_path)")
     base = {**SWEEP_BASE_DEFAULTS, **base}
-    from_dict(base, source=f"{source} base")  # names a bad key or value
+    base_cfg = from_dict(base, source=f"{source} base")  # names a bad key or value
     datasets = data.get("datasets") or ["seasons"]
     if not isinstance(datasets, list):
         raise ConfigError(f"datasets: {datasets!r} must be a list")
@@ -234,12 +233,12 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
     space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
     search = parse_search(data.get("search") or {}, pairs)
-    if int(str(base.get("num_workers", "0")).split("-")[-1] or 0) > 0 and not search.max_concurrent_trials:
+    if base_cfg.max_workers > 0 and not search.max_concurrent_trials:
         # A Train-inside-Tune trial's own bundle is almost empty (its workers ask for theirs), so without a
         # limit every trial starts its Ray Train run at once: the autoscaler is flooded, ASHA has nothing
         # to compare at its first rung, and the workers wait for each other's resources.
         raise ConfigError("search.max_concurrent_trials: needed when trials train on Ray workers (base.num_workers "
-                          f"{base['num_workers']!r}): e.g. your GPUs / (num_workers per trial)")
+                          f"{base_cfg.num_workers!r}): e.g. your GPUs / (num_workers per trial)")
     storage_path = str(data.get("storage_path") or "./sweeps")
     if not is_remote(storage_path):
         storage_path = str(Path(storage_path).resolve())

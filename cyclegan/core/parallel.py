@@ -20,24 +20,20 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
-def agree(flags: list[bool], device: torch.device, collective: bool = False) -> list[bool]:
-    """Each flag true on any process, the same answer on all: one small all-reduce (MAX), its tensor on
-    ``device``, the model's (NCCL takes CUDA tensors only; gloo CPU ones). A single process skips it,
+def agree_max(values: list[float], device: torch.device, collective: bool = False) -> list[float]:
+    """Each value's maximum over the processes, the same on all: one small all-reduce (MAX), its tensor
+    on ``device``, the model's (NCCL takes CUDA tensors only; gloo CPU ones). A single process skips it,
     unless ``collective`` (the device check runs it on a group of one)."""
     if not (dist.is_available() and dist.is_initialized()) or (dist.get_world_size() == 1 and not collective):
-        return list(flags)
-    values = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in values.tolist()]
-
-
-def agree_max(values: list[float], device: torch.device) -> list[float]:
-    """Each value's maximum over the processes, the same on all (one small all-reduce on ``device``)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+        return [float(v) for v in values]
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return [float(v) for v in tensor.tolist()]
+
+
+def agree(flags: list[bool], device: torch.device, collective: bool = False) -> list[bool]:
+    """Each flag true on any process, the same answer on all (``agree_max`` of 0s and 1s)."""
+    return [v > 0 for v in agree_max([float(f) for f in flags], device, collective)]
 
 
 class GradientSync:

@@ -30,7 +30,7 @@ from .datasets import UnalignedDataset
 from .evaluate import has_ideal, score_translation
 from .model import CycleGAN
 from .objective import LOSS_NAMES
-from .parallel import agree, agree_max, process_group
+from .parallel import agree_max, process_group
 from .storage import Storage
 
 log = logging.getLogger("cyclegan")
@@ -319,9 +319,9 @@ class Trainer:
         due = self.is_main and self.save_time_due()
         now = time.monotonic()
         pace = (now - self.last_check[0]) / max(1, total - self.last_check[1])  # seconds per image here
-        if self.world_size > 1:
-            notice, due = agree([notice, due], self.model.device)
-            pace = agree_max([pace], self.model.device)[0]
+        if self.world_size > 1:  # one all-reduce: the flags (0/1) and the pace
+            agreed = agree_max([float(notice), float(due), pace], self.model.device)
+            notice, due, pace = agreed[0] > 0, agreed[1] > 0, agreed[2]
         self.last_check = (now, total)
         self.next_check = total + max(n, math.ceil(self.cfg.notice_check_secs / max(pace, 1e-9)))
         if notice and not self.preemption_saved:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterator
+from typing import Iterator, Optional
 
 import ray.data
 import ray.train
@@ -38,16 +38,24 @@ def run_epochs(cfg: Config) -> ray.data.Dataset:
     return ray.data.from_items([{"epoch": e} for e in range(cfg.epoch_count, cfg.total_epochs + 1)])
 
 
+def _taken(store: Storage, start_uri: str) -> Optional[str]:
+    """The nonce of the start a split was last made from (``<start>.taken``), None before the first."""
+    try:
+        return json.loads(store.read_text(f"{start_uri}.taken")).get("nonce")
+    except FileNotFoundError:
+        return None
+
+
 def take_start(store: Storage, start_uri: str) -> dict:
     """Where the starting group begins, read once: its nonce is marked taken (``<start>.taken``), and a
     start already taken is stale (written for a group before this one), which fails loudly rather than
     splitting the data from the wrong position."""
     start = json.loads(store.read_text(start_uri))
-    taken = f"{start_uri}.taken"
-    if store.exists(taken) and json.loads(store.read_text(taken)).get("nonce") == start.get("nonce"):
+    taken = _taken(store, start_uri)
+    if taken is not None and taken == start.get("nonce"):
         raise RuntimeError(f"{start_uri}: already used by an earlier worker group; the group starting now did not "
                            f"write its own before asking for its data (has Ray Train's call order changed?)")
-    store.write_text(taken, json.dumps({"nonce": start.get("nonce")}))
+    store.write_text(f"{start_uri}.taken", json.dumps({"nonce": start.get("nonce")}))
     return start
 
 
@@ -55,11 +63,7 @@ def check_taken(store: Storage, start_uri: str, nonce: str) -> None:
     """After the first worker's shard request: the split was made from the start it wrote. Ray Train V2
     calls DataConfig.configure lazily, on that request; if it ever calls it earlier, the split would
     come from an older group's position, which this refuses."""
-    try:
-        used = json.loads(store.read_text(f"{start_uri}.taken")).get("nonce")
-    except FileNotFoundError:
-        used = None
-    if used != nonce:
+    if _taken(store, start_uri) != nonce:
         raise RuntimeError(f"{start_uri}: the data was split from another start than this worker group's "
                            f"(Ray Train configured the dataset before the first worker wrote where it resumes)")
 

@@ -84,7 +84,7 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
         fit(cfg, store, progress_bar=progress_bar)
     try:
-        return json.loads(store.read_text(f"{run_storage(cfg)}/{cfg.name}/result.json"))
+        return json.loads(store.read_text(f"{run_uri}/result.json"))
     except FileNotFoundError:
         return {}
 
