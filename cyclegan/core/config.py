@@ -297,6 +297,17 @@ def _coerce(key: str, value: Any) -> Any:
     raise bad
 
 
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a run's or a sweep's name: one folder
+
+
+def check_name(key: str, name: object) -> None:
+    """A name that becomes a folder (``<checkpoints_dir>/<name>``, ``<storage_path>/<name>``) is one
+    folder name: never a path that leaves its parent."""
+    if not isinstance(name, str) or not re.fullmatch(NAME, name):
+        raise ConfigError(f"{key}: {shown(key, name)} is not a folder name (letters, digits, '_', '.', '-'; not "
+                          f"starting with '.' or '-')")
+
+
 def validate(cfg: Config) -> Config:
     for key, f in FIELDS.items():
         value = getattr(cfg, key)
@@ -309,6 +320,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: {shown(key, value)} is above the maximum {maximum}")
         if isinstance(value, float) and math.isnan(value):
             raise ConfigError(f"{key}: NaN is not allowed")
+    check_name("name", cfg.name)
     if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.load_size < cfg.crop_size:
         raise ConfigError(f"crop_size: {cfg.crop_size} is larger than load_size {cfg.load_size} "
                           f"with preprocess {cfg.preprocess}")
@@ -443,4 +455,5 @@ def with_suffix(cfg: Config, suffix: str, name_from_file: bool = False) -> Confi
         raise ConfigError(f"suffix: {suffix!r} is not a valid format string ({e})") from None
     if name_from_file and cfg.name.endswith("_" + formatted):
         return cfg
+    check_name("suffix", f"{cfg.name}_{formatted}")
     return dataclasses.replace(cfg, name=f"{cfg.name}_{formatted}")

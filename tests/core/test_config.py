@@ -52,6 +52,8 @@ def test_reference_boolean_flags():
     ({"netG": "unet_256", "crop_size": 200, "load_size": 286}, "crop_size: 200 must be a multiple of 256"),
     ({"n_epochs": 0, "n_epochs_decay": 0}, "n_epochs: n_epochs + n_epochs_decay must be at least 1"),
     ({"amp": "fp8"}, "amp: 'fp8' is not one of"),
+    ({"name": "../escape"}, "name: '../escape' is not a folder name"),
+    ({"name": "runs/a"}, "name: 'runs/a' is not a folder name"),
 ])
 def test_bad_values_name_the_key_and_value(values, message):
     with pytest.raises(ConfigError) as e:
@@ -185,3 +187,17 @@ def test_a_generator_folders_train_opt_is_validated_like_flags(tmp_path, saved, 
     assert main(["translate", "--generator", str(run_dir), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "out")]) == 2  # the user's error, caught: no traceback
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_name_that_would_leave_its_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    """--name became <checkpoints_dir>/<name> (and <storage_path>/<name> for a Ray run, whose lease was
+    written there before any other check): '../escape' wrote beside the folder asked for."""
+    from cyclegan.cli import main
+    ck = tmp_path / "ck"
+    for argv in (["--name", "../escape"], ["--name", "run", "--suffix", "{dataroot}"]):
+        code = main(["train", "--num_workers", "2", "--storage_path", str(ck), "--checkpoints_dir", str(ck),
+                     "--dataroot", str(tmp_path / "data/x"), *argv])
+        assert code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "is not a folder name" in last, last
+    assert not any(tmp_path.iterdir())  # nothing written, not even the checkpoints folder
