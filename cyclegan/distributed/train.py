@@ -68,6 +68,11 @@ def set_controller_poll(cfg: Config) -> None:
     os.environ.setdefault(POLL_VARIABLE, str(cfg.poll_secs))
 
 
+def worker_bundle(cfg: Config) -> dict:
+    """What one Ray Train worker asks of a node (the autoscaler starts nodes for it)."""
+    return {"CPU": cfg.cpus_per_worker, **parse_resources(cfg.worker_resources), **({"GPU": 1} if cfg.use_gpu else {})}
+
+
 def run_storage(cfg: Config, storage_path: Optional[str] = None) -> str:
     """Where a Ray run keeps everything: ``storage_path``, by default ``checkpoints_dir`` (absolute)."""
     path = storage_path or cfg.storage_path or cfg.checkpoints_dir
@@ -152,7 +157,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"), **ingest,
         scaling_config=ray.train.ScalingConfig(
             num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **parse_resources(cfg.worker_resources)}),
+            resources_per_worker=worker_bundle(cfg)),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=path, storage_filesystem=fs, callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints, **ranked),

@@ -31,9 +31,9 @@ def test_launcher_configs_pass_rays_cluster_schema(name):
     launcher_errors(config)  # raises on a schema violation
     types = config["available_node_types"]
     assert config["head_node_type"] in types
-    assert any("spot" in t.get("resources", {}) for t in types.values()), "no spot worker type"
+    assert {"gpu_spot", "gpu_ondemand"} <= set(types), "a spot worker type and its on-demand fallback"
     assert all(t.get("min_workers", 0) <= t.get("max_workers", 0) for n, t in types.items() if n != "head")
-    assert any("pip install -e ~/cyclegan" in c for c in config["setup_commands"])  # the project on every node
+    assert any("-e ~/cyclegan" in c for c in config["setup_commands"])  # the project on every node
     broken = copy.deepcopy(config)
     broken["available_node_types"]["head"]["resources"] = {"CPU": 0.5}  # the schema wants whole numbers
     with pytest.raises(Exception):
@@ -119,6 +119,118 @@ def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
                 (path.name, cluster, cpus, workers)
             heads = [n for key, n in nodes.items() if key.startswith(cluster + ":") and n["head"]]
             assert heads and all(n.get("driver", 0) >= 1 and n["CPU"] == 0 for n in heads), (cluster, heads)
+
+
+def shipped_bundles() -> dict[str, dict]:
+    """What each shipped experiment asks of a worker node, per pair: a Ray Train worker's bundle, or an
+    in-process sweep trial's (the project's own functions, which the runs use)."""
+    from cyclegan.core.config import from_dict, load_yaml
+    from cyclegan.core.experiment import PAIR_KEY, load_experiment, pair_config
+    from cyclegan.distributed.sweep import trial_resources
+    from cyclegan.distributed.train import worker_bundle
+    bundles = {}
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        if path.name.startswith("sweep"):
+            exp = load_experiment(path)
+            configs = {pair.name: pair_config(exp, pair) for pair in exp.pairs}
+            for name, cfg in configs.items():
+                bundle = worker_bundle(cfg) if cfg.max_workers > 0 else \
+                    trial_resources(configs, drivers=True)({PAIR_KEY: name}).bundles[0]
+                bundles[f"{path.name}:{name}"] = bundle
+        else:
+            bundles[path.name] = worker_bundle(from_dict(load_yaml(path), source=path.name))
+    return bundles
+
+
+def launched(config: dict, bundle: dict, monitor=None) -> list[str]:
+    """The node types Ray's autoscaler (v2, what `ray up` runs) launches for one pending ``bundle``."""
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
+    from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
+    from ray.autoscaler.v2.utils import ResourceRequestUtil
+    autoscaling = AutoscalingConfig(copy.deepcopy(config), skip_content_hash=True)
+    request = SchedulingRequest(
+        disable_launch_config_check=True, node_type_configs=autoscaling.get_node_type_configs(),
+        max_num_nodes=autoscaling.get_max_num_worker_nodes(),
+        resource_requests=ResourceRequestUtil.group_by_count([ResourceRequestUtil.make(bundle)]),
+        cloud_resource_availabilities=monitor.get_resource_availabilities() if monitor else {},
+        recoverable_resource_availabilities=monitor.get_recoverable_resource_availabilities() if monitor else {})
+    return [launch.instance_type for launch in ResourceDemandScheduler().schedule(request).to_launch
+            for _ in range(launch.count)]
+
+
+@pytest.mark.parametrize("name", ["aws-spot.yaml", "gcp-spot.yaml"])
+def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_timed_out(name):
+    """Ray's own scheduler, with the shipped node types and every shipped experiment's worker bundle:
+    spot first; on-demand once Ray's availability monitor saw a spot allocation time out. (A resource
+    on the spot type that no demand asks for, `spot: 1`, made on-demand the first choice.)"""
+    from ray.autoscaler.v2.instance_manager.subscribers.cloud_resource_monitor import CloudResourceMonitor
+    from ray.core.generated.instance_manager_pb2 import Instance, InstanceUpdateEvent
+    config = yaml.safe_load((CLUSTER / name).read_text())
+    bundles = shipped_bundles()
+    assert any(b.get("GPU") for b in bundles.values()) and len(bundles) >= 6, bundles
+    for what, bundle in bundles.items():
+        assert launched(config, bundle) == ["gpu_spot"], (name, what, bundle)
+    monitor = CloudResourceMonitor()
+    monitor.notify([InstanceUpdateEvent(instance_id="i-1", instance_type="gpu_spot",
+                                        new_instance_status=Instance.ALLOCATION_TIMEOUT)])
+    for what, bundle in bundles.items():
+        assert launched(config, bundle, monitor) == ["gpu_ondemand"], (name, what, bundle)
+    on_demand = config["available_node_types"]["gpu_ondemand"]["node_config"]
+    assert "InstanceMarketOptions" not in on_demand and on_demand.get("scheduling", {}).get(
+        "provisioningModel", "STANDARD") == "STANDARD", name
+
+
+LOCK = "requirements/lock-linux-x86_64-py311.txt"
+
+
+def install_commands() -> dict[str, list[str]]:
+    """Every command in cluster/ that installs Python packages, by file."""
+    found: dict[str, list[str]] = {}
+
+    def strings(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+    for path in sorted(CLUSTER.rglob("*")):
+        if path.suffix in (".yaml", ".yml"):
+            texts = [s for doc in yaml.safe_load_all(path.read_text()) for s in strings(doc)]
+        elif path.name == "Dockerfile":
+            texts = path.read_text().replace("\\\n", " ").splitlines()
+        else:
+            continue
+        commands = [part for text in texts for part in text.split("&&") if "pip install" in part
+                    or "pip3 install" in part or "uv pip" in part or "conda install" in part]
+        if commands:
+            found[str(path.relative_to(ROOT))] = commands
+    return found
+
+
+def test_every_install_in_cluster_uses_the_lock_in_the_locked_ray_and_python():
+    """A node that joins a week later must run what the head runs and what the tests ran: every install
+    command in cluster/ is constrained by the lock, and every image is Ray's image of the locked Ray for
+    the lock's Python."""
+    import re
+    lock = (ROOT / LOCK).read_text()
+    ray_version = re.search(r"^ray==(\S+)$", lock, re.M).group(1)
+    python_tag = re.search(r"-(py\d+)\.txt$", LOCK).group(1)
+    commands = install_commands()
+    assert set(commands) >= {"cluster/aws-spot.yaml", "cluster/gcp-spot.yaml", "cluster/Dockerfile"}, commands
+    for where, found in commands.items():
+        for command in found:
+            assert re.search(rf"(^|\s)(-c|-r|--constraint|--requirement)[ =]\S*{re.escape(LOCK)}(\s|$)",
+                             command), f"{where}: an install that does not use the lock: {command.strip()}"
+    images = {"cluster/Dockerfile": re.findall(r"^FROM (\S+)", (CLUSTER / "Dockerfile").read_text(), re.M)}
+    for name in ("aws-spot.yaml", "gcp-spot.yaml"):
+        images[name] = [yaml.safe_load((CLUSTER / name).read_text())["docker"]["image"]]
+    for where, tags in images.items():
+        assert tags and all(tag == f"rayproject/ray:{ray_version}-{python_tag}-gpu" for tag in tags), (where, tags)
+    # The check is not blind: an unlocked install is found.
+    assert not re.search(rf"-c \S*{re.escape(LOCK)}", "pip install -e ~/cyclegan")
 
 
 def test_spot_nodes_run_the_preemption_watcher():
@@ -333,3 +445,48 @@ def test_upload_copies_images_only_and_reads_a_link_as_its_file(tiny_pair, tmp_p
     names = sorted(p.rsplit("/", 1)[1] for p in s3.find("upload-only/ds/trainA"))
     assert names == sorted([p.name for p in (tiny_pair / "trainA").iterdir()] + ["linked.png"])
     assert s3.cat("upload-only/ds/trainA/linked.png") == elsewhere.read_bytes()
+
+
+# The folders the commands write to by default, below the folder they run in.
+RUN_OUTPUTS = ("checkpoints", "results", "sweeps", "reports", "runs", "datasets")
+
+
+@pytest.mark.slow  # an end-to-end command run
+def test_a_job_working_dir_packs_the_project_not_the_runs(ray_session, tmp_path, monkeypatch):
+    """`ray job submit --working-dir .` after a local run, its test gallery, a tiny sweep and its report:
+    Ray's own packaging (which honours .gitignore and .rayignore) takes the project's files only, and the
+    package stays far below Ray's size limit."""
+    import subprocess
+
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, create_package
+
+    from cyclegan.cli import main
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    tracked = {name for name in tracked.decode().split("\0") if name and (ROOT / name).is_file()}
+    repo = tmp_path / "repo"
+    for name in tracked:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes((ROOT / name).read_bytes())
+    monkeypatch.chdir(repo)
+    tiny = ["--builtin", "seasons", "--builtin_size", "24", "--builtin_count", "8", "--netG", "resnet_6blocks",
+            "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24", "--num_threads", "0"]
+    assert main(["train", *tiny, "--name", "demo", "--n_epochs", "1", "--n_epochs_decay", "0"]) == 0
+    assert main(["test", *tiny, "--name", "demo"]) == 0
+    (repo / "tiny.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "storage_path": "./sweeps", "datasets": ["seasons"],
+        "base": {**{k.lstrip("-"): v for k, v in zip(tiny[2::2], tiny[3::2])}, "n_epochs": 1, "n_epochs_decay": 0,
+                 "cpus_per_worker": 0.5},
+        "space": {"pool_size": [0, 4]},
+        "search": {"num_samples": 1, "max_concurrent_trials": 1, "eval_images": 4, "grid_images": 2}}))
+    assert main(["sweep", "tiny.yaml"]) == 0
+    assert main(["report", "sweeps/tiny", "--out", "reports/tiny"]) == 0
+    written = {p.relative_to(repo).parts[0] for p in repo.rglob("*") if p.is_file()
+               and p.relative_to(repo).as_posix() not in tracked}
+    assert {"checkpoints", "results", "sweeps", "reports"} <= written, written  # the runs wrote there
+    package = tmp_path / "package.zip"
+    create_package(str(repo), package, include_gitignore=True)
+    with zipfile.ZipFile(package) as z:
+        packed = {info.filename for info in z.infolist() if not info.is_dir()}
+    assert not {name for name in packed if name.split("/")[0] in RUN_OUTPUTS}, "run outputs in the package"
+    assert packed <= tracked | {"tiny.yaml"}, sorted(packed - tracked)[:10]
+    assert package.stat().st_size < min(4 << 20, GCS_STORAGE_MAX_SIZE // 10), package.stat().st_size

@@ -319,3 +319,31 @@ def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
     out = tmp_path / "report"
     assert main(["report", "s3://sweep-results/sweeps/sw", "--out", str(out)]) == 0
     assert (out / "seasons" / "best" / "latest_net_G_A.pth").exists()
+
+
+def _report_session_token(config):
+    import os
+
+    from ray import tune
+    tune.report({"token": os.environ.get("AWS_SESSION_TOKEN", "")})
+
+
+def test_a_drivers_aws_credentials_do_not_reach_trial_actors(ray_session, tmp_path, monkeypatch):
+    """Tune copies the driver's AWS_* credentials into every trial actor's runtime environment (there,
+    Ray's state API shows them, and a token frozen there expires mid-sweep). Ray has no public switch, so
+    the sweep takes them off Tune's private list while it runs: this fails loudly if Ray moves that list
+    (the sweep's function raises) or stops reading it (the token would arrive)."""
+    from ray import tune
+
+    from cyclegan.distributed.sweep import credentials_stay_on_their_node
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "driver-only-token")  # set after Ray started: not a node's own
+
+    def token_seen_by_a_trial(name):
+        tuner = tune.Tuner(tune.with_resources(_report_session_token, {"cpu": 0.1}),
+                           run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0))
+        return tuner.fit()[0].metrics["token"]
+    assert token_seen_by_a_trial("plain") == "driver-only-token"  # what Tune does by itself
+    with credentials_stay_on_their_node():
+        assert token_seen_by_a_trial("sweep") == ""
+    from ray.tune.execution import class_cache
+    assert "AWS_SESSION_TOKEN" in class_cache.ENV_VARS_TO_PROPAGATE  # put back afterwards
