@@ -17,14 +17,14 @@ import yaml
 
 from .config import BUILTIN_PAIRS, FIELDS, NAME, Config, ConfigError, from_dict, load_yaml, parse_yaml, shown
 from .evaluate import METRICS
-from .storage import Storage, is_remote
+from .storage import SECRET_KEYS, Storage, is_remote
 
 EXPERIMENT_FILE = "experiment.yaml"
 # What a sweep's trials write, read back by `cyclegan report`:
 SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
 PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
 OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
-EXPERIMENT_KEYS = ("name", "storage_path", "datasets", "base", "space", "search")
+EXPERIMENT_KEYS = ("name", "storage_path", "storage_options", "datasets", "base", "space", "search")
 # Training defaults a sweep changes: a checkpoint (and a score for ASHA) at every epoch end, and
 # TensorBoard always on; the end-of-run evaluation is the sweep's own score.
 SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end": False}
@@ -36,6 +36,7 @@ NOT_SEARCHABLE = {"name", "dataroot", "checkpoints_dir", "storage_path", "storag
 BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker", "worker_resources",
                 "shared_filesystem"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+LOCATION_KEYS = ("endpoint_url", "region")
 TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
 
 
@@ -104,6 +105,7 @@ class Experiment:
     base: dict
     space: dict[str, tuple[str, list]]
     search: Search
+    storage_options: dict = field(default_factory=dict)  # where the store is (endpoint_url, region), no keys
 
     @property
     def uri(self) -> str:
@@ -201,6 +203,25 @@ def parse_search(values: dict, pairs: list[Pair]) -> Search:
     return search
 
 
+def parse_location(options: Any, key: str = "storage_options") -> dict:
+    """Where a sweep's store is: ``endpoint_url`` and ``region``, nothing that signs a request (an experiment
+    file is shared and stored beside the results; credentials come from each node)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}: a mapping of endpoint_url and region is needed, not a {type(options).__name__}")
+    for name, value in options.items():
+        if name in SECRET_KEYS:
+            raise ConfigError(f"{key}.{name}: credentials never go in an experiment file; every node finds its own "
+                              f"(instance role, service account, AWS_* variables)")
+        if name not in LOCATION_KEYS:  # named when it looks like a name (a pasted credential is not repeated)
+            named = f".{name}" if re.fullmatch(r"[A-Za-z_]{1,40}", str(name)) else ""
+            raise _unknown(str(name), LOCATION_KEYS, f"{key}{named}")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}.{name}: {shown(name, value)} must be a non-empty string")
+    return dict(options)
+
+
 def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     """Validate everything a sweep needs before any trial starts; errors name the key."""
     if not isinstance(data, dict):
@@ -242,7 +263,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     storage_path = str(data.get("storage_path") or "./sweeps")
     if not is_remote(storage_path):
         storage_path = str(Path(storage_path).resolve())
-    return Experiment(name, storage_path, pairs, base, space, search)
+    return Experiment(name, storage_path, pairs, base, space, search, parse_location(data.get("storage_options")))
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -275,6 +296,7 @@ def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
     saved["pairs"] = [Pair(**p) for p in saved["pairs"]]
     saved["space"] = {k: tuple(v) for k, v in saved["space"].items()}
     saved["search"] = Search(**saved["search"])
+    saved["storage_options"] = parse_location(saved.get("storage_options"), f"{uri}/{EXPERIMENT_FILE}: storage_options")
     exp = Experiment(**saved)
     if exp.uri.rstrip("/") != uri and not is_remote(uri):  # the folder was moved: follow it
         exp = dataclasses.replace(exp, storage_path=str(Path(uri).parent), name=Path(uri).name)

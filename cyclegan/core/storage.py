@@ -4,6 +4,8 @@ A run resolves its settings once into a :class:`Storage` and hands it down; ever
 listing of the project goes through it. Where the store is (endpoint, region) comes from
 ``storage_options`` (endpoint_url, region) or the AWS_ENDPOINT_URL / AWS_REGION variables, so
 S3-compatible stores such as MinIO work; that is all a Storage carries to other processes and nodes.
+With no region given, each bucket's own region is asked of the store (so a us-west-2 bucket works from
+a node whose instance role names no region), then the AWS config's (``~/.aws/config``), then us-east-1.
 Credentials are found by each process on its own node through the AWS SDK's standard chain
 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, ~/.aws, the instance role, IRSA web
 identity), which also renews temporary ones; Google Cloud Storage uses the node's default credentials.
@@ -134,12 +136,48 @@ def reached(uri: str, failed: str):
         raise storage_error(uri, e, failed) from None
 
 
+@functools.lru_cache(maxsize=64)
+def bucket_region(bucket: str, endpoint_url: Optional[str]) -> Optional[str]:
+    """The region S3 reports for ``bucket`` (the x-amz-bucket-region header of HeadBucket, which comes with
+    a refusal too, so the request is unsigned); None where the store does not say or cannot be reached."""
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint_url, region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED, connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+    try:
+        response = client.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        response = e.response
+    except BotoCoreError:
+        return None
+    return response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region") or None
+
+
+def configured_region() -> Optional[str]:
+    """The AWS SDK's configured region: its variables and the profile in ``~/.aws/config``."""
+    import botocore.session
+    return botocore.session.get_session().get_config_variable("region") or None
+
+
+def with_region(settings: tuple, bucket: str) -> tuple:
+    """``settings`` with a region for ``bucket``: the given one, else the bucket's own, else the
+    configured one, else us-east-1."""
+    opts = dict(settings)
+    if opts.get("region"):
+        return settings
+    region = bucket_region(bucket, opts.get("endpoint_url")) or configured_region() or "us-east-1"
+    return tuple(sorted({**opts, "region": region}.items()))
+
+
 def _s3(settings: tuple, secrets: tuple) -> pafs.S3FileSystem:
     """Without explicit keys, the AWS SDK's default chain finds this node's credentials."""
     opts = dict(settings)
     endpoint = opts.get("endpoint_url")
     kwargs: dict = dict(secrets)
-    kwargs["region"] = opts.get("region") or "us-east-1"
+    kwargs["region"] = opts["region"]
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
@@ -165,7 +203,7 @@ def _s3fs(settings: tuple, secrets: tuple = ()):
     return s3fs.S3FileSystem(key=keys.get("access_key"), secret=keys.get("secret_key"),
                              token=keys.get("session_token"), skip_instance_cache=True,
                              client_kwargs={"endpoint_url": opts.get("endpoint_url"),
-                                            "region_name": opts.get("region") or "us-east-1"})
+                                            "region_name": opts["region"]})
 
 
 class Changed(Exception):
@@ -204,6 +242,9 @@ class Storage:
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The filesystem and the path inside it."""
         parsed = urlparse(str(uri))
+        if parsed.scheme == "s3":
+            settings = with_region(self.settings, parsed.netloc)
+            return _filesystem("s3", settings, self.secrets), (parsed.netloc + parsed.path).rstrip("/")
         if parsed.scheme in REMOTE_SCHEMES:
             return _filesystem(parsed.scheme, self.settings, self.secrets), (parsed.netloc + parsed.path).rstrip("/")
         return _filesystem("file", ()), str(Path(uri).resolve())
@@ -285,7 +326,7 @@ class Storage:
     def read_tagged(self, uri: str) -> tuple[bytes, str]:
         """A small file's bytes and a tag of this version of it, for ``write_if``; FileNotFoundError if absent."""
         if urlparse(uri).scheme == "s3":
-            fs, path = _s3fs(self.settings, self.secrets), uri[len("s3://"):]
+            fs, path = _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
             with reached(uri, "cannot read"):
                 while True:  # the tag before and after the read agree: the bytes are that version's
                     tag = fs.info(path, refresh=True)["ETag"]
@@ -301,7 +342,7 @@ class Storage:
         conditional PUT); in a local folder a lock on the folder makes the check and the write one step;
         on GCS, which pyarrow gives no precondition for, the check comes just before the write."""
         if urlparse(uri).scheme == "s3":
-            fs, path = _s3fs(self.settings, self.secrets), uri[len("s3://"):]
+            fs, path = _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
             condition = {"mode": "create"} if tag is None else {"IfMatch": tag}
             with reached(uri, "cannot write"):
                 try:

@@ -221,7 +221,7 @@ def _tuner(exp: Experiment, store: Storage):
 def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
           store: Optional[Storage] = None) -> Any:
     """Run (or continue) the search of every pair at once; returns Tune's ResultGrid."""
-    store = store or Storage.from_options()
+    store = store or Storage.from_options(exp.storage_options)
     # One driver per sweep (its trials' runs are covered by it): a second start, or a --resume while the
     # first driver lives, would interleave Tune's experiment state and the trials' checkpoints.
     with Lease(store, exp.uri, "sweep", retry="wait for it to end, or choose another name"):

@@ -46,12 +46,16 @@ def test_a_second_driver_of_a_run_or_sweep_in_a_bucket_is_refused_before_ray_sta
         args = ["train", "--num_workers", "2", "--storage_path", f"s3://{bucket}/runs", "--name", "mine"]
     else:
         folder = f"{bucket}/sweeps/sw"
-        data = experiment(tmp_path, datasets=["seasons"], storage_path=f"s3://{bucket}/sweeps")
+        # Where the store is comes from the experiment file (the driver's environment names no endpoint).
+        data = experiment(tmp_path, datasets=["seasons"], storage_path=f"s3://{bucket}/sweeps",
+                          storage_options={"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region": "us-east-1"})
         (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
         args = ["sweep", str(tmp_path / "exp.yaml")]
     # A driver alive on this machine (this test's process stands in for it) holds it.
     put_lease(s3, f"{folder}/{LEASE_FILE}", host=socket.gethostname(), pid=os.getpid(), expires=time.time() + 90)
-    done = subprocess.run([sys.executable, "-m", "cyclegan.cli", *args], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if command == "train" or k != "AWS_ENDPOINT_URL"}
+    done = subprocess.run([sys.executable, "-m", "cyclegan.cli", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     what = "run" if command == "train" else "sweep"
