@@ -62,6 +62,10 @@ class Search:
     eval_images: int = setting(100, "test images per direction for the score", minimum=1)
     grid_images: int = setting(4, "fixed test images per direction in the TensorBoard grids", minimum=1)
     max_trial_failures: int = setting(3, "restarts of a trial (from its checkpoint) after its process is lost")
+    gpus_per_trial: float = setting(1.0, "with base.use_gpu, the share of a GPU a trial that trains in its own "
+                                         "process asks for: 0.25 runs four trials on each GPU (a CycleGAN at "
+                                         "batch 1 leaves most of a large GPU idle); trials on Ray workers "
+                                         "(num_workers > 0) take a whole GPU per worker", above=0)
 
 
 SEARCH_FIELDS = {f.name: f for f in dataclasses.fields(Search)}
@@ -87,7 +91,10 @@ def _check_setting(key: str, value: Any) -> None:
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(f"search.{key}: {value!r} must be an integer >= {meta['minimum']}")
     if meta["above"] is not None and value <= meta["above"]:
-        raise ConfigError(f"search.{key}: {value!r} must be > {meta['above']} (epochs)")
+        raise ConfigError(f"search.{key}: {value!r} must be > {meta['above']}")
+    if key == "gpus_per_trial" and value > 1:
+        raise ConfigError(f"search.{key}: {value!r} must be at most 1 (a trial trains in one process, on one GPU; "
+                          "for more, set base.num_workers)")
 
 
 @dataclass
@@ -260,6 +267,11 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         # to compare at its first rung, and the workers wait for each other's resources.
         raise ConfigError("search.max_concurrent_trials: needed when trials train on Ray workers (base.num_workers "
                           f"{base_cfg.num_workers!r}): e.g. your GPUs / (num_workers per trial)")
+    if search.gpus_per_trial != 1 and (base_cfg.max_workers > 0 or not base_cfg.use_gpu):
+        why = (f"trials on Ray workers (base.num_workers {base_cfg.num_workers!r}) take a whole GPU per worker"
+               if base_cfg.max_workers > 0 else "the trials train on CPUs (base.use_gpu is off)")
+        raise ConfigError(f"search.gpus_per_trial: {search.gpus_per_trial!r} is for trials that train in their own "
+                          f"process on a GPU; {why}")
     storage_path = str(data.get("storage_path") or "./sweeps")
     if not is_remote(storage_path):
         storage_path = str(Path(storage_path).resolve())

@@ -146,16 +146,16 @@ def _tune_env(exp: Experiment) -> None:
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(exp.search.max_concurrent_trials))
 
 
-def trial_resources(configs: dict[str, Config], drivers: bool):
-    """What Tune reserves for a trial of each pair: its training resources when it trains in its own process,
-    else almost nothing (it only drives a Ray Train run whose workers ask for their own), on the
+def trial_resources(configs: dict[str, Config], drivers: bool, gpus_per_trial: float = 1.0):
+    """What Tune reserves for a trial of each pair: its training resources when it trains in its own process
+    (``gpus_per_trial`` of a GPU: several such trials share one), else almost nothing (it only drives a Ray Train run whose workers ask for their own), on the
     ``driver`` resource when the cluster has one."""
     from ray.tune import PlacementGroupFactory
 
     def resources(config: dict):
         cfg = configs[config[PAIR_KEY]]
         if cfg.max_workers == 0:
-            return PlacementGroupFactory([{"CPU": cfg.cpus_per_worker, "GPU": 1 if cfg.use_gpu else 0}])
+            return PlacementGroupFactory([{"CPU": cfg.cpus_per_worker, "GPU": gpus_per_trial if cfg.use_gpu else 0}])
         return PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20,
                                        **({DRIVER_RESOURCE: DRIVER_SHARE} if drivers else {})}])
     return resources
@@ -173,7 +173,7 @@ def _trainable(exp: Experiment, store: Storage):
         log.warning("this cluster defines no %r resource: trial drivers may run on spot nodes, and a reclaim "
                     "then restarts the trial (see cluster/ for the head that offers it)", DRIVER_RESOURCE)
     fn = tune.with_parameters(run_trial, setup={"experiment": exp, "store": store})
-    return tune.with_resources(fn, trial_resources(configs, drivers))
+    return tune.with_resources(fn, trial_resources(configs, drivers, exp.search.gpus_per_trial))
 
 
 def _run_config(exp: Experiment, store: Storage):

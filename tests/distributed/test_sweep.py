@@ -347,3 +347,37 @@ def test_a_drivers_aws_credentials_do_not_reach_trial_actors(ray_session, tmp_pa
         assert token_seen_by_a_trial("sweep") == ""
     from ray.tune.execution import class_cache
     assert "AWS_SESSION_TOKEN" in class_cache.ENV_VARS_TO_PROPAGATE  # put back afterwards
+
+
+@pytest.mark.slow  # its own Ray instance, with a node that declares a GPU
+def test_trials_that_train_in_their_own_process_share_a_gpu(tmp_path):
+    """search.gpus_per_trial 0.25 on a node with one GPU: four trials run at once, all on that GPU.
+    Trials on Ray workers keep a whole GPU per worker (refused otherwise, naming the key)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    root = Path(__file__).parents[2]
+    data = experiment(tmp_path, datasets=["seasons"], base=dict(BASE, use_gpu=True, cpus_per_worker=0.25))
+    data["search"] = {**data["search"], "gpus_per_trial": 0.25}
+    (tmp_path / "exp.json").write_text(json.dumps(data))
+    ray_temp = tempfile.mkdtemp(prefix="cg-gp-")  # short: Ray's socket paths are limited
+    env = dict(os.environ, PYTHONPATH=str(root), RAY_TMPDIR=ray_temp)
+    try:
+        done = subprocess.run([sys.executable, str(root / "tests/distributed/gpu_packing.py"),
+                               str(tmp_path / "exp.json"), str(tmp_path / "out.json")],
+                              env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads((tmp_path / "out.json").read_text())
+    assert outcome["bundle"] == {"CPU": 0.25, "GPU": 0.25}
+    assert sorted(outcome["met"]) == [4, 4, 4, 4]  # every trial met the other three: four at once
+    assert all(gpus == outcome["gpus"][0] and len(gpus) == 1 for gpus in outcome["gpus"])  # the one GPU
+    for base, share, message in [(dict(BASE, use_gpu=True, num_workers="1"), 0.5, "a whole GPU per worker"),
+                                 (BASE, 0.5, "the trials train on CPUs"),
+                                 (dict(BASE, use_gpu=True), 2, "must be at most 1")]:
+        bad = experiment(tmp_path, datasets=["seasons"], base=base)
+        bad["search"] = {**bad["search"], "max_concurrent_trials": 2, "gpus_per_trial": share}
+        with pytest.raises(ConfigError, match=rf"search\.gpus_per_trial: .*{message}"):
+            parse_experiment(bad)
