@@ -49,15 +49,18 @@ def parse_resources(text: Optional[str]) -> dict:
     return resources
 
 
-def check_cluster(cfg: Config, store: Storage, paths: dict[str, Optional[str]]) -> None:
-    """Refuse, before anything starts, what would silently go wrong on a cluster: keys that would have to
-    travel to other nodes, and local paths (``paths``: option -> path) when the nodes have their own disks."""
-    import ray
+def check_no_secrets(store: Storage) -> None:
+    """Keys would have to travel to other nodes: refused before Ray starts."""
     if store.secrets:
         raise ConfigError("storage_options: access_key, secret_key and session_token are used by this process "
                           "only and never sent to Ray workers; give every node its own credentials (an instance "
                           "role, IRSA or workload identity, or the AWS_* variables) and keep endpoint_url and "
                           "region in --storage_options")
+
+
+def check_cluster(cfg: Config, store: Storage, paths: dict[str, Optional[str]]) -> None:
+    """Refuse, before anything starts, what would silently go wrong on a cluster: local paths (``paths``: option -> path) when the nodes have their own disks."""
+    import ray
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2 or cfg.shared_filesystem:
         return

@@ -37,6 +37,7 @@ from ..core.lease import Lease
 from ..core.storage import Storage
 from .runtime import check_cluster, init_ray, quiet_data
 from .scratch import remove_stale_scratch_everywhere
+from .train import check_before_ray
 from .trial import run_trial, trial_folder
 
 log = logging.getLogger("cyclegan")
@@ -233,6 +234,8 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
 
 def _search(exp: Experiment, resume: bool, address: Optional[str], store: Storage) -> Any:
     from ray import tune
+    for pair in exp.pairs:  # what can be refused before Ray starts (keys, device options)
+        check_before_ray(pair_config(exp, pair), store)
     _tune_env(exp)
     init_ray(address)
     quiet_data()

@@ -18,15 +18,16 @@ from typing import Callable, Optional
 
 import yaml
 
-from ..core.config import Config, from_dict, parse_yaml
+from ..core.config import Config, ConfigError, check_device_options, from_dict, parse_yaml
 from ..core.data import resolve_dataroot
+from ..core.errors import DataError
 from ..core.lease import Lease
 from ..core.storage import Storage, is_remote
 from ..core.trainer import Hooks
-from .runtime import check_cluster, check_data_room, init_ray, parse_resources, quiet_data
+from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
 from .scratch import node_scratch
 from .streams import scan_domains
-from .worker import worker_loop
+from .worker import USER_ERROR_FILE, worker_loop
 
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
@@ -84,6 +85,7 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     store = Storage.from_options(cfg.storage_options)  # resolved once, handed down to every reader
     if cfg.resume:
         cfg = resumed_config(cfg, given or set(), store)
+    check_before_ray(cfg, store)  # before anything is written
     run_uri = f"{run_storage(cfg)}/{cfg.name}"
     # One driver per run: its workers on other machines write into storage, where nothing else locks.
     with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
@@ -129,9 +131,10 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     ``in_memory`` (benchmarks): each worker loads all its batches before it trains."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+    store = store or Storage.from_options()
+    check_before_ray(cfg, store)
     init_ray(cfg.address)
     quiet_data()
-    store = store or Storage.from_options()
     storage_path = run_storage(cfg, storage_path)
     check_cluster(cfg, store, {"dataroot": cfg.dataroot, "storage_path": storage_path})
     check_data_room(cfg)
@@ -149,6 +152,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     if cfg.data_ingest == "train":
         from .ingest import PAIRS, RemainingSamples, run_epochs
         ingest = {"datasets": {PAIRS: run_epochs(cfg)}, "dataset_config": RemainingSamples(cfg, domains, store, run_uri)}
+    store.remove(f"{run_uri}/{USER_ERROR_FILE}")  # one of an earlier start is no error of this one
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
@@ -165,4 +169,31 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
             # (a drained node) have their own budget, without limit: a spot run is never given up.
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, max_preemption_failures=-1)),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    raise_user_error(store, run_uri)
+    return result
+
+
+def check_before_ray(cfg: Config, store: Storage) -> None:
+    """What can be refused before Ray starts: keys that would have to travel to other nodes, and options
+    that cannot work on the workers' device (a GPU exactly when --use_gpu asks for one)."""
+    check_no_secrets(store)
+    if cfg.device.startswith("cuda") and not cfg.use_gpu:
+        raise ConfigError(f"device: {cfg.device!r} on Ray workers needs --use_gpu (a worker trains on the device "
+                          "Ray gives it)")
+    if cfg.device == "cpu" and cfg.use_gpu:
+        raise ConfigError("device: 'cpu' contradicts --use_gpu (a worker trains on the GPU Ray gives it)")
+    try:
+        check_device_options(cfg, "cuda" if cfg.use_gpu else "cpu")
+    except ConfigError as e:
+        raise ConfigError(f"{e}{'' if cfg.use_gpu else '; on Ray workers, --use_gpu gives each a GPU'}") from None
+
+
+def raise_user_error(store: Storage, run_uri: str) -> None:
+    """The error in the user's input that the workers ended the run on, if they did."""
+    try:
+        found = json.loads(store.read_text(f"{run_uri}/{USER_ERROR_FILE}"))
+    except FileNotFoundError:
+        return
+    store.remove(f"{run_uri}/{USER_ERROR_FILE}")
+    raise (DataError if found.get("kind") == "DataError" else ConfigError)(str(found.get("message")))

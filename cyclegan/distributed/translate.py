@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..core.data import BadImage
 from ..core.inference import GeneratorSpec, encode_output, input_base, load_input, output_location, translate_batch
 from ..core.storage import Storage
-from .runtime import check_cluster, init_ray, quiet_data
+from .runtime import check_cluster, check_no_secrets, init_ray, quiet_data
 from .streams import LOAD_TASK_CPUS
 
 CHUNK = 16  # inputs read by one task
@@ -73,6 +73,7 @@ def translate_on_ray(spec: GeneratorSpec, todo: pa.Table, input_uri: str, output
     import ray
     import ray.data
     cfg = spec.cfg
+    check_no_secrets(store)
     init_ray(cfg.address)
     # Tasks and actors on other nodes read the inputs and weights and write the outputs themselves.
     check_cluster(cfg, store, {"input": input_uri, "output": output_uri, "generator": spec.weights})

@@ -3,6 +3,7 @@ reported to Ray Train as checkpoints (each worker its own part, uploaded in the 
 worker's files mirrored to the run's storage, and a restart picked up from the latest checkpoint."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import torch
 
 from ..core import checkpoint as ckpt
 from ..core.config import Config, from_dict
+from ..core.errors import UserError
 from ..core.parallel import process_group
 from ..core.storage import FolderMirror, Storage
 from ..core.trainer import Hooks, Trainer
@@ -255,6 +257,9 @@ def run_mirrors(store: Storage, run_dir: Path, run_uri: str, tensorboard_dir: Pa
     return (FolderMirror(store, run_dir, run_uri, skip=(ckpt.STATE_DIR,)), events)
 
 
+USER_ERROR_FILE = "_user_error.json"  # in the run's storage: an error in what the user gave, found by workers
+
+
 def worker_loop(config: dict) -> None:
     """A Ray Train worker: the core trainer with this worker's stream, Ray checkpoints, the preemption
     notice and reports (and the caller's hooks: ``config["hooks"]``, a factory each worker calls)."""
@@ -272,12 +277,19 @@ def worker_loop(config: dict) -> None:
         hooks = [config["hooks"]()] if config.get("hooks") else []
         hooks += [PreemptionNotice(), Report(mirrors=mirrors, publisher=publisher)]
         data = StreamBatches(cfg, config["domains"], store, run_uri)
-        trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
-                          data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
-                          tensorboard_dir=tensorboard_dir)
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            restore_from(trainer, checkpoint)
+        try:  # every worker checks the same options and checkpoint, so they all end here alike
+            trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
+                              data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
+                              tensorboard_dir=tensorboard_dir)
+            checkpoint = ray.train.get_checkpoint()
+            if checkpoint is not None:
+                restore_from(trainer, checkpoint)
+        except UserError as e:
+            # A restart cannot fix the user's input: the run ends, and the driver (on another machine, maybe)
+            # says it as one error line; raised, it would be retried --max_failures times and reach the user
+            # as a Ray traceback.
+            store.write_text(f"{run_uri}/{USER_ERROR_FILE}", json.dumps({"kind": type(e).__name__, "message": str(e)}))
+            return
         if config.get("in_memory"):
             data.hold_in_memory(trainer.progress.epoch, trainer.progress.epoch_iter)
         trainer.run()

@@ -117,12 +117,49 @@ def assert_same_weights(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(ray_session, tiny_pair, tmp_path_factory):
+def uninterrupted_run(ray_session, tiny_pair, tmp_path_factory):
     from cyclegan.distributed.train import run
     cfg = ft_cfg(tiny_pair, tmp_path_factory.mktemp("uninterrupted"), "whole")
     result = run(cfg, progress_bar=False)
     assert result["resumed_from"] is None and result["total_iters"] == 30  # 6 epochs x 5 samples per worker
-    return final_weights(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return final_weights(uninterrupted_run)
+
+
+def test_an_error_in_the_users_input_found_by_the_workers_ends_the_run_as_one_error(uninterrupted_run):
+    """Workers that find the user's input wrong (here: other networks than the checkpoint's they restore)
+    end the run at once, and the driver raises the user's error: a failure would be retried --max_failures
+    times and reach the user as a Ray traceback. The stored run is left as it was."""
+    from cyclegan.core.config import ConfigError
+    from cyclegan.distributed.train import fit
+    before = final_weights(uninterrupted_run)
+    with pytest.raises(ConfigError, match=r"^ngf: 8 differs from the checkpoint's 4; a run resumes only with"):
+        fit(from_dict({**uninterrupted_run.to_dict(), "ngf": 8}), progress_bar=False)
+    assert_same_weights(final_weights(uninterrupted_run), before)
+
+
+@pytest.mark.slow  # end-to-end command runs
+@pytest.mark.parametrize("flags, message", [
+    (["--amp", "fp16"], "amp: 'fp16' needs a CUDA device (device 'auto' is cpu); use amp bf16 or none; on Ray "
+                        "workers, --use_gpu gives each a GPU"),
+    (["--cudnn_benchmark"], "cudnn_benchmark: True needs a CUDA device"),
+    (["--device", "cuda"], "device: 'cuda' on Ray workers needs --use_gpu"),
+    (["--storage_options", '{"secret_key": "s3cr3t-k3y"}'], "storage_options: access_key, secret_key and "
+                                                            "session_token are used by this process only"),
+])
+def test_what_the_workers_could_not_do_is_refused_before_ray_starts(tiny_pair, tmp_path, flags, message):
+    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", str(tiny_pair), "--name", "x",
+                          "--checkpoints_dir", str(tmp_path), "--num_workers", "2", *flags],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()  # one line, before a Ray instance was started (it logs its start)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), run.stderr[-3000:]
+    assert not run.stdout and "s3cr3t" not in run.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def alive_actors(class_name: str, other_jobs: bool = False) -> list:
