@@ -22,6 +22,7 @@ The experiment file is ``cyclegan/experiment.py``; one trial is ``trial.py``; th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -30,10 +31,11 @@ from typing import Any, Optional
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ..core.config import Config, ConfigError
+from ..core.config import Config
 from ..core.evaluate import METRICS
 from ..core.experiment import EXPERIMENT_FILE, OBJECTIVE, PAIR_KEY, Experiment, pair_config, save_experiment
 from ..core.lease import Lease
+from ..core.rerun import check_rerun, experiment_differences
 from ..core.storage import Storage
 from .runtime import check_cluster, init_ray, quiet_data
 from .scratch import remove_stale_scratch_everywhere
@@ -227,9 +229,24 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
     # first driver lives, would interleave Tune's experiment state and the trials' checkpoints.
     with Lease(store, exp.uri, "sweep", retry="wait for it to end, or choose another name"):
         if not resume and store.exists(f"{exp.uri}/{EXPERIMENT_FILE}"):
-            raise ConfigError(f"name: a sweep {exp.name!r} already exists at {exp.uri}; continue it with "
-                              f"'cyclegan sweep --resume {exp.uri}' or choose another name")
+            rerun(exp, store)
+            resume = True
+        elif not resume:
+            log.info("sweep %r: starting in %s", exp.name, exp.uri)
         return _search(exp, resume, address, store)
+
+
+def rerun(exp: Experiment, store: Storage) -> None:
+    """The rerun rule (core/rerun.py): a sweep started again with the same experiment continues (a KubeRay
+    RayJob's retry runs the same entrypoint on a new cluster); another experiment under its name is
+    refused, naming the differences."""
+    import yaml
+    saved = yaml.safe_load(store.read_text(f"{exp.uri}/{EXPERIMENT_FILE}"))
+    now = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(exp), sort_keys=False))
+    check_rerun("sweep", exp.uri, experiment_differences(saved if isinstance(saved, dict) else {}, now),
+                "choose another name, or continue it as it was started with "
+                f"'cyclegan sweep --resume {exp.uri}'")
+    log.info("sweep %r: continuing in %s (the same experiment)", exp.name, exp.uri)
 
 
 def _search(exp: Experiment, resume: bool, address: Optional[str], store: Storage) -> Any:

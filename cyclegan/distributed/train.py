@@ -22,6 +22,7 @@ from ..core.config import Config, ConfigError, check_device_options, from_dict, 
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.lease import Lease
+from ..core.rerun import check_rerun, run_differences
 from ..core.storage import Storage, is_remote
 from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
@@ -87,6 +88,7 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
         cfg = resumed_config(cfg, given or set(), store)
     check_before_ray(cfg, store)  # before anything is written
     run_uri = f"{run_storage(cfg)}/{cfg.name}"
+    rerun_on_ray(cfg, store, run_uri)
     # One driver per run: its workers on other machines write into storage, where nothing else locks.
     with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
         fit(cfg, store, progress_bar=progress_bar)
@@ -94,6 +96,22 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
         return json.loads(store.read_text(f"{run_uri}/result.json"))
     except FileNotFoundError:
         return {}
+
+
+def rerun_on_ray(cfg: Config, store: Storage, run_uri: str) -> None:
+    """The rerun rule (core/rerun.py) for a Ray run: Ray Train continues a run whose name and storage it
+    finds; that is said, and refused when the options differ (--resume and --continue_train take the
+    options given now)."""
+    try:
+        saved = parse_yaml(store.read_text(f"{run_uri}/{CONFIG_FILE}"), f"{run_uri}/{CONFIG_FILE}")
+    except FileNotFoundError:
+        log.info("run %r: starting in %s", cfg.name, run_uri)
+        return
+    if not (cfg.resume or cfg.continue_train):
+        check_rerun("run", run_uri, run_differences(saved if isinstance(saved, dict) else {}, cfg),
+                    "give another --name, or --continue_train to continue it with the options given now")
+    log.info("run %r: continuing from its last checkpoint in %s%s", cfg.name, run_uri,
+             "" if cfg.resume or cfg.continue_train else " (the same options)")
 
 
 def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
@@ -143,6 +161,10 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     domains = scan_domains(cfg, store, scans or storage_path)
     run_name = run_name or cfg.name
     run_uri = f"{storage_path}/{run_name}"
+    try:  # the options the run was last continued with: put back if the workers refuse these
+        previous: Optional[str] = store.read_text(f"{run_uri}/{CONFIG_FILE}")
+    except FileNotFoundError:
+        previous = None
     store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     fs, path = store.ray_storage(storage_path)
     set_controller_poll(cfg)
@@ -170,7 +192,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, max_preemption_failures=-1)),
     )
     result = trainer.fit()
-    raise_user_error(store, run_uri)
+    raise_user_error(store, run_uri, previous)
     return result
 
 
@@ -189,11 +211,16 @@ def check_before_ray(cfg: Config, store: Storage) -> None:
         raise ConfigError(f"{e}{'' if cfg.use_gpu else '; on Ray workers, --use_gpu gives each a GPU'}") from None
 
 
-def raise_user_error(store: Storage, run_uri: str) -> None:
-    """The error in the user's input that the workers ended the run on, if they did."""
+def raise_user_error(store: Storage, run_uri: str, previous: Optional[str]) -> None:
+    """The error in the user's input that the workers ended the run on, if they did; the run's options
+    file goes back to ``previous`` (the run was not continued with these)."""
     try:
         found = json.loads(store.read_text(f"{run_uri}/{USER_ERROR_FILE}"))
     except FileNotFoundError:
         return
     store.remove(f"{run_uri}/{USER_ERROR_FILE}")
+    if previous is None:
+        store.remove(f"{run_uri}/{CONFIG_FILE}")
+    else:
+        store.write_text(f"{run_uri}/{CONFIG_FILE}", previous)
     raise (DataError if found.get("kind") == "DataError" else ConfigError)(str(found.get("message")))

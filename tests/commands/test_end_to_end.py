@@ -163,3 +163,32 @@ def test_bench_prints_json_last(tmp_path):
                "--iters", 3], tmp_path).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["sec_per_iter"] > 0 and result["images_per_sec"] == pytest.approx(1 / result["sec_per_iter"])
+
+
+@pytest.mark.slow  # end-to-end command runs
+def test_a_name_with_a_run_continues_with_the_same_options_and_refuses_others(tiny_pair, tmp_path, caplog, capsys):
+    """The rerun rule: the same command again continues the run (here: finished, so it ends at once, with
+    the same weights); an option that changes only how it runs may differ; one that decides what is
+    trained is refused, naming it, unless --continue_train says to continue with it."""
+    import logging
+
+    from cyclegan.cli import main
+    flags = ["--dataroot", str(tiny_pair), "--name", "again", "--checkpoints_dir", str(tmp_path), "--netG",
+             "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24",
+             "--num_threads", "0", "--n_epochs", "1", "--n_epochs_decay", "0"]
+    caplog.set_level(logging.INFO, logger="cyclegan")
+    assert main(["train", *flags]) == 0
+    assert f"run 'again': starting in {tmp_path / 'again'}" in caplog.text
+    weights = torch.load(tmp_path / "again" / "latest_net_G_A.pth", weights_only=True)
+    caplog.clear()
+    assert main(["train", *flags, "--print_freq", "3"]) == 0  # how it is logged: not what is trained
+    assert "run 'again': continuing from its last checkpoint" in caplog.text and "(the same options)" in caplog.text
+    again = torch.load(tmp_path / "again" / "latest_net_G_A.pth", weights_only=True)
+    assert all(torch.equal(weights[k], again[k]) for k in weights)  # nothing more to train
+    capsys.readouterr()
+    assert main(["train", *flags, "--lr", "0.001", "--pool_size", "0"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: name: the run at {tmp_path / 'again'} exists with other options (pool_size: 50 in the run, 0 now; "
+        "lr: 0.0002 in the run, 0.001 now); give another --name, or --continue_train to continue it with the "
+        "options given now\n")
+    assert main(["train", *flags, "--lr", "0.001", "--continue_train"]) == 0

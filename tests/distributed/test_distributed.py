@@ -137,9 +137,22 @@ def test_an_error_in_the_users_input_found_by_the_workers_ends_the_run_as_one_er
     from cyclegan.core.config import ConfigError
     from cyclegan.distributed.train import fit
     before = final_weights(uninterrupted_run)
+    options = Path(uninterrupted_run.storage_path) / "whole" / "cyclegan_config.yaml"
+    saved = options.read_text()
     with pytest.raises(ConfigError, match=r"^ngf: 8 differs from the checkpoint's 4; a run resumes only with"):
         fit(from_dict({**uninterrupted_run.to_dict(), "ngf": 8}), progress_bar=False)
     assert_same_weights(final_weights(uninterrupted_run), before)
+    assert options.read_text() == saved  # the run's options are still its own
+
+
+def test_a_ray_run_started_again_with_other_options_is_refused_naming_them(uninterrupted_run):
+    """The rerun rule for Ray runs (the same options continue: the killed-driver test reruns its run)."""
+    from cyclegan.core.config import ConfigError
+    from cyclegan.distributed.train import run
+    where = f"{uninterrupted_run.storage_path}/whole"
+    with pytest.raises(ConfigError, match=rf"^name: the run at {where} exists with other options \(lr: 0\.0002 in "
+                                          r"the run, 0\.001 now\); give another --name, or --continue_train"):
+        run(from_dict({**uninterrupted_run.to_dict(), "lr": 0.001, "num_workers": "1"}), progress_bar=False)
 
 
 @pytest.mark.slow  # end-to-end command runs

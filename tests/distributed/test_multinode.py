@@ -152,8 +152,8 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
                              "grid_images": 1}}
     (cluster["driver_tmp"] / "exp.yaml").write_text(yaml.safe_dump(experiment))
     swept = driver(cluster, "sweep", str(cluster["driver_tmp"] / "exp.yaml"))
-    (cluster["driver_tmp"] / "exp.yaml").unlink()
     assert swept.returncode == 0, swept.stderr[-3000:]
+    assert "sweep 'mnsweep': starting in s3://mn-bucket/sweeps/mnsweep" in swept.stderr
     sweep = "mn-bucket/sweeps/mnsweep"
     trials = [p for p in s3.ls(sweep, refresh=True) if p.rsplit("/", 1)[-1].startswith("fruit_")]
     assert len(trials) == 1
@@ -173,6 +173,14 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert states and all(s3.exists(state.replace("state.pt", "sweep.json")) for state in states)
     assert torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)["progress"]["total_iters"] == 16
     assert s3.exists(f"{sweep}/experiment.yaml") and s3.glob(f"{sweep}/_builtin/fruit_24px_8/pair.json")
+    # A RayJob's retry (backoffLimit) submits the same entrypoint again: the sweep continues, nothing of
+    # the finished trial is run or reported again.
+    logs = submit_job(cluster, f"cyclegan-mn-retry-{os.getpid()}", "sweep", str(cluster["driver_tmp"] / "exp.yaml"))
+    (cluster["driver_tmp"] / "exp.yaml").unlink()
+    assert "sweep 'mnsweep': continuing in s3://mn-bucket/sweeps/mnsweep (the same experiment)" in logs
+    assert [p for p in s3.ls(sweep, refresh=True) if p.rsplit("/", 1)[-1].startswith("fruit_")] == [trial]
+    assert [json.loads(line) for line in s3.cat(f"{trial}/result.json").decode().splitlines() if line.strip()] \
+        == results
     for folder in ("node_work", "node_tmp", "driver_work"):
         assert left_on(cluster[folder]) == [], folder
 

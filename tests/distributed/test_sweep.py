@@ -381,3 +381,23 @@ def test_trials_that_train_in_their_own_process_share_a_gpu(tmp_path):
         bad["search"] = {**bad["search"], "max_concurrent_trials": 2, "gpus_per_trial": share}
         with pytest.raises(ConfigError, match=rf"search\.gpus_per_trial: .*{message}"):
             parse_experiment(bad)
+
+
+def test_a_sweep_started_again_with_another_experiment_is_refused_naming_the_differences(tmp_path):
+    """The rerun rule for sweeps (the same experiment continues: tests/distributed/test_multinode.py
+    submits the same sweep job twice, as a RayJob's retry does): another experiment under the name is
+    refused before Ray starts, naming each difference; where the store is may differ."""
+    from cyclegan.core.experiment import save_experiment
+    from cyclegan.core.storage import Storage
+    from cyclegan.distributed.sweep import sweep
+    save_experiment(parse_experiment(experiment(tmp_path)), Storage.from_options())
+    changed = experiment(tmp_path, space={**SPACE, "pool_size": [0, 8]})
+    changed["search"]["num_samples"] = 8
+    with pytest.raises(ConfigError) as refused:
+        sweep(parse_experiment(changed))
+    uri = tmp_path / "sweeps" / "sw"
+    assert str(refused.value) == (
+        f'name: the sweep at {uri} exists with other options (space.pool_size: ["choice", [0, 4]] in the sweep, '
+        '["choice", [0, 8]] now; search.num_samples: 6 in the sweep, 8 now); choose another name, or continue '
+        f"it as it was started with 'cyclegan sweep --resume {uri}'")
+    assert [p.name for p in uri.iterdir()] == ["experiment.yaml"]  # nothing else written

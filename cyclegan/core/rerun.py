@@ -1,0 +1,95 @@
+"""What a command does with a name that already has a run (or a sweep): one rule for train (in this
+process or on Ray) and sweep, said in each command's first lines of output.
+
+- Nothing under the name: it starts.
+- The same options (a sweep: the same experiment): it continues from its last checkpoint. So a job that
+  a scheduler runs again (a KubeRay RayJob's backoffLimit, a restarted pod, a user's second submit)
+  picks up where the first left off, and a finished one ends at once.
+- Other options: refused before anything is written, naming each difference. Options that change only
+  how a run is carried out (workers, devices, logging, save intervals ...) may differ; those that decide
+  what is trained (data, networks, objective, schedule, seed, numerics) may not.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Config, ConfigError, shown
+from .storage import is_remote
+
+# The options that decide what a run trains: a run continued with other values would be another run.
+RUN_KEYS = (
+    "dataroot", "builtin", "builtin_size", "builtin_count", "direction", "serial_batches", "batch_size",
+    "load_size", "crop_size", "max_dataset_size", "preprocess", "no_flip", "input_nc", "output_nc",
+    "netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "init_type", "init_gain", "no_dropout",
+    "gan_mode", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
+    "lr", "beta1", "lr_policy", "n_epochs", "n_epochs_decay", "lr_decay_iters", "epoch_count", "seed",
+    "amp", "grad_compression", "data_ingest",
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return a == b or (math.isinf(a) and math.isinf(b) and (a > 0) == (b > 0))
+    return a == b
+
+
+def _dataroot(value: Optional[str]) -> Optional[str]:
+    return value if not value or is_remote(value) else str(Path(value).resolve())
+
+
+def run_differences(saved: dict, cfg: Config) -> list[str]:
+    """The options of ``cfg`` that decide what is trained and differ from a run's saved ones, as
+    ``key: <saved> in the run, <now> now``. A built-in pair's data is compared by its settings (its folder
+    is made where the run keeps it)."""
+    now = cfg.to_dict()
+    found = []
+    for key in RUN_KEYS:
+        if key not in saved:
+            continue
+        before, after = saved[key], now[key]
+        if key == "dataroot":
+            if cfg.dataroot is None:
+                continue  # the built-in pair: its builtin_* settings decide
+            before, after = _dataroot(before), _dataroot(after)
+        if key.startswith("builtin") and cfg.dataroot is not None:
+            continue  # not used with a dataroot
+        if not _same(before, after):
+            found.append(f"{key}: {shown(key, before)} in the run, {shown(key, after)} now")
+    return found
+
+
+def check_rerun(what: str, where: str, differences: list[str], ways_out: str) -> None:
+    """Refuse continuing ``what`` at ``where`` with other options, naming each difference."""
+    if differences:
+        raise ConfigError(f"name: the {what} at {where} exists with other options ({'; '.join(differences)}); "
+                          f"{ways_out}")
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def experiment_differences(saved: dict, now: dict) -> list[str]:
+    """What differs between a sweep's stored experiment and the one given now (both as stored: YAML
+    values), by key (``search.num_samples``, ``space.lr``, ``pairs`` ...). Where the store is
+    (``storage_options``) may differ: it is not what is searched."""
+    before, after = _flat(saved, ""), _flat(now, "")
+    keys = [k for k in dict.fromkeys([*before, *after]) if not k.startswith("storage_options")]
+    return [f"{k}: {_listed(k, before.get(k))} in the sweep, {_listed(k, after.get(k))} now"
+            for k in keys if not _same(before.get(k), after.get(k))]
+
+
+def _listed(key: str, value: Any) -> str:
+    """A search space's entry, a pair list: shown as JSON, shortened (names are checked elsewhere)."""
+    if isinstance(value, (list, tuple)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return shown(key, value)
