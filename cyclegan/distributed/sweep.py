@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import tempfile
 from typing import Any, Optional
 
 from ray.tune.schedulers import FIFOScheduler
@@ -89,8 +90,9 @@ class PairSearch(Searcher):
         return {**config, PAIR_KEY: pair}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.pair_of:
-            self.by_pair[self.pair_of[trial_id]].on_trial_result(trial_id, result)
+        searcher = self.by_pair.get(self.pair_of.get(trial_id, ""))
+        if searcher is not None and searcher.metric in result:  # a notice's report has no score
+            searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if trial_id in self.pair_of:
@@ -138,6 +140,40 @@ class PairScheduler(FIFOScheduler):
         return "; ".join(f"{pair}: {s.debug_string()}" for pair, s in self.by_pair.items())
 
 
+def _scheduler_state_callback():
+    from ray.tune import Callback
+
+    class SchedulerState(Callback):
+        """Tune saves its searchers with the experiment's state, but not its scheduler (its controller leaves
+        the scheduler out of what it saves): on --resume every pair's ASHA forgot its rungs and started
+        halving over, comparing new trials with nothing. A callback's state is saved and restored by Tune
+        with the experiment's (``Callback.get_state``/``set_state``), so each pair's scheduler travels in it,
+        written and read with the scheduler's own ``save``/``restore``."""
+
+        def __init__(self, scheduler: PairScheduler):
+            self.scheduler = scheduler
+
+        def get_state(self) -> Optional[dict]:
+            saved = {}
+            with tempfile.TemporaryDirectory(prefix="cyclegan-asha-") as folder:
+                for index, (pair, scheduler) in enumerate(self.scheduler.by_pair.items()):
+                    path = os.path.join(folder, str(index))
+                    scheduler.save(path)
+                    with open(path, "rb") as f:
+                        saved[pair] = f.read()
+            return {"schedulers": saved} if saved else None
+
+        def set_state(self, state: dict) -> None:
+            with tempfile.TemporaryDirectory(prefix="cyclegan-asha-") as folder:
+                for index, (pair, data) in enumerate(state.get("schedulers", {}).items()):
+                    if pair in self.scheduler.by_pair:
+                        path = os.path.join(folder, str(index))
+                        with open(path, "wb") as f:
+                            f.write(data)
+                        self.scheduler.by_pair[pair].restore(path)
+    return SchedulerState
+
+
 def _tune_env(exp: Experiment) -> None:
     # Tune's own experiment state must reach storage within seconds, or a killed driver loses trials.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -179,7 +215,7 @@ def _trainable(exp: Experiment, store: Storage):
     return tune.with_resources(fn, trial_resources(configs, drivers, exp.search.gpus_per_trial))
 
 
-def _run_config(exp: Experiment, store: Storage):
+def _run_config(exp: Experiment, store: Storage, scheduler: Optional[PairScheduler] = None):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     fs, path = store.ray_storage(exp.storage_path)
@@ -190,7 +226,8 @@ def _run_config(exp: Experiment, store: Storage):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pair_config(exp, exp.pairs[0]).keep_checkpoints,
                                                 checkpoint_score_attribute=OBJECTIVE, checkpoint_score_order="min"),
         failure_config=tune.FailureConfig(max_failures=exp.search.max_trial_failures),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()], verbose=1)
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+                   *([_scheduler_state_callback()(scheduler)] if scheduler else [])], verbose=1)
 
 
 def _tuner(exp: Experiment, store: Storage):
@@ -208,17 +245,18 @@ def _tuner(exp: Experiment, store: Storage):
             schedulers[pair.name] = ASHAScheduler(time_attr="epochs", metric=metric, mode=mode,
                                                   max_t=pair_config(exp, pair).total_epochs,
                                                   grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    scheduler = PairScheduler(schedulers) if schedulers else None
     return tune.Tuner(
         _trainable(exp, store),
         tune_config=tune.TuneConfig(search_alg=PairSearch(searchers, s.num_samples),
-                                    scheduler=PairScheduler(schedulers) if schedulers else None,
+                                    scheduler=scheduler,
                                     num_samples=s.num_samples * len(exp.pairs),
                                     max_concurrent_trials=s.max_concurrent_trials or None,
                                     time_budget_s=s.time_budget_s,
                                     # The next trial runs in the same process: no second torch import.
                                     reuse_actors=True, trial_name_creator=trial_folder,
                                     trial_dirname_creator=trial_folder),
-        run_config=_run_config(exp, store))
+        run_config=_run_config(exp, store, scheduler))
 
 
 def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,

@@ -35,6 +35,7 @@ class SweepHooks(Hooks):
         self.metric, self.mode = spec["metric"], METRICS[spec["metric"]][0]
         self.best: Optional[float] = None
         self.scored: tuple[int, dict] = (-1, {})
+        self.unscored: Optional[tuple[int, float]] = None  # (images, epochs) of a checkpoint reported unscored
         self.scorer = None
 
     def start(self, trainer) -> None:
@@ -60,13 +61,20 @@ class SweepHooks(Hooks):
         if not trainer.is_main or self.scorer is None:
             return {}
         p = trainer.progress
+        epochs = p.epoch - trainer.cfg.epoch_count + p.epoch_iter / max(1, trainer.epoch_length())
+        self.unscored = None
+        if trainer.preemption_saved:
+            # The node goes within the notice: its checkpoint comes first, and a score (FID: Inception over the
+            # test images) would spend the time the upload needs. Reported without the metric (ASHA and Optuna
+            # take the next score); ranked below every scored checkpoint (NaN), kept as the latest to resume.
+            self.unscored = (p.total_iters, epochs)
+            return {OBJECTIVE: float("nan"), "epochs": epochs, "score_skipped": 1}
         if self.scored[0] == p.total_iters:  # the end-of-run report follows the last save at the same step
             return self.scored[1]
         scores = self.scorer(trainer.model.G_A, trainer.model.G_B)
         value = float(scores[self.metric])
         if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
             self.best = value
-        epochs = p.epoch - trainer.cfg.epoch_count + p.epoch_iter / max(1, trainer.epoch_length())
         # Tune gets the headline numbers; TensorBoard gets every direction and the identity baseline.
         out = {self.metric: value, f"best_{self.metric}": self.best, "epochs": epochs,
                OBJECTIVE: value if self.mode == "min" else -value,
@@ -96,6 +104,11 @@ class SweepHooks(Hooks):
     def checkpoint_files(self, folder: Path) -> None:
         """The score of the weights in this checkpoint (what the report ranks and exports by), and the best
         so far (what a resumed trial continues from)."""
+        if self.unscored is not None:  # a notice's checkpoint: no score of these weights
+            step, epochs = self.unscored
+            (folder / SCORE_FILE).write_text(json.dumps({"best": self.best, "metric": self.metric, "total_iters": step,
+                                                         "score": None, "epochs": epochs, "reported": {}}))
+            return
         step, scored = self.scored
         (folder / SCORE_FILE).write_text(json.dumps(
             {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),

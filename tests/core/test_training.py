@@ -249,8 +249,10 @@ def test_a_second_writer_of_a_run_is_refused_at_once_naming_the_run_and_the_hold
                 return False
         wait_for(lambda: held() or first.poll() is not None, 120, "the first run's lock")
         assert first.poll() is None, first.stderr.read()[-2000:]
-        second = subprocess.run([*cli, *flags, "--seed", "2", "--n_epochs", "1", "--n_epochs_decay", "0"],
-                                capture_output=True, text=True, timeout=120)
+        # The same run again while the first still runs (a retried job; it logs at another pace): the rerun
+        # rule would continue the run, and the lock refuses a second writer.
+        second = subprocess.run([*cli, *flags, "--seed", "1", "--n_epochs", "20", "--n_epochs_decay", "0",
+                                 "--print_freq", "7"], capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr[-2000:]
         last = second.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: name: the run {tmp_path / 'shared'} is being written by another process "
@@ -259,9 +261,10 @@ def test_a_second_writer_of_a_run_is_refused_at_once_naming_the_run_and_the_hold
         if first.poll() is None:
             first.kill()
         first.wait(timeout=60)
-    # Everything in the run is the first run's (seed 1): the second wrote nothing.
-    saved = [ckpt.load_state(p)["config"]["seed"] for p in ckpt.state_files(tmp_path / "shared")]
-    assert saved and set(saved) == {1}
+    # Everything in the run is the first run's: the second wrote nothing.
+    saved = [ckpt.load_state(p)["config"]["print_freq"] for p in ckpt.state_files(tmp_path / "shared")]
+    assert saved and set(saved) == {100}
+    assert "print_freq: 100" in (tmp_path / "shared" / "train_opt.yaml").read_text()
     # The first was killed: its lock went with it, and the next start takes the run over.
     Trainer(from_dict(dict(TINY_RUN, dataroot=str(tiny_pair), checkpoints_dir=str(tmp_path), name="shared",
                            seed=1, continue_train=True)), progress_bar=False).lock.release()

@@ -401,3 +401,86 @@ def test_a_sweep_started_again_with_another_experiment_is_refused_naming_the_dif
         '["choice", [0, 8]] now; search.num_samples: 6 in the sweep, 8 now); choose another name, or continue '
         f"it as it was started with 'cyclegan sweep --resume {uri}'")
     assert [p.name for p in uri.iterdir()] == ["experiment.yaml"]  # nothing else written
+
+
+def _epochs_at_score(config):
+    from ray import tune
+    for epoch in range(1, 5):
+        tune.report({"epochs": epoch, "score": float(config["x"])})
+
+
+def test_a_resumed_sweep_goes_on_halving_with_the_rungs_it_had(ray_session, tmp_path):
+    """Tune saves no scheduler state: after --resume each pair's ASHA had empty rungs, so a weak trial was
+    compared with nothing and ran to the end. The sweep's callback saves them with Tune's state. Two
+    trials run (scores 1 and 2: the second is halved at the first rung), the sweep is interrupted, and
+    the resumed one's last trial (score 3, the worst) is stopped at the first rung too; with empty rungs
+    it would be the only one there and run all 4 epochs."""
+    import signal
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from cyclegan.core.experiment import PAIR_KEY
+    from cyclegan.distributed.sweep import PairScheduler, _scheduler_state_callback
+
+    class InterruptAfterTwo(tune.Callback):
+        def __init__(self):
+            self.done = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            if self.done == 2:  # Tune's own interrupt: it saves the experiment's state and returns
+                signal.raise_signal(signal.SIGINT)
+
+    def tuner(scheduler, callbacks):
+        return tune.Tuner(
+            tune.with_resources(_epochs_at_score, {"cpu": 0.1}),
+            param_space={"x": tune.grid_search([1, 2, 3]), PAIR_KEY: "p"},
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+            run_config=tune.RunConfig(name="halving", storage_path=str(tmp_path), verbose=0,
+                                      callbacks=callbacks))
+    scheduler = PairScheduler({"p": ASHAScheduler(time_attr="epochs", metric="score", mode="min", max_t=4,
+                                                  grace_period=1, reduction_factor=2)})
+    first = tuner(scheduler, [InterruptAfterTwo(), _scheduler_state_callback()(scheduler)]).fit()
+    ran = {r.config["x"]: r.metrics["epochs"] for r in first if r.metrics}
+    assert ran == {1: 4, 2: 1}, ran  # the second halved at the first rung; the third never ran
+    restored = tune.Tuner.restore(str(tmp_path / "halving"), trainable=tune.with_resources(_epochs_at_score,
+                                                                                            {"cpu": 0.1}),
+                                  resume_unfinished=True).fit()
+    last = {r.config["x"]: r.metrics["epochs"] for r in restored}
+    assert last == {1: 4, 2: 1, 3: 1}, last  # halved at the first rung against the trials before the resume
+
+
+def test_a_notice_checkpoint_is_reported_without_scoring_and_never_ranked_best(tiny_cfg, tmp_path):
+    """On a preemption notice the checkpoint comes first: a trial's score (FID runs Inception over the
+    test images) is not computed for it, so the upload has the notice's time. It is reported without
+    the metric (ASHA and Optuna take the next score), ranked below every scored checkpoint, and its
+    score file says it has no score (the report never exports it as the best)."""
+    from cyclegan.core.experiment import OBJECTIVE, SCORE_FILE
+    from cyclegan.core.storage import Storage
+    from cyclegan.core.trainer import Hooks, Trainer
+    from cyclegan.distributed.trial import SweepHooks
+    from cyclegan.distributed.worker import Report
+
+    class NoticeAfterSix(Hooks):
+        checks_notices = True
+
+        def notice(self, trainer):
+            return trainer.progress.total_iters >= 6
+
+    reports = []
+
+    def report_fn(metrics, folder):
+        reports.append((metrics, json.loads((Path(folder) / SCORE_FILE).read_text()) if folder else None))
+    spec = {"metric": "l1", "feature_extractor": "inception", "eval_images": 2, "grid_images": 1,
+            "trial_uri": str(tmp_path / "trial"), "store": Storage.from_options(), "hparams": {"pair": "seasons"}}
+    cfg = tiny_cfg(name="notice", save_latest_freq=4, notice_check_freq=2, notice_check_secs=0.0,
+                   tensorboard=False)
+    Trainer(cfg, progress_bar=False, hooks=[SweepHooks(spec), NoticeAfterSix(), Report(report_fn)]).run()
+    saves = [(m, s) for m, s in reports if s is not None]
+    notice = [(m, s) for m, s in saves if m["preemption_notice"]]  # from the notice on (the node is going)
+    assert notice and notice[0][0]["total_iters"] == 6 and len(saves) > len(notice)
+    for metrics, score in notice:
+        assert "l1" not in metrics and metrics["score_skipped"] == 1 and metrics[OBJECTIVE] != metrics[OBJECTIVE]  # NaN
+        assert score["score"] is None and score["total_iters"] == metrics["total_iters"]
+    assert all("l1" in m and s["score"] == m["l1"] for m, s in saves if not m["preemption_notice"])
