@@ -158,23 +158,56 @@ def launched(config: dict, bundle: dict, monitor=None) -> list[str]:
             for _ in range(launch.count)]
 
 
+def launched_v1(config: dict, bundle: dict, summary) -> dict:
+    """The node types Ray's v1 autoscaler launches for one pending ``bundle``, with the scorer that the
+    head's start command names (Ray loads it from RAY_AUTOSCALER_UTILIZATION_SCORER) and Ray's record of
+    failed launches (``summary``)."""
+    import functools
+
+    from ray.autoscaler._private.resource_demand_scheduler import ResourceDemandScheduler, get_nodes_for
+    from ray.autoscaler._private.util import prepare_config
+    prepared = prepare_config(copy.deepcopy(config))
+    scheduler = ResourceDemandScheduler(None, prepared["available_node_types"], prepared["max_workers"],
+                                        prepared["head_node_type"], prepared["upscaling_speed"])
+    scorer = functools.partial(scheduler.utilization_scorer, node_availability_summary=summary)
+    added, _ = get_nodes_for(prepared["available_node_types"], {}, prepared["head_node_type"], 10, [bundle], scorer)
+    return dict(added)
+
+
 @pytest.mark.parametrize("name", ["aws-spot.yaml", "gcp-spot.yaml"])
-def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_timed_out(name):
-    """Ray's own scheduler, with the shipped node types and every shipped experiment's worker bundle:
-    spot first; on-demand once Ray's availability monitor saw a spot allocation time out. (A resource
-    on the spot type that no demand asks for, `spot: 1`, made on-demand the first choice.)"""
-    from ray.autoscaler.v2.instance_manager.subscribers.cloud_resource_monitor import CloudResourceMonitor
-    from ray.core.generated.instance_manager_pb2 import Instance, InstanceUpdateEvent
+def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_launches_are_refused(name, monkeypatch):
+    """Ray's own scheduling code, with the shipped node types and every shipped experiment's worker bundle:
+    spot first, on-demand once a spot launch was refused (what Ray's autoscaler records of a failed
+    launch), spot again when that record ends. A resource on the spot type that no demand asks for
+    (`spot: 1`) made on-demand the first choice; Ray's v2 autoscaler retries a refused spot launch as
+    spot forever, so the head runs v1 with the project's scorer (cyclegan/distributed/autoscaling.py)."""
+    import time
+
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeProviderAvailabilityTracker
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+
+    from cyclegan.distributed import autoscaling
     config = yaml.safe_load((CLUSTER / name).read_text())
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert f"RAY_AUTOSCALER_UTILIZATION_SCORER={autoscaling.SCORER} ray start --head" in head_start
+    assert "RAY_enable_autoscaler_v2=0 " in head_start
+    # What the head reads: the config `ray up` writes there (this file, as Ray prepares it).
+    monkeypatch.setenv("RAY_AUTOSCALER_UTILIZATION_SCORER", autoscaling.SCORER)
+    monkeypatch.setenv(autoscaling.CONFIG_VARIABLE, str(CLUSTER / name))
+    autoscaling.node_priorities.cache_clear()
     bundles = shipped_bundles()
     assert any(b.get("GPU") for b in bundles.values()) and len(bundles) >= 6, bundles
+    now = [time.time()]
+    tracker = NodeProviderAvailabilityTracker(timer=lambda: now[0], ttl=60)
     for what, bundle in bundles.items():
-        assert launched(config, bundle) == ["gpu_spot"], (name, what, bundle)
-    monitor = CloudResourceMonitor()
-    monitor.notify([InstanceUpdateEvent(instance_id="i-1", instance_type="gpu_spot",
-                                        new_instance_status=Instance.ALLOCATION_TIMEOUT)])
+        assert launched_v1(config, bundle, tracker.summary()) == {"gpu_spot": 1}, (name, what, bundle)
+        assert launched(config, bundle) == ["gpu_spot"], (name, what, bundle)  # v2 too: spot first
+    refused = NodeLaunchException("InsufficientInstanceCapacity", "no spot capacity in the zone", None)
+    tracker.update_node_availability("gpu_spot", int(now[0]), refused)
     for what, bundle in bundles.items():
-        assert launched(config, bundle, monitor) == ["gpu_ondemand"], (name, what, bundle)
+        assert launched_v1(config, bundle, tracker.summary()) == {"gpu_ondemand": 1}, (name, what, bundle)
+    now[0] += 120  # the refusal's record has expired: spot is tried again
+    assert launched_v1(config, bundles["sweep_s3.yaml:horse2zebra"], tracker.summary()) == {"gpu_spot": 1}
     on_demand = config["available_node_types"]["gpu_ondemand"]["node_config"]
     assert "InstanceMarketOptions" not in on_demand and on_demand.get("scheduling", {}).get(
         "provisioningModel", "STANDARD") == "STANDARD", name
