@@ -26,7 +26,7 @@ import yaml
 from tests.helpers.events import read_events
 from tests.helpers.leaks import places_holding
 from tests.helpers.processes import processes_mentioning, stop, stop_processes_mentioning, wait_for
-from tests.helpers.ray_nodes import start_ray_node
+from tests.helpers.ray_nodes import DRAIN_S, start_blocking_ray_node, start_ray_node
 from tests.helpers.s3 import put_bad_objects, upload_pair
 
 pytestmark = pytest.mark.slow
@@ -195,8 +195,9 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     finally:
         stop(gpu_run)
 
-    # Kubernetes evicts a spot pod: its preStop hook drains the node through Ray (reason preemption): the
-    # node is draining (nothing new is placed there), or already gone when nothing ran on it.
+    # `cyclegan cluster watch-preemption --provider kubernetes` (a preStop hook, for pods whose container
+    # does not run `ray start --block`) drains the node through Ray (reason preemption): the node is
+    # draining (nothing new is placed there), or already gone when nothing ran on it.
     from ray.autoscaler.v2.sdk import get_cluster_status
     from ray.util.state import list_nodes
     node = [n for n in list_nodes(address=cluster["dashboard"], detail=True) if not n.is_head_node][0]
@@ -225,3 +226,53 @@ def gpu_demand(gcs: str) -> bool:
                             env=dict(os.environ, RAY_AUTH_MODE="token"))
     demands = status.stdout.split("Demands:", 1)[-1]
     return "GPU" in demands
+
+
+
+
+def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(cluster, s3, tiny_pair):
+    """KubeRay's worker container runs `ray start --block`; Kubernetes stops a pod (its spot node reclaimed,
+    an eviction) with SIGTERM, and Ray 2.60 then drains the node itself, reason preemption, for up to
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S. Ray Train's workers see that drain as a preemption notice:
+    they write a checkpoint at once, registered before the node goes. So the manifests need no preStop
+    hook, only a drain timeout and a termination grace period that fit a checkpoint."""
+    import signal
+    import time
+
+    s3.mkdir("mn-pod")
+    upload_pair(s3, tiny_pair, "mn-pod/seasons")
+    state = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cluster["caches"]),
+                 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=str(DRAIN_S))
+    pod, temp = start_blocking_ray_node("cg-pod-", cluster["gcs"], cluster["dashboard"], "podnode",
+                                        args=("--num-cpus", "2", "--resources", '{"podnode": 2}'), env=state)
+    env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]))
+    run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", "s3://mn-pod/seasons",
+                            "--name", "pod", "--num_workers", "2", "--worker_resources", '{"podnode": 1}',
+                            "--n_epochs", "40", "--n_epochs_decay", "0", "--save_epoch_freq", "1",
+                            "--save_latest_freq", "1000", "--notice_check_secs", "0.5", "--storage_path",
+                            "s3://mn-pod/runs", "--address", cluster["gcs"], *TINY], cwd=cluster["driver_work"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def registered():
+        try:
+            return json.loads(s3.cat("mn-pod/runs/pod/checkpoint_manager_snapshot.json"))["checkpoint_results"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return []
+    try:
+        wait_for(lambda: registered() or run.poll() is not None, 300, "the run's first checkpoint")
+        assert run.poll() is None, "the run ended before its node was stopped"
+        sent = time.monotonic()
+        pod.send_signal(signal.SIGTERM)  # what Kubernetes sends the container
+        wait_for(lambda: any(c["metrics"].get("preemption_notice") for c in registered()), DRAIN_S + 10,
+                 "a checkpoint written on the drain's notice")
+        checkpointed = time.monotonic() - sent
+        wait_for(lambda: pod.poll() is not None, DRAIN_S + 30, "the pod's ray start to exit")
+        gone = time.monotonic() - sent
+        print(f"SIGTERM -> notice checkpoint registered {checkpointed:.1f} s, node process gone {gone:.1f} s "
+              f"(drain timeout {DRAIN_S} s)")
+        assert checkpointed < DRAIN_S and gone < DRAIN_S + 15
+    finally:
+        stop(run)
+        stop(pod)
+        stop_processes_mentioning(temp)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -14,6 +14,8 @@ from typing import Optional
 
 from .processes import free_port, stop_processes_mentioning
 
+DRAIN_S = 20  # the KubeRay manifests' RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S (a pod's node drains this long)
+
 
 @dataclass(frozen=True)
 class RayNode:
@@ -54,3 +56,37 @@ def start_ray_node(temp_prefix: str, head: Optional[str] = None, args: tuple = (
         stop_processes_mentioning(temp)
         shutil.rmtree(temp, ignore_errors=True)
     raise RuntimeError(f"ray start failed {tries} times; last output:\n{failure}")
+
+
+def start_blocking_ray_node(temp_prefix: str, head: str, dashboard: str, resource: str, args: tuple = (),
+                            env: Optional[dict] = None, cwd: Optional[Path] = None, tries: int = 4
+                            ) -> tuple[subprocess.Popen, str]:
+    """``ray start --address HEAD --block`` as a pod's container runs it (the process stays, and its SIGTERM
+    handler drains the node), with its own temp folder, joined once the cluster lists a live node with
+    the custom ``resource`` (which only it has). Returns the process and its temp folder; the caller
+    stops both (``stop_processes_mentioning(temp)``)."""
+    from ray.util.state import list_nodes
+
+    from .processes import wait_for
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(env or os.environ, RAY_AUTH_MODE="token")
+    failure = ""
+    for _ in range(tries):
+        temp = tempfile.mkdtemp(prefix=temp_prefix)
+        ports = {"--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
+                 "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port()}
+        command = [ray, "start", "--address", head, "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
+                   "--disable-usage-stats", *[str(x) for kv in ports.items() for x in kv], *args]
+        with open(Path(temp) / "ray-start.log", "w") as log:  # the node's own output, beside its files
+            proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+        def joined() -> bool:
+            nodes = list_nodes(address=dashboard, filters=[("state", "=", "ALIVE")], detail=True)
+            return proc.poll() is not None or any(resource in (n.resources_total or {}) for n in nodes)
+        wait_for(joined, 120, f"a node with {resource!r} to join")
+        if proc.poll() is None:
+            return proc, temp
+        failure = (Path(temp) / "ray-start.log").read_text()[-3000:]
+        stop_processes_mentioning(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    raise RuntimeError(f"ray start --block failed {tries} times; last output:\n{failure}")
