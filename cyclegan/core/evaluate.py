@@ -169,7 +169,8 @@ class Scorer:
     """
 
     def __init__(self, cfg: Config, metric: str, extractor: str = "inception", max_images: int = 100,
-                 store: Optional[Storage] = None, device: Optional[torch.device] = None):
+                 store: Optional[Storage] = None, device: Optional[torch.device] = None,
+                 weights_uri: Optional[str] = None):
         if metric not in METRICS:
             raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
         if METRICS[metric][1] and not has_ideal(cfg.dataroot, store):
@@ -179,7 +180,8 @@ class Scorer:
         self.images: dict[str, list[tuple[str, np.ndarray]]] = {}
         if not METRICS[metric][1]:
             from .metrics import get_extractor
-            self.extractor, self.size = get_extractor(extractor, self.device)
+            stored = (store or Storage.from_options(), weights_uri) if weights_uri else None
+            self.extractor, self.size = get_extractor(extractor, self.device, stored)
             for split, nc in (("testA", cfg.input_nc), ("testB", cfg.output_nc)):
                 self.images[split] = test_images(cfg.dataroot, split, nc, cfg, max_images, store)
             self.real = {split: self._features([img for _, img in images]) for split, images in self.images.items()}

@@ -118,6 +118,15 @@ class Experiment:
     def uri(self) -> str:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
 
+    @property
+    def inception_weights_uri(self) -> Optional[str]:
+        """Where every trial reads the FID Inception's weights (beside the built-in pairs, for every sweep in
+        this storage), when a pair is scored by FID/KID with them; None otherwise."""
+        from .metrics import INCEPTION_FILE
+        if self.search.feature_extractor != "inception" or all(self.metric(p) not in ("fid", "kid") for p in self.pairs):
+            return None
+        return f"{self.storage_path.rstrip('/')}/_weights/{INCEPTION_FILE}"
+
     def metric(self, pair: Pair) -> str:
         m = self.search.metric
         return ("l1" if pair.builtin else "fid") if m == "auto" else m

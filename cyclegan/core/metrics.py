@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -100,6 +100,7 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[np.ndarray], 
 INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                  "pt_inception-2015-12-05-6726825d.pth")
 INCEPTION_ENV = "CYCLEGAN_INCEPTION_WEIGHTS"
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 
 
 def inception_weights_path() -> Path:
@@ -127,7 +128,18 @@ def _download(url: str, path: Path, timeout: float = 20.0) -> None:
     os.replace(tmp, path)
 
 
-def load_inception_weights(download: bool = True) -> dict:
+def load_inception_weights(download: bool = True, stored: Optional[tuple] = None) -> dict:
+    """The FID Inception's weights: from ``stored`` (a Storage and a URI: where a sweep put them for every
+    node, so no node needs the internet), else from this machine (downloaded once if allowed)."""
+    if stored is not None:
+        import io
+        store, uri = stored
+        try:
+            data = store.read_bytes(uri)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"FID/KID need the Inception-v3 weights at {uri}; they are gone from the "
+                                    f"run's storage: put {INCEPTION_FILE} back there") from None
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     path = inception_weights_path()
     if not path.exists() and download and not _env_flag("CYCLEGAN_OFFLINE"):
         try:
@@ -231,11 +243,13 @@ class TinyFeatures(torch.nn.Module):
         return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
 
 
-def get_extractor(name: str, device: torch.device | str = "cpu") -> tuple[FeatureExtractor, int]:
-    """An extractor and its input size by name: ``inception`` (the protocol), ``tiny`` (tests), or
-    ``package.module:callable`` returning a module (your own)."""
+def get_extractor(name: str, device: torch.device | str = "cpu", stored_weights: Optional[tuple] = None
+                  ) -> tuple[FeatureExtractor, int]:
+    """An extractor and its input size by name: ``inception`` (the protocol; ``stored_weights``: a Storage
+    and the URI of its weights), ``tiny`` (tests), or ``package.module:callable`` returning a module."""
     if name == "inception":
-        return InceptionPool3(fid_inception_v3(load_inception_weights())).to(device), 299
+        weights = load_inception_weights(stored=stored_weights)
+        return InceptionPool3(fid_inception_v3(weights)).to(device), 299
     if name == "tiny":
         return TinyFeatures().to(device).eval(), TinyFeatures.size
     if ":" in name:

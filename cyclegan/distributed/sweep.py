@@ -271,7 +271,25 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
             resume = True
         elif not resume:
             log.info("sweep %r: starting in %s", exp.name, exp.uri)
+        stage_inception_weights(exp, store)
         return _search(exp, resume, address, store)
+
+
+def stage_inception_weights(exp: Experiment, store: Storage) -> None:
+    """FID/KID with Inception: its weights go into the sweep's storage once, from this machine (downloaded
+    here if need be), and every trial reads them from there, so GPU nodes need no internet. Missing
+    everywhere, the sweep fails here, before any trial trains, not at the first score."""
+    uri = exp.inception_weights_uri
+    if uri is None or store.exists(uri):
+        return
+    from ..core.metrics import INCEPTION_URL, inception_weights_path, load_inception_weights
+    try:
+        load_inception_weights()  # this machine's copy, downloaded if allowed; checked to load
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; or put the file at {uri}, where every trial of a sweep in this storage "
+                                f"reads it ({INCEPTION_URL})") from None
+    store.upload_file(inception_weights_path(), uri)
+    log.info("the Inception weights for FID/KID are in %s for every trial", uri)
 
 
 def rerun(exp: Experiment, store: Storage) -> None:

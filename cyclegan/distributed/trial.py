@@ -43,7 +43,7 @@ class SweepHooks(Hooks):
             return
         cfg = trainer.cfg
         self.scorer = Scorer(cfg, self.metric, self.spec["feature_extractor"], self.spec["eval_images"], self.store,
-                             trainer.model.device)
+                             trainer.model.device, weights_uri=self.spec.get("inception_weights"))
         n = self.spec["grid_images"]
         self.grid = {split: [img for _, img in test_images(cfg.dataroot, split, nc, cfg, n, self.store)]
                      for split, nc in (("testA", cfg.input_nc), ("testB", cfg.output_nc))}
@@ -140,7 +140,8 @@ def run_trial(params: dict, setup: dict) -> None:
     metric = exp.metric(pair)
     spec = {"metric": metric, "feature_extractor": exp.search.feature_extractor,
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
-            "trial_uri": trial_uri, "store": store, "hparams": {PAIR_KEY: pair.name, **sampled}}
+            "trial_uri": trial_uri, "store": store, "hparams": {PAIR_KEY: pair.name, **sampled},
+            "inception_weights": exp.inception_weights_uri}
     values = trial_values(exp, pair, sampled)
     with node_scratch("trial") as scratch:
         # A built-in pair is written here, on this node, for this trial (it is cheap and deterministic).

@@ -484,3 +484,34 @@ def test_a_notice_checkpoint_is_reported_without_scoring_and_never_ranked_best(t
         assert "l1" not in metrics and metrics["score_skipped"] == 1 and metrics[OBJECTIVE] != metrics[OBJECTIVE]  # NaN
         assert score["score"] is None and score["total_iters"] == metrics["total_iters"]
     assert all("l1" in m and s["score"] == m["l1"] for m, s in saves if not m["preemption_notice"])
+
+
+def test_a_fid_sweep_puts_the_inception_weights_in_its_storage_or_fails_before_any_trial(tmp_path, monkeypatch):
+    """GPU nodes may have no internet: the driver puts the FID Inception's weights into the sweep's storage
+    once (from its own copy), and trials read them from there. With no copy anywhere, the sweep fails at
+    once, naming both places, before any trial trains (not at the first score)."""
+    import torch
+
+    from cyclegan.core.metrics import INCEPTION_FILE, load_inception_weights
+    from cyclegan.core.storage import Storage
+    from cyclegan.distributed.sweep import stage_inception_weights, sweep
+    exp = parse_experiment(experiment(tmp_path, search={"metric": "fid", "num_samples": 1}))
+    uri = f"{tmp_path / 'sweeps'}/_weights/{INCEPTION_FILE}"
+    assert exp.inception_weights_uri == uri
+    assert parse_experiment(experiment(tmp_path)).inception_weights_uri is None  # l1: no Inception
+    monkeypatch.setenv("CYCLEGAN_OFFLINE", "1")
+    monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "nowhere.pth"))
+    with pytest.raises(FileNotFoundError, match=rf"Inception-v3 weights at {tmp_path / 'nowhere.pth'}.*; or put "
+                                                rf"the file at {uri}, where every trial"):
+        sweep(exp)
+    assert not (tmp_path / "sweeps" / "sw").exists() or not list((tmp_path / "sweeps" / "sw").glob("*_*"))
+    # A machine with the weights (a stand-in state dict here: the real file is 91 MB): staged once, read back.
+    weights = {"Conv2d_1a_3x3.conv.weight": torch.randn(32, 3, 3, 3)}
+    torch.save(weights, tmp_path / "inception.pth")
+    monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "inception.pth"))
+    store = Storage.from_options()
+    stage_inception_weights(exp, store)
+    monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "nowhere.pth"))  # a node without a copy
+    read = load_inception_weights(stored=(store, uri))
+    assert torch.equal(read["Conv2d_1a_3x3.conv.weight"], weights["Conv2d_1a_3x3.conv.weight"])
+    stage_inception_weights(exp, store)  # already there: nothing to do, no copy needed here
