@@ -81,8 +81,9 @@ def start_blocking_ray_node(temp_prefix: str, head: str, dashboard: str, resourc
             proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
         def joined() -> bool:
-            nodes = list_nodes(address=dashboard, filters=[("state", "=", "ALIVE")], detail=True)
-            return proc.poll() is not None or any(resource in (n.resources_total or {}) for n in nodes)
+            nodes = list_nodes(address=dashboard, detail=True, raise_on_missing_output=False)
+            return proc.poll() is not None or any(n.state == "ALIVE" and resource in (n.resources_total or {})
+                                                  for n in nodes)
         wait_for(joined, 120, f"a node with {resource!r} to join")
         if proc.poll() is None:
             return proc, temp
