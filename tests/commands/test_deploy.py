@@ -213,6 +213,7 @@ def test_object_keys_with_dot_dot_never_leave_the_output_nor_touch_the_inputs(tr
         output_location("s3://sec/out", "../in/ok.png", from_dict({}))
 
 
+@pytest.mark.slow  # an end-to-end command run
 def test_an_unreachable_output_store_is_one_error_line_not_a_traceback(trained, tiny_pair, tmp_path):
     """translate --output s3://... against an unreachable endpoint: a raw pyarrow OSError traceback before
     (issue 22: 11)."""

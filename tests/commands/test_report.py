@@ -35,6 +35,7 @@ UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "x
                "AWS_DEFAULT_REGION": "us-east-1"}  # port 1 on loopback: nothing listens, refused at once
 
 
+@pytest.mark.slow  # an end-to-end command run
 def test_an_unreachable_store_is_one_error_line_not_a_traceback(tmp_path):
     """report s3://... and translate --output s3://... against an unreachable endpoint printed a raw pyarrow
     OSError traceback (issue 22: 11)."""
