@@ -46,6 +46,11 @@ from .trial import run_trial, trial_folder
 log = logging.getLogger("cyclegan")
 DRIVER_RESOURCE = "driver"  # on-demand capacity for trial drivers, defined by the cluster files
 DRIVER_SHARE = 0.01  # of it per trial driver: a head with driver: 1 takes 100 of them
+# What a trial that drives a Ray Train run keeps on its node, asked of Ray as memory so the head holds only
+# as many as it can: the trial's process (690 MB), the Train controller Ray Train attaches to it (678 MB)
+# and Ray Data's split coordinator beside that (207 MB), peak resident sizes measured on a tiny run
+# (2026-12-04; both ask Ray for no CPU and no memory themselves).
+TRIAL_DRIVER_MEMORY = 1600 * 2**20
 
 
 def tune_space(space: dict[str, tuple[str, list]]) -> dict:
@@ -187,7 +192,8 @@ def _tune_env(exp: Experiment) -> None:
 
 def trial_resources(configs: dict[str, Config], drivers: bool, gpus_per_trial: float = 1.0):
     """What Tune reserves for a trial of each pair: its training resources when it trains in its own process
-    (``gpus_per_trial`` of a GPU: several such trials share one), else almost nothing (it only drives a Ray Train run whose workers ask for their own), on the
+    (``gpus_per_trial`` of a GPU: several such trials share one), else no CPU and the memory of a trial
+    driver with its Train controller and split coordinator (its workers ask for their own), on the
     ``driver`` resource when the cluster has one."""
     from ray.tune import PlacementGroupFactory
 
@@ -195,7 +201,7 @@ def trial_resources(configs: dict[str, Config], drivers: bool, gpus_per_trial: f
         cfg = configs[config[PAIR_KEY]]
         if cfg.max_workers == 0:
             return PlacementGroupFactory([{"CPU": cfg.cpus_per_worker, "GPU": gpus_per_trial if cfg.use_gpu else 0}])
-        return PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20,
+        return PlacementGroupFactory([{"CPU": 0, "memory": TRIAL_DRIVER_MEMORY,
                                        **({DRIVER_RESOURCE: DRIVER_SHARE} if drivers else {})}])
     return resources
 

@@ -60,8 +60,10 @@ def test_aws_node_configs_are_valid_run_instances_parameters():
 
 
 # vCPUs and GPUs of the instance types the launcher files name (AWS's and Google Cloud's published sizes).
-INSTANCE_TYPES = {"m6i.xlarge": (4, 0), "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4),
-                  "n2-standard-4": (4, 0), "g2-standard-8": (8, 1)}
+INSTANCE_TYPES = {"m6i.2xlarge": (8, 0), "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4),
+                  "n2-standard-8": (8, 0), "g2-standard-8": (8, 1)}
+HEAD_MEMORY_GIB = {"m6i.2xlarge": 32, "n2-standard-8": 32}  # the head types' memory (AWS's, Google Cloud's)
+RAY_MEMORY_SHARE = 0.6  # of a node's memory that Ray offers as its "memory" resource, at least (the rest: object store, Ray)
 DATA_CPUS = 1  # what a worker node keeps for Ray Data's tasks besides its training workers
 
 
@@ -265,6 +267,33 @@ def test_every_install_in_cluster_uses_the_lock_in_the_locked_ray_and_python():
         assert tags and all(tag == f"rayproject/ray:{ray_version}-{python_tag}-gpu" for tag in tags), (where, tags)
     # The check is not blind: an unlocked install is found.
     assert not re.search(rf"-c \S*{re.escape(LOCK)}", "pip install -e ~/cyclegan")
+
+
+def test_every_cluster_head_holds_its_sweeps_trial_drivers_at_once():
+    """A trial that drives a Ray Train run keeps its process, its Train controller and Ray Data's split
+    coordinator on the head (the controller goes where the trial runs; both ask Ray for nothing); the
+    trial asks for their memory, so a head holds as many as it can: enough for each cluster sweep's
+    max_concurrent_trials."""
+    from cyclegan.core.experiment import load_experiment
+    from cyclegan.distributed.sweep import TRIAL_DRIVER_MEMORY
+    heads = {}
+    for name in ("aws-spot.yaml", "gcp-spot.yaml"):
+        config = yaml.safe_load((CLUSTER / name).read_text())
+        node = config["available_node_types"][config["head_node_type"]]["node_config"]
+        heads[name] = HEAD_MEMORY_GIB[node.get("InstanceType") or node["machineType"]] * 2**30
+    for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
+        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
+        limit = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        heads[name] = int(limit.removesuffix("Gi")) * 2**30  # Ray takes the container's limit as the node's
+    checked = []
+    for path in sorted((ROOT / "experiments").glob("sweep*.yaml")):
+        exp = load_experiment(path)
+        if exp.search.max_concurrent_trials and exp.base.get("num_workers", "0") != "0":
+            checked.append(path.name)
+            for head, memory in heads.items():
+                assert exp.search.max_concurrent_trials * TRIAL_DRIVER_MEMORY <= RAY_MEMORY_SHARE * memory, (path.name, head)
+    assert checked == ["sweep_s3.yaml"]
 
 
 def test_spot_nodes_run_the_preemption_watcher():
