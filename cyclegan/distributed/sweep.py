@@ -179,15 +179,27 @@ def _scheduler_state_callback():
     return SchedulerState
 
 
-def _tune_env(exp: Experiment) -> None:
-    # Tune's own experiment state must reach storage within seconds, or a killed driver loses trials.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # The trials write their own TensorBoard events (with HParams); Tune's copy would duplicate them.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+@contextlib.contextmanager
+def _tune_env(exp: Experiment):
+    """Tune's settings for this sweep, for as long as it runs: a variable the user set wins, and nothing
+    stays behind (a second sweep in the same process, a notebook's, got the first one's limit)."""
+    wanted = {
+        # Tune's own experiment state must reach storage within seconds, or a killed driver loses trials.
+        "TUNE_GLOBAL_CHECKPOINT_S": "2",
+        # The trials write their own TensorBoard events (with HParams); Tune's copy would duplicate them.
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    }
     # Every slot the limit allows is asked for at once (a pending trial is a resource demand the
     # autoscaler serves): trials start together instead of one actor start-up after another.
     if exp.search.max_concurrent_trials:
-        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(exp.search.max_concurrent_trials))
+        wanted["TUNE_MAX_PENDING_TRIALS_PG"] = str(exp.search.max_concurrent_trials)
+    added = {k: v for k, v in wanted.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def trial_resources(configs: dict[str, Config], drivers: bool, gpus_per_trial: float = 1.0):
@@ -312,10 +324,14 @@ def rerun(exp: Experiment, store: Storage) -> None:
 
 
 def _search(exp: Experiment, resume: bool, address: Optional[str], store: Storage) -> Any:
-    from ray import tune
     for pair in exp.pairs:  # what can be refused before Ray starts (keys, device options)
         check_before_ray(pair_config(exp, pair), store)
-    _tune_env(exp)
+    with _tune_env(exp):
+        return _search_with_tune(exp, resume, address, store)
+
+
+def _search_with_tune(exp: Experiment, resume: bool, address: Optional[str], store: Storage) -> Any:
+    from ray import tune
     init_ray(address)
     quiet_data()
     fs, path = store.ray_storage(exp.uri)

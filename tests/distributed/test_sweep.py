@@ -200,6 +200,8 @@ def test_checkpoints_are_kept_by_score_and_the_report_exports_the_best(ray_sessi
                       space={"lambda_identity": [0.0]},
                       search={"num_samples": 1, "scheduler": "none", "eval_images": 4, "grid_images": 1})
     sweep(parse_experiment(data))
+    import os  # Tune's settings were the sweep's alone: a later sweep in this process gets its own limit
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ and "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ
     root = tmp_path / "sweeps" / "sw"
     (tid, trial), = trial_records(root).items()
     saved = [r for r in trial["results"] if r.get("checkpoint_dir_name")]
