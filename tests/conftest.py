@@ -110,7 +110,9 @@ def ray_session(tmp_path_factory, s3_server):
     import ray
     temp = tmp_path_factory.mktemp("ray")
     os.environ["RAY_TRAIN_ENABLE_STATE_TRACKING"] = "1"
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=str(temp),
+    # One GPU declared (this machine has none; Ray only counts it): sweeps that share a GPU are scheduled
+    # as on a GPU node. Nothing here asks for a GPU and then runs CUDA on it.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=str(temp),
              configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()

