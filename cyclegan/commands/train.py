@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 
 from . import COMMANDS
 from .options import add_arguments, from_args
-
-log = logging.getLogger("cyclegan")
 
 
 def add_parser(sub) -> None:
@@ -38,19 +35,15 @@ def rerun_local(cfg):
     when the options are the same (or --continue_train is given), else refused naming the differences."""
     from ..core import checkpoint as ckpt
     from ..core.config import parse_yaml
-    from ..core.rerun import check_rerun, run_differences
+    from ..core.rerun import rerun_run
     run_dir, saved_file = cfg.run_dir, cfg.run_dir / "train_opt.yaml"
-    if not (ckpt.state_files(run_dir) or (run_dir / "latest_net_G_A.pth").exists()) or not saved_file.exists():
-        log.info("run %r: starting in %s", cfg.name, run_dir)
-        return cfg
-    if cfg.continue_train:
-        log.info("run %r: continuing from its last checkpoint in %s (--continue_train)", cfg.name, run_dir)
-        return cfg
-    saved = parse_yaml(saved_file.read_text(), str(saved_file))
-    check_rerun("run", str(run_dir), run_differences(saved if isinstance(saved, dict) else {}, cfg),
-                "give another --name, or --continue_train to continue it with the options given now")
-    log.info("run %r: continuing from its last checkpoint in %s (the same options)", cfg.name, run_dir)
-    return dataclasses.replace(cfg, continue_train=True)
+    saved = None
+    if (ckpt.state_files(run_dir) or (run_dir / "latest_net_G_A.pth").exists()) and saved_file.exists():
+        found = parse_yaml(saved_file.read_text(), str(saved_file))
+        saved = found if isinstance(found, dict) else {}
+    if rerun_run(cfg, str(run_dir), saved, explicit=cfg.continue_train):
+        return dataclasses.replace(cfg, continue_train=True)
+    return cfg
 
 
 def print_result(result: dict) -> None:

@@ -12,12 +12,14 @@ process or on Ray) and sweep, said in each command's first lines of output.
 from __future__ import annotations
 
 import json
-import math
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
 from .config import Config, ConfigError, shown
 from .storage import is_remote
+
+log = logging.getLogger("cyclegan")
 
 # The options that decide what a run trains: a run continued with other values would be another run.
 RUN_KEYS = (
@@ -28,12 +30,6 @@ RUN_KEYS = (
     "lr", "beta1", "lr_policy", "n_epochs", "n_epochs_decay", "lr_decay_iters", "epoch_count", "seed",
     "amp", "grad_compression", "data_ingest",
 )
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        return a == b or (math.isinf(a) and math.isinf(b) and (a > 0) == (b > 0))
-    return a == b
 
 
 def _dataroot(value: Optional[str]) -> Optional[str]:
@@ -56,9 +52,24 @@ def run_differences(saved: dict, cfg: Config) -> list[str]:
             before, after = _dataroot(before), _dataroot(after)
         if key.startswith("builtin") and cfg.dataroot is not None:
             continue  # not used with a dataroot
-        if not _same(before, after):
+        if before != after:  # YAML's 1 and 1.0, .inf and inf compare equal
             found.append(f"{key}: {shown(key, before)} in the run, {shown(key, after)} now")
     return found
+
+
+def rerun_run(cfg: Config, where: str, saved: Optional[dict], explicit: bool) -> bool:
+    """The rule for a training run at ``where`` whose options file held ``saved`` (None: no run to continue):
+    says what happens, and whether the run continues. ``explicit``: --continue_train or --resume, which
+    continue with the options given now."""
+    if saved is None:
+        log.info("run %r: starting in %s", cfg.name, where)
+        return False
+    if not explicit:
+        check_rerun("run", where, run_differences(saved, cfg),
+                    "give another --name, or --continue_train to continue it with the options given now")
+    log.info("run %r: continuing from its last checkpoint in %s (%s)", cfg.name, where,
+             "as asked" if explicit else "the same options")
+    return True
 
 
 def check_rerun(what: str, where: str, differences: list[str], ways_out: str) -> None:
@@ -84,7 +95,7 @@ def experiment_differences(saved: dict, now: dict) -> list[str]:
     before, after = _flat(saved, ""), _flat(now, "")
     keys = [k for k in dict.fromkeys([*before, *after]) if not k.startswith("storage_options")]
     return [f"{k}: {_listed(k, before.get(k))} in the sweep, {_listed(k, after.get(k))} now"
-            for k in keys if not _same(before.get(k), after.get(k))]
+            for k in keys if before.get(k) != after.get(k)]
 
 
 def _listed(key: str, value: Any) -> str:

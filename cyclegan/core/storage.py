@@ -162,9 +162,11 @@ def configured_region() -> Optional[str]:
     return botocore.session.get_session().get_config_variable("region") or None
 
 
+@functools.lru_cache(maxsize=64)
 def with_region(settings: tuple, bucket: str) -> tuple:
     """``settings`` with a region for ``bucket``: the given one, else the bucket's own, else the
-    configured one, else us-east-1."""
+    configured one, else us-east-1. Decided once per process, settings and bucket (every read and write
+    of the bucket resolves it)."""
     opts = dict(settings)
     if opts.get("region"):
         return settings
@@ -323,10 +325,14 @@ class Storage:
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())
 
+    def _conditional(self, uri: str):
+        """s3fs (what conditional writes need) for an ``s3://`` URI, in its bucket's region, and the path."""
+        return _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
+
     def read_tagged(self, uri: str) -> tuple[bytes, str]:
         """A small file's bytes and a tag of this version of it, for ``write_if``; FileNotFoundError if absent."""
         if urlparse(uri).scheme == "s3":
-            fs, path = _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
+            fs, path = self._conditional(uri)
             with reached(uri, "cannot read"):
                 while True:  # the tag before and after the read agree: the bytes are that version's
                     tag = fs.info(path, refresh=True)["ETag"]
@@ -342,7 +348,7 @@ class Storage:
         conditional PUT); in a local folder a lock on the folder makes the check and the write one step;
         on GCS, which pyarrow gives no precondition for, the check comes just before the write."""
         if urlparse(uri).scheme == "s3":
-            fs, path = _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
+            fs, path = self._conditional(uri)
             condition = {"mode": "create"} if tag is None else {"IfMatch": tag}
             with reached(uri, "cannot write"):
                 try:

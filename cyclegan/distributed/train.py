@@ -22,7 +22,7 @@ from ..core.config import Config, ConfigError, check_device_options, from_dict, 
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.lease import Lease
-from ..core.rerun import check_rerun, run_differences
+from ..core.rerun import rerun_run
 from ..core.storage import Storage, is_remote
 from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
@@ -103,15 +103,11 @@ def rerun_on_ray(cfg: Config, store: Storage, run_uri: str) -> None:
     finds; that is said, and refused when the options differ (--resume and --continue_train take the
     options given now)."""
     try:
-        saved = parse_yaml(store.read_text(f"{run_uri}/{CONFIG_FILE}"), f"{run_uri}/{CONFIG_FILE}")
+        found = parse_yaml(store.read_text(f"{run_uri}/{CONFIG_FILE}"), f"{run_uri}/{CONFIG_FILE}")
     except FileNotFoundError:
-        log.info("run %r: starting in %s", cfg.name, run_uri)
-        return
-    if not (cfg.resume or cfg.continue_train):
-        check_rerun("run", run_uri, run_differences(saved if isinstance(saved, dict) else {}, cfg),
-                    "give another --name, or --continue_train to continue it with the options given now")
-    log.info("run %r: continuing from its last checkpoint in %s%s", cfg.name, run_uri,
-             "" if cfg.resume or cfg.continue_train else " (the same options)")
+        found = None
+    saved = None if found is None else found if isinstance(found, dict) else {}
+    rerun_run(cfg, run_uri, saved, explicit=bool(cfg.resume or cfg.continue_train))
 
 
 def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
