@@ -40,6 +40,7 @@ from .options import add_arguments, add_generator_argument, test_time_config
 log = logging.getLogger("cyclegan")
 
 REPORT_FILE = "_translate_report.json"
+PARTS_WAIT_S = 30.0  # for a killed job's writers still being stopped at the end of this one
 
 
 def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int, list[dict]]:
@@ -98,6 +99,10 @@ def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: 
     began = time.perf_counter()
     counts = (runner or translate_here)(spec, todo, input_uri, output_uri, store, progress_bar)
     seconds = time.perf_counter() - began
+    # A killed job's worker still alive at the listing (Ray stops them a moment after their driver) may
+    # have left an unfinished output since; its output is made by now.
+    if store.remove_stale_parts(output_uri, wait_s=PARTS_WAIT_S):
+        log.info("removed unfinished outputs of a killed job in %s", output_uri)
     bad = refused + counts["bad"]
     report = {"generator": spec.weights, "input": input_uri, "output": output_uri,
               "already_done": already, "translated": counts["translated"], "skipped": len(bad),

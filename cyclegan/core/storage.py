@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -307,20 +308,30 @@ class Storage:
             if local:
                 fs.move(target, path)
 
-    def remove_stale_parts(self, uri: str) -> int:
+    def remove_stale_parts(self, uri: str, wait_s: float = 0.0) -> int:
         """Below a local folder, the ``<name>.<pid>.part`` files (``write_bytes``'s, before their rename)
-        of writers that are gone (killed mid-write); how many went. A live writer's are left alone;
-        object stores have none (an object appears whole or not at all)."""
+        of writers that are gone (killed mid-write); how many went. A live writer's are left alone, after
+        waiting up to ``wait_s`` for it to end (a killed job's workers are stopped by Ray a moment after
+        their driver, and one may be mid-write then); object stores have none (an object appears whole
+        or not at all)."""
         fs, path = self.resolve(uri)
         if not isinstance(fs, pafs.LocalFileSystem) or not Path(path).is_dir():
             return 0
-        removed = 0
-        for part in Path(path).rglob("*.part"):
-            m = re.search(r"\.(\d+)\.part$", part.name)
-            if m and part.is_file() and not process_alive(int(m.group(1))):
-                part.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        deadline, removed = time.monotonic() + wait_s, 0
+        while True:
+            live = []
+            for part in Path(path).rglob("*.part"):
+                m = re.search(r"\.(\d+)\.part$", part.name)
+                if not (m and part.is_file()):
+                    continue
+                if process_alive(int(m.group(1))):
+                    live.append(part)
+                else:
+                    part.unlink(missing_ok=True)
+                    removed += 1
+            if not live or time.monotonic() >= deadline:
+                return removed
+            time.sleep(0.2)  # polling a process that is being stopped: there is nothing to wait on
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())
