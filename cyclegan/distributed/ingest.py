@@ -27,7 +27,7 @@ import ray.train
 
 from ..core.config import Config, from_dict
 from ..core.storage import Storage
-from .streams import RemoteDomains, chunks_dataset, cut_batches, remaining_chunks, samples_per_worker
+from .streams import RemoteDomains, cut_batches, remaining_spans, samples_dataset, samples_per_worker
 
 PAIRS = "pairs"  # the run's dataset, as Ray Train knows it
 START_FILE = "ingest_start.json"  # in the run's storage: where the current worker group starts
@@ -81,9 +81,8 @@ class RemainingSamples(ray.train.DataConfig):
             raise RuntimeError(f"{self.start_uri}: written for {start['world_size']} workers, this group has "
                                f"{world_size}")
         epochs = sorted(int(row["epoch"]) for row in datasets[PAIRS].take_all())
-        chunks = remaining_chunks(self.domains, from_dict(self.cfg_dict), epochs, start["epoch"],
-                                  start["epoch_iter"], world_size)
-        samples = chunks_dataset(chunks, self.domains, from_dict(self.cfg_dict), self.store)
+        spans = remaining_spans(self.domains, epochs, start["epoch"], start["epoch_iter"], world_size)
+        samples = samples_dataset(spans, self.domains, from_dict(self.cfg_dict), self.store)
         return super().configure({PAIRS: samples}, world_size, worker_handles, worker_node_ids, **kwargs)
 
 

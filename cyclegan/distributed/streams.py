@@ -43,6 +43,7 @@ from ..core.storage import Storage
 log = logging.getLogger("cyclegan")
 LOAD_TASK_CPUS = 0.25  # a task that reads, decodes and augments a batch of pairs (the run checks room for one)
 CHUNK = 16  # samples loaded by one task
+MAX_BLOCKS = 1024  # of a stream's list of chunks: a longer run's go several to a block (and task)
 
 
 @dataclass
@@ -159,22 +160,7 @@ def samples_per_worker(domains: RemoteDomains, world_size: int) -> int:
     return domains.epoch_length // world_size
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """Which sample a worker trains on at each position of its stream: position j (from 0) is its
-    ``start + j``-th sample from the beginning of ``first_epoch``; in each epoch the worker takes every
-    ``world_size``-th sample of the pairing plan, from ``rank`` on. A pure function of the run's seed and
-    these numbers, so any position of any epoch can be computed (and replayed) anywhere."""
-    first_epoch: int
-    start: int
-    per_epoch: int  # samples of each epoch this worker takes
-    rank: int
-    world_size: int
-
-    def locate(self, position: int) -> tuple[int, int]:
-        """(epoch, index in the epoch's plan) of a stream position."""
-        epoch, k = divmod(self.start + position, self.per_epoch)
-        return self.first_epoch + epoch, self.rank + self.world_size * k
+Span = tuple[int, int, int]  # (epoch, first, end): the samples k in [first, end) of the epoch's pairing plan
 
 
 def load_samples(cfg: Config, domains: RemoteDomains, store: Storage, samples) -> dict:
@@ -195,13 +181,46 @@ def load_samples(cfg: Config, domains: RemoteDomains, store: Storage, samples) -
     return {"A": np.stack(out_A), "B": np.stack(out_B)}
 
 
-def _load_positions(batch: dict, cfg_dict: dict, plan: WorkerPlan, domains: RemoteDomains, store: Storage) -> dict:
-    return load_samples(from_dict(cfg_dict), domains, store, [plan.locate(int(j)) for j in batch["id"]])
+def chunk_blocks(spans: list[Span], max_blocks: int = MAX_BLOCKS) -> list[dict]:
+    """The spans as runs of up to CHUNK consecutive samples (epoch, lo, hi: 24 bytes for 16 samples), in
+    order, grouped into at most about ``max_blocks`` Ray Data blocks of one row each (arrays ``epoch``,
+    ``lo``, ``hi``): a block is an object and a task, about 13 KB of memory where it is made, and a long
+    run listed one chunk a block (20,000 images x 50 epochs: 62,500) took 0.8 GiB and 45 s before its
+    first batch. The first blocks hold 1, 2, 4, ... chunks, so the first batch comes after one chunk's
+    load however long the run."""
+    parts = [(np.full(len(lo), epoch, np.int64), lo, np.minimum(lo + CHUNK, end)) for epoch, first, end in spans
+             if len(lo := np.arange(first, end, CHUNK, dtype=np.int64))]
+    if not parts:
+        return []
+    epochs, los, his = (np.concatenate(column) for column in zip(*parts))
+    per_block = max(1, math.ceil(len(los) / max_blocks))
+    blocks, at, size = [], 0, 1
+    while at < len(los):
+        end = min(at + size, len(los))
+        blocks.append({"epoch": epochs[at:end], "lo": los[at:end], "hi": his[at:end]})
+        at, size = end, min(size * 2, per_block)
+    return blocks
 
 
-def _load_chunks(batch: dict, cfg_dict: dict, domains: RemoteDomains, store: Storage) -> dict:
-    samples = [(int(e), i) for e, lo, hi in zip(batch["epoch"], batch["lo"], batch["hi"]) for i in range(lo, hi)]
-    return load_samples(from_dict(cfg_dict), domains, store, samples)
+def _load_chunks(batch: dict, cfg_dict: dict, domains: RemoteDomains, store: Storage, offset: int, stride: int):
+    """A block's chunks loaded one by one (a long run's blocks hold many)."""
+    cfg = from_dict(cfg_dict)
+    for epochs, los, his in zip(batch["epoch"], batch["lo"], batch["hi"]):
+        for e, lo, hi in zip(epochs, los, his):
+            yield load_samples(cfg, domains, store, [(int(e), offset + stride * k) for k in range(int(lo), int(hi))])
+
+
+def samples_dataset(spans: list[Span], domains: RemoteDomains, cfg: Config, store: Storage, offset: int = 0,
+                    stride: int = 1):
+    """The samples ``offset + stride * k`` of the spans' epochs' plans, loaded by Ray Data tasks, a chunk
+    (up to CHUNK samples) at a time."""
+    import ray.data
+    # Items, not ray.data.range: its read tasks would each ask for a whole CPU, which a node full of
+    # training workers may not have (and not from_arrow: three times slower to make the blocks).
+    blocks = chunk_blocks(spans)
+    return ray.data.from_items(blocks, override_num_blocks=max(1, len(blocks))).map_batches(
+        _load_chunks, batch_size=None, num_cpus=LOAD_TASK_CPUS,
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "domains": domains, "store": store, "offset": offset, "stride": stride})
 
 
 def cut_batches(blocks: Iterator[dict], cfg: Config, epoch: int, start: int,
@@ -231,6 +250,15 @@ def cut_batches(blocks: Iterator[dict], cfg: Config, epoch: int, start: int,
         yield batch()
 
 
+def worker_spans(domains: RemoteDomains, epoch: int, start: int, world_size: int, last_epoch: int) -> list[Span]:
+    """--data_ingest exact: a worker's samples from its sample ``start`` of ``epoch`` to the end of
+    ``last_epoch``: in each epoch it takes every world_size-th sample of the plan from its rank on
+    (index rank + world_size * k), k from 0 to samples_per_worker."""
+    per_epoch = samples_per_worker(domains, world_size)
+    epoch, start = epoch + start // per_epoch, start % per_epoch  # an epoch already done by a resized group
+    return [(e, start if e == epoch else 0, per_epoch) for e in range(epoch, last_epoch + 1)]
+
+
 def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
                    world_size: int, last_epoch: Optional[int] = None,
                    prefetch_batches: int = 2) -> Iterator[tuple[int, dict]]:
@@ -238,43 +266,23 @@ def worker_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: i
     ``last_epoch`` (default: the run's last), as (epoch, batch), in plan order: one Ray Data stream of its
     own for all of them, so an epoch boundary costs nothing (a stream per epoch cost 3-4 s of start-up
     each time)."""
-    import ray.data
-    plan = WorkerPlan(epoch, start, samples_per_worker(domains, world_size), rank, world_size)
-    total = ((last_epoch or cfg.total_epochs) - epoch + 1) * plan.per_epoch - start
-    if total <= 0:
+    spans = worker_spans(domains, epoch, start, world_size, last_epoch or cfg.total_epochs)
+    if not any(first < end for _, first, end in spans):
         return
-    # The positions as items, not ray.data.range: its read tasks would each ask for a whole CPU, which a
-    # node full of training workers may not have.
-    positions = [{"id": j} for j in range(total)]
-    ds = ray.data.from_items(positions, override_num_blocks=max(1, math.ceil(total / CHUNK))).map_batches(
-        _load_positions, batch_size=CHUNK, num_cpus=LOAD_TASK_CPUS,
-        fn_kwargs={"cfg_dict": cfg.to_dict(), "plan": plan, "domains": domains, "store": store})
+    ds = samples_dataset(spans, domains, cfg, store, offset=rank, stride=world_size)
     ds.context.execution_options.preserve_order = True  # plan order: what makes a run reproducible
     blocks = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch_batches)
-    yield from cut_batches(blocks, cfg, epoch, start, plan.per_epoch)
+    yield from cut_batches(blocks, cfg, epoch, start, samples_per_worker(domains, world_size))
 
 
-def remaining_chunks(domains: RemoteDomains, cfg: Config, epochs: list[int], epoch: int, start: int,
-                     world_size: int) -> list[dict]:
+def remaining_spans(domains: RemoteDomains, epochs: list[int], epoch: int, start: int, world_size: int) -> list[Span]:
     """--data_ingest train: what a group of ``world_size`` workers has left to train on, from each
-    worker's sample ``start`` of ``epoch``: the samples (epoch, index in its plan) of every epoch in
-    ``epochs`` from there on, as runs of up to CHUNK consecutive indices. Each epoch has world_size x
-    samples_per_worker of them (the rest of the plan is dropped, as with exact ingest), so an equal
-    split gives every worker the same steps."""
+    worker's sample ``start`` of ``epoch``: the samples (index in the plan) of every epoch in ``epochs``
+    from there on. Each epoch has world_size x samples_per_worker of them (the rest of the plan is
+    dropped, as with exact ingest), so an equal split gives every worker the same steps."""
     used = world_size * samples_per_worker(domains, world_size)
-    chunks = []
-    for e in (e for e in epochs if e >= epoch):
-        first = world_size * start if e == epoch else 0
-        chunks += [{"epoch": e, "lo": lo, "hi": min(lo + CHUNK, used)} for lo in range(first, used, CHUNK)]
-    return chunks
-
-
-def chunks_dataset(chunks: list[dict], domains: RemoteDomains, cfg: Config, store: Storage):
-    """The samples of ``chunks`` loaded by Ray Data tasks (one task per chunk), in no fixed order."""
-    import ray.data
-    return ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks))).map_batches(
-        _load_chunks, batch_size=None, num_cpus=LOAD_TASK_CPUS,
-        fn_kwargs={"cfg_dict": cfg.to_dict(), "domains": domains, "store": store})
+    spans = [(e, min(world_size * start, used) if e == epoch else 0, used) for e in epochs if e >= epoch]
+    return [span for span in spans if span[1] < span[2]]
 
 
 def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,

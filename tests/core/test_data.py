@@ -149,24 +149,54 @@ def test_rays_split_covers_each_epochs_samples_once_and_a_restart_only_what_is_l
     """--data_ingest train: the samples a worker group is handed, fresh and after a restart (also with
     another number of workers), as (epoch, index in the epoch's plan)."""
     from cyclegan.core.data import Domain
-    from cyclegan.distributed.streams import RemoteDomains, remaining_chunks
+    from cyclegan.distributed.streams import RemoteDomains, chunk_blocks, remaining_spans
     domains = RemoteDomains(Domain("A", [f"a{i}" for i in range(11)], [(8, 8)] * 11),
                             Domain("B", [f"b{i}" for i in range(7)], [(8, 8)] * 7), 0)
-    cfg, epochs = cfg_for(), [1, 2, 3]
+    epochs = [1, 2, 3]
 
-    def samples(chunks):
+    def samples(spans):
+        chunks = [dict(zip(("epoch", "lo", "hi"), map(int, t))) for b in chunk_blocks(spans)
+                  for t in zip(b["epoch"], b["lo"], b["hi"])]
         found = [(c["epoch"], i) for c in chunks for i in range(c["lo"], c["hi"])]
         assert len(found) == len(set(found)) and all(c["hi"] - c["lo"] <= 16 for c in chunks)
         return found
     # 11 samples an epoch: 10 used by 2 workers (5 each), as with --data_ingest exact.
-    fresh = samples(remaining_chunks(domains, cfg, epochs, 1, 0, world_size=2))
+    fresh = samples(remaining_spans(domains, epochs, 1, 0, world_size=2))
     assert fresh == [(e, i) for e in epochs for i in range(10)]
     # Each worker had done 3 samples of epoch 2: what is left is equal for both, and nothing before it.
-    left = samples(remaining_chunks(domains, cfg, epochs, 2, 3, world_size=2))
+    left = samples(remaining_spans(domains, epochs, 2, 3, world_size=2))
     assert left == [(2, i) for i in range(6, 10)] + [(3, i) for i in range(10)] and len(left) % 2 == 0
     # Three workers after an elastic resize: 3 samples each per epoch (9 of the 11).
-    assert samples(remaining_chunks(domains, cfg, epochs, 3, 1, world_size=3)) == [(3, i) for i in range(3, 9)]
-    assert remaining_chunks(domains, cfg, epochs, 3, 5, world_size=2) == []  # the last epoch done
+    assert samples(remaining_spans(domains, epochs, 3, 1, world_size=3)) == [(3, i) for i in range(3, 9)]
+    assert remaining_spans(domains, epochs, 3, 5, world_size=2) == []  # the last epoch done
+
+
+def test_a_long_runs_sample_list_stays_a_few_thousand_blocks_in_order_with_a_quick_first_one():
+    """Issue 25 (11): the list of a run's samples grew a block (an object) per 16 samples, 0.8 GiB and
+    45 s before the first batch for 20,000 images x 50 epochs; now at most about MAX_BLOCKS blocks, the
+    first ones of 1, 2, 4, ... chunks."""
+    from cyclegan.distributed.streams import CHUNK, chunk_blocks
+    spans = [(1, 3 * CHUNK + 5, 10_000)] + [(e, 0, 10_000) for e in range(2, 51)]
+    blocks = chunk_blocks(spans, max_blocks=100)
+    sizes = [len(b["lo"]) for b in blocks]
+    assert sizes[:5] == [1, 2, 4, 8, 16] and max(sizes) <= -(-sum(sizes) // 100) and len(blocks) <= 100 + 8
+    rows = [dict(zip(("epoch", "lo", "hi"), map(int, t))) for b in blocks for t in zip(b["epoch"], b["lo"], b["hi"])]
+    found = [(r["epoch"], k) for r in rows for k in range(r["lo"], r["hi"])]
+    assert found == [(e, k) for e, first, end in spans for k in range(first, end)]  # each once, in order
+    assert all(0 < r["hi"] - r["lo"] <= CHUNK for r in rows)
+    assert chunk_blocks([(1, 5, 5)]) == []
+
+
+def test_an_exact_workers_samples_are_every_world_size_th_from_its_rank_across_epochs():
+    from cyclegan.core.data import Domain
+    from cyclegan.distributed.streams import RemoteDomains, chunk_blocks, worker_spans
+    domains = RemoteDomains(Domain("A", [f"a{i}" for i in range(11)], [(8, 8)] * 11),
+                            Domain("B", [f"b{i}" for i in range(7)], [(8, 8)] * 7), 0)
+    rank, world_size = 1, 2  # 5 samples a worker an epoch; this one had done 7 from epoch 2 (a resized group)
+    spans = worker_spans(domains, 2, 7, world_size, last_epoch=4)
+    found = [(int(e), rank + world_size * k) for b in chunk_blocks(spans)
+             for e, lo, hi in zip(b["epoch"], b["lo"], b["hi"]) for k in range(lo, hi)]
+    assert found == [(3, i) for i in (5, 7, 9)] + [(4, i) for i in (1, 3, 5, 7, 9)]
 
 
 def test_a_workers_samples_are_cut_into_batches_by_count_at_epoch_ends():
