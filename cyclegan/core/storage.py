@@ -137,7 +137,6 @@ def reached(uri: str, failed: str):
         raise storage_error(uri, e, failed) from None
 
 
-@functools.lru_cache(maxsize=64)
 def bucket_region(bucket: str, endpoint_url: Optional[str]) -> Optional[str]:
     """The region S3 reports for ``bucket`` (the x-amz-bucket-region header of HeadBucket, which comes with
     a refusal too, so the request is unsigned); None where the store does not say or cannot be reached."""

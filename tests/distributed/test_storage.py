@@ -17,10 +17,8 @@ def no_region(monkeypatch, tmp_path):
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = eu-central-1\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    storage.bucket_region.cache_clear()
     storage.with_region.cache_clear()
     yield config
-    storage.bucket_region.cache_clear()
     storage.with_region.cache_clear()
 
 
@@ -60,7 +58,6 @@ def test_with_no_region_a_bucket_is_used_in_its_own_region(s3, s3_server, no_reg
     quiet = Storage.from_options({"endpoint_url": regionless_store})
     assert quiet.resolve("s3://any-bucket/x")[0].region == "eu-central-1"
     no_region.write_text("[default]\n")
-    storage.bucket_region.cache_clear()
     storage.with_region.cache_clear()
     assert quiet.resolve("s3://other-bucket/x")[0].region == "us-east-1"
 
