@@ -22,7 +22,7 @@ from ..core.config import from_dict
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.evaluate import METRICS, test_images, translate_images
-from ..core.experiment import PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
+from ..core.experiment import EXPLOITS, PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
 from ..core.model import CycleGAN
 from ..core.storage import Storage, is_remote
 from . import COMMANDS
@@ -42,11 +42,32 @@ class TrialRecord:
     checkpoint_score: Optional[float] = None  # its value of the metric
     checkpoint_epochs: Optional[float] = None  # and when it was taken (epochs trained)
     results: list = field(default_factory=list)
+    # Population-based sweeps: the trial's lineage as its latest checkpoint records it (its own exploits and those
+    # of the trials it descends from), and that of the checkpoint shown (the weights' own history).
+    lineage: list = field(default_factory=list)
+    checkpoint_lineage: list = field(default_factory=list)
+    own_exploits: list = field(default_factory=list)  # each time this trial went on from another's checkpoint
+
+    def exploits(self) -> list[dict]:
+        """This trial's own exploits: when it went on from another trial's checkpoint, and what changed."""
+        return self.own_exploits
+
+    def schedule(self) -> list[tuple[float, float, dict, str]]:
+        """The hyperparameters behind the weights shown, as (from epoch, to epoch, values, trained by): one
+        segment per trial along the chain of clones that led to them."""
+        chain = self.checkpoint_lineage
+        end = self.checkpoint_epochs if self.checkpoint_epochs is not None else self.epochs
+        if not chain:
+            return [(0.0, end, self.params, self.trial_id)]
+        cuts = [0.0] + [float(e.get("epochs") or 0.0) for e in chain] + [end]
+        values = [chain[0].get("before", {})] + [e.get("after", {}) for e in chain]
+        who = [chain[0].get("from", "")] + [e.get("trial", "") for e in chain]
+        return [(cuts[i], cuts[i + 1], values[i], who[i]) for i in range(len(values))]
 
 
-def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optional[str], dict]:
+def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optional[str], dict, dict]:
     """The trial's kept checkpoint with the best score (its state.pt as listed, and its score record);
-    without score records, the latest."""
+    without score records, the latest; and the latest checkpoint's record."""
     found = []
     for folder in (trial_uri, f"{trial_uri}/train"):
         for info in store.children(folder):
@@ -59,11 +80,12 @@ def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optiona
                 scored = {}
             found.append((state, scored))
     if not found:
-        return None, {}
+        return None, {}, {}
+    latest = max(found, key=lambda item: (item[1].get("total_iters", -1), item[0]))[1]
     scored = [(state, s) for state, s in found if s.get("score") is not None]
     if not scored:
-        return sorted(found)[-1][0], {}
-    return min(scored, key=lambda item: (sign * item[1]["score"], -item[1].get("total_iters", 0)))
+        return sorted(found)[-1][0], {}, latest
+    return (*min(scored, key=lambda item: (sign * item[1]["score"], -item[1].get("total_iters", 0))), latest)
 
 
 def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict[str, list[TrialRecord]]]:
@@ -89,7 +111,9 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
         sign = 1 if METRICS[metric][0] == "min" else -1
         results = [json.loads(line) for line in lines if line.strip()]
         scored = [r for r in results if r.get(metric) is not None]
-        checkpoint, at = _best_checkpoint(store, trial_uri, sign)
+        checkpoint, at, latest = _best_checkpoint(store, trial_uri, sign)
+        if isinstance(latest.get("params"), dict):  # a population's trial: its hyperparameters now
+            params = {k: v for k, v in latest["params"].items() if k != PAIR_KEY}
         pairs[pair.name].append(TrialRecord(
             trial_id=info.base_name, params=params, metric=metric,
             final=scored[-1][metric] if scored else None,
@@ -97,11 +121,39 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
             epochs=max((r.get("epochs", 0) for r in results), default=0),
             total_iters=max((r.get("total_iters", 0) for r in results), default=0),
             uri=trial_uri, checkpoint=checkpoint, checkpoint_score=at.get("score"),
-            checkpoint_epochs=at.get("epochs"), results=results))
+            checkpoint_epochs=at.get("epochs"), results=results, lineage=_lineage(latest),
+            checkpoint_lineage=_lineage(at), own_exploits=_exploits(store, trial_uri)))
     for pair in exp.pairs:
         sign = 1 if METRICS[exp.metric(pair)][0] == "min" else -1
         pairs[pair.name].sort(key=lambda r: (r.best is None, sign * (r.best if r.best is not None else 0)))
     return exp, pairs
+
+
+def _exploits(store: Storage, trial_uri: str) -> list[dict]:
+    events = []
+    for info in store.children(f"{trial_uri}/{EXPLOITS}"):
+        if info.base_name.endswith(".json"):
+            try:
+                event = json.loads(store.read_bytes(f"{trial_uri}/{EXPLOITS}", listed=info.path))
+            except (FileNotFoundError, OSError, ValueError):
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return sorted(events, key=lambda e: (float(e.get("epochs") or 0), str(e.get("from", ""))))
+
+
+def _lineage(record: dict) -> list[dict]:
+    events = record.get("lineage")
+    return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+
+def _values(values: dict) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in sorted(values.items()))
+
+
+def _changes(event: dict) -> str:
+    changed = event.get("changed") or {}
+    return ", ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in sorted(changed.items())) or "nothing changed"
 
 
 def _load_model(store: Storage, sweep_uri: str, state_path: str):
@@ -159,6 +211,7 @@ def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots:
                         f"<td>{_fmt(r.best)}</td><td>{r.epochs:.2f}</td><td>{_at(r)}</td>"
                         + "".join(f"<td>{html.escape(str(r.params.get(k, '')))}</td>" for k in keys) + "</tr>")
         page.append("</table>")
+        page.extend(_lineage_html(records))
         shown = [r for r in records if r.checkpoint][:top]
         if not shown:
             continue
@@ -207,6 +260,28 @@ def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots:
     return index
 
 
+def _lineage_html(records: list[TrialRecord]) -> list[str]:
+    """A population-based sweep's lineage: each trial's exploits, and the schedule behind the best weights."""
+    if not any(r.lineage or r.own_exploits for r in records):
+        return []
+    out = ["<h3>Lineage</h3><table border='1'><tr><th>trial</th><th>at epoch</th><th>went on from</th>"
+           "<th>changed</th></tr>"]
+    for r in records:
+        for e in r.exploits():
+            out.append(f"<tr><td>{html.escape(r.trial_id)}</td><td>{_fmt(e.get('epochs'))}</td>"
+                       f"<td>{html.escape(str(e.get('from', '')))}</td><td>{html.escape(_changes(e))}</td></tr>")
+    out.append("</table>")
+    best = next((r for r in records if r.checkpoint), None)
+    if best is not None:
+        out.append(f"<p>schedule of the best weights ({html.escape(best.trial_id)}):</p><table border='1'>"
+                   "<tr><th>epochs</th><th>trained by</th><th>hyperparameters</th></tr>")
+        for start, end, values, who in best.schedule():
+            out.append(f"<tr><td>{_fmt(start)}–{_fmt(end)}</td><td>{html.escape(str(who))}</td>"
+                       f"<td>{html.escape(_values(values))}</td></tr>")
+        out.append("</table>")
+    return out
+
+
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4g}"
 
@@ -227,6 +302,12 @@ def table(uri: str, store: Optional[Storage] = None) -> str:
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
             lines.append(f"  {rank:>2}. {r.trial_id}  {r.metric} best {_fmt(r.best)} (final {_fmt(r.final)})  "
                          f"epochs {r.epochs:.2f}  weights {_at(r)}  {params}")
+            for e in r.exploits():
+                lines.append(f"      at epoch {_fmt(e.get('epochs'))} went on from {e.get('from')}: {_changes(e)}")
+        best = next((r for r in records if r.checkpoint), None)
+        if best is not None and any(r.lineage or r.own_exploits for r in records):
+            lines.append(f"  schedule of the best weights ({best.trial_id}): " + "; ".join(
+                f"epochs {_fmt(a)}-{_fmt(b)} {_values(v)} ({who})" for a, b, v, who in best.schedule()))
     return "\n".join(lines)
 
 

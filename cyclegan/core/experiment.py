@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import re
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .storage import SECRET_KEYS, Storage, is_remote
 EXPERIMENT_FILE = "experiment.yaml"
 # What a sweep's trials write, read back by `cyclegan report`:
 SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
+EXPLOITS = "exploits"  # in a population's trial folder: one file per time it went on from another trial's state
 PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
 OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
 EXPERIMENT_KEYS = ("name", "storage_path", "storage_options", "datasets", "base", "space", "search")
@@ -38,6 +40,14 @@ BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_pe
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 LOCATION_KEYS = ("endpoint_url", "region")
 TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
+ALGORITHMS = ("optuna", "pbt", "pb2")
+POPULATION_ALGORITHMS = ("pbt", "pb2")
+# What population-based training may change in a running trial: the optimizers' base rate and the objective's
+# weights are read at every step, the pools resize. Everything else (the networks, the data) is drawn once
+# per trial: a clone takes it from the trial it copies.
+MUTABLE = ("lr", TIED_LAMBDA, "lambda_A", "lambda_B", "lambda_identity", "pool_size")
+# Search settings that only population-based training reads.
+POPULATION_SETTINGS = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction")
 
 
 def setting(default, help: str, choices=None, minimum=None, above=None):
@@ -54,10 +64,21 @@ class Search:
                                             "0: as many as the cluster's resources hold (trials that train in their own process; "
                                             "needed when num_workers > 0)", minimum=0)
     time_budget_s: Optional[float] = setting(None, "for the whole sweep")
-    seed: int = setting(0, "Optuna's TPE sampler")
-    scheduler: str = setting("asha", "asha | none", choices=("asha", "none"))
+    seed: int = setting(0, "Optuna's TPE sampler; pbt/pb2: the first draws and the explore steps")
+    algorithm: str = setting("optuna", "optuna (TPE per pair, with the scheduler below) | pbt | pb2 (population-based "
+                                       "training per pair: the weakest trials copy the state of the strongest and "
+                                       "perturb their hyperparameters mid-run)", choices=ALGORITHMS)
+    scheduler: str = setting("asha", "with algorithm optuna: asha | none", choices=("asha", "none"))
     grace_period: float = setting(1, "ASHA: epochs every trial gets", above=0)
     reduction_factor: int = setting(2, "ASHA: keep 1/reduction_factor at each rung", minimum=2)
+    perturbation_interval: float = setting(2, "pbt/pb2: epochs between a trial's perturbations", above=0)
+    hyperparam_mutations: Optional[list] = setting(None, "pbt/pb2: the space keys changed mid-run (default: every "
+                                                         f"key of the space among {', '.join(MUTABLE)}); the "
+                                                         "others are drawn once per trial")
+    quantile_fraction: float = setting(0.25, "pbt/pb2: the bottom fraction of a pair's population copies the top "
+                                             "fraction", above=0)
+    points_to_evaluate: Optional[list] = setting(None, "values of space keys for each pair's first trials (a list "
+                                                       "of mappings; the keys left out are drawn)")
     feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
     eval_images: int = setting(100, "test images per direction for the score", minimum=1)
     grid_images: int = setting(4, "fixed test images per direction in the TensorBoard grids", minimum=1)
@@ -82,6 +103,10 @@ def _check_setting(key: str, value: Any) -> None:
     if hint is int and not (number and isinstance(value, int)):
         raise ConfigError(f"search.{key}: {value!r} must be an integer"
                           + (f" >= {meta['minimum']}" if meta["minimum"] is not None else ""))
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"search.{key}: {value!r} must be true or false")
+    if hint is Optional[list] and not isinstance(value, list):
+        raise ConfigError(f"search.{key}: {value!r} must be a list")
     if hint in (float, Optional[float]) and not number:
         raise ConfigError(f"search.{key}: {value!r} must be a number")
     if hint is str and not isinstance(value, str):
@@ -92,6 +117,8 @@ def _check_setting(key: str, value: Any) -> None:
         raise ConfigError(f"search.{key}: {value!r} must be an integer >= {meta['minimum']}")
     if meta["above"] is not None and value <= meta["above"]:
         raise ConfigError(f"search.{key}: {value!r} must be > {meta['above']}")
+    if key == "quantile_fraction" and value > 0.5:
+        raise ConfigError(f"search.{key}: {value!r} must be at most 0.5 (the bottom copies the top)")
     if key == "gpus_per_trial" and value > 1:
         raise ConfigError(f"search.{key}: {value!r} must be at most 1 (a trial trains in one process, on one GPU; "
                           "for more, set base.num_workers)")
@@ -204,19 +231,83 @@ def _space_entry(key: str, spec: Any, base: dict) -> tuple[str, list]:
     return kind, [low, high]
 
 
-def parse_search(values: dict, pairs: list[Pair]) -> Search:
+def parse_search(values: dict, pairs: list[Pair], space: Optional[dict] = None, base: Optional[dict] = None) -> Search:
     for key in sorted(values):
         if key not in SEARCH_FIELDS:
             raise _unknown(key, SEARCH_FIELDS, f"search.{key}")
     search = Search(**values)
     for key in SEARCH_FIELDS:
         _check_setting(key, getattr(search, key))
+    if space is not None:
+        _check_points(search, space, base or {})
+        _check_population(search, values, space, base or {})
     if search.metric in ("l1", "psnr"):
         for pair in pairs:
             if not pair.builtin:
                 raise ConfigError(f"search.metric: {search.metric} needs ideal translations, which only "
                                   f"built-in pairs have ({pair.name} is not one); use fid or kid")
     return search
+
+
+def _check_points(search: Search, space: dict, base: dict) -> None:
+    for i, point in enumerate(search.points_to_evaluate or []):
+        where = f"search.points_to_evaluate[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"{where}: {point!r} must be a mapping of space keys to values")
+        for key, value in point.items():
+            if key not in space:
+                raise ConfigError(f"{where}.{key}: not a key of space ({', '.join(space)})")
+            kind, args = space[key]
+            inside = value in args if kind == "choice" else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and args[0] <= value <= args[1])
+            if not inside:
+                raise ConfigError(f"{where}.{key}: {value!r} is outside space.{key} ({kind} {args})")
+            _check_value(key, value, base, where + " value")
+
+
+def mutations(search: Search, space: dict) -> list[str]:
+    """The space keys population-based training changes mid-run."""
+    if search.hyperparam_mutations is not None:
+        return list(search.hyperparam_mutations)
+    return [key for key in space if key in MUTABLE]
+
+
+def _check_population(search: Search, values: dict, space: dict, base: dict) -> None:
+    if search.algorithm not in POPULATION_ALGORITHMS:
+        for key in POPULATION_SETTINGS:
+            if key in values:
+                raise ConfigError(f"search.{key}: for algorithm pbt or pb2 (this search is {search.algorithm})")
+        return
+    if search.max_concurrent_trials:
+        raise ConfigError(f"search.max_concurrent_trials: {search.algorithm}'s population exists all at once: as many "
+                          "trials run as the cluster's resources hold (base.cpus_per_worker, search.gpus_per_trial) "
+                          "and the others take turns at each perturbation")
+    if values.get("scheduler") == "asha":
+        raise ConfigError(f"search.scheduler: asha is for algorithm optuna; {search.algorithm} schedules its "
+                          "population itself (weak trials are replaced, not stopped)")
+    keys = mutations(search, space)
+    if not keys:
+        raise ConfigError(f"search.hyperparam_mutations: nothing to mutate: the space has none of "
+                          f"{', '.join(MUTABLE)}")
+    for key in keys:
+        if not isinstance(key, str) or key not in space:
+            raise ConfigError(f"search.hyperparam_mutations: {key!r} is not a key of space ({', '.join(space)})")
+        if key not in MUTABLE:
+            raise ConfigError(f"space.{key}: cannot change in a running trial (it shapes the networks, the data or "
+                              f"the run; {search.algorithm} draws it once per trial); mutable: {', '.join(MUTABLE)}")
+        if search.algorithm == "pb2" and space[key][0] == "choice":
+            raise ConfigError(f"space.{key}: pb2 explores ranges; give {{uniform: [low, high]}}, "
+                              "{loguniform: ...} or {randint: ...}, or use pbt for a choice")
+    if search.algorithm == "pb2" and importlib.util.find_spec("sklearn") is None:
+        raise ConfigError("search.algorithm: pb2's GP bandit needs scikit-learn: pip install 'cyclegan[pb2]'")
+    cfg = from_dict(base, source="experiment base")
+    if not any(key in space for key in ("n_epochs", "n_epochs_decay")) and \
+            search.perturbation_interval >= cfg.total_epochs:
+        raise ConfigError(f"search.perturbation_interval: {search.perturbation_interval!r} epochs is not within a "
+                          f"trial's {cfg.total_epochs} (n_epochs + n_epochs_decay): no trial would be perturbed")
+    if cfg.keep_checkpoints < 3:
+        raise ConfigError(f"base.keep_checkpoints: {cfg.keep_checkpoints} is too few for {search.algorithm}: a "
+                          "trial is cloned from another's recent checkpoint, which must still be kept (at least 3)")
 
 
 def parse_location(options: Any, key: str = "storage_options") -> dict:
@@ -269,7 +360,17 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     if TIED_LAMBDA in space_in and ({"lambda_A", "lambda_B"} & set(space_in)):
         raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
     space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
-    search = parse_search(data.get("search") or {}, pairs)
+    search = parse_search(data.get("search") or {}, pairs, space, base)
+    if search.algorithm in POPULATION_ALGORITHMS:
+        for pair in pairs:
+            if from_dict(trial_values_of(base, pair, {}), source="experiment").max_workers > 0:
+                # Ray 2.60's TuneReportCallback gives Tune a Train run's reports and checkpoint paths but no
+                # checkpoint, so Tune's PBT/PB2 would have nothing to clone and would skip every exploit.
+                raise ConfigError(f"search.algorithm: {search.algorithm} clones trials through Tune's checkpoints, "
+                                  f"which trials on Ray Train workers do not give Tune (pair {pair.name}: "
+                                  "base.num_workers, or data in object storage); a population sweep trains each "
+                                  "trial in its own process, on its node's disk (num_workers 0; base.use_gpu for "
+                                  "a GPU each)")
     if base_cfg.max_workers > 0 and not search.max_concurrent_trials:
         # A Train-inside-Tune trial's own bundle is almost empty (its workers ask for theirs), so without a
         # limit every trial starts its Ray Train run at once: the autoscaler is flooded, ASHA has nothing
@@ -326,7 +427,11 @@ def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
 
 def trial_values(exp: Experiment, pair: Pair, params: dict) -> dict:
     """The training options of one trial: schema defaults < sweep defaults < base < pair < sampled values."""
-    values = dict(exp.base)
+    return trial_values_of(exp.base, pair, params)
+
+
+def trial_values_of(base: dict, pair: Pair, params: dict) -> dict:
+    values = dict(base)
     if pair.builtin:
         values["builtin"] = pair.builtin
     else:

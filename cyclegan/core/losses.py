@@ -76,6 +76,11 @@ class ImagePool:
         images = torch.cat(self.images, 0).cpu() if self.images else torch.empty(0)
         return {"pool_size": self.pool_size, "images": images, "rng": self.rng.get_state()}
 
+    def resize(self, pool_size: int) -> None:
+        """Keep at most ``pool_size`` images from now on (the first stored ones when it shrinks)."""
+        self.pool_size = pool_size
+        del self.images[pool_size:]
+
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.pool_size = state["pool_size"]
         self.images = [img.unsqueeze(0).to(device) for img in state["images"]] if state["images"].numel() else []

@@ -29,12 +29,21 @@ import pickle
 import tempfile
 from typing import Any, Optional
 
-from ray.tune.schedulers import FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining
 from ray.tune.search import Searcher
 
-from ..core.config import Config
+from ..core.config import Config, ConfigError
 from ..core.evaluate import METRICS
-from ..core.experiment import EXPERIMENT_FILE, OBJECTIVE, PAIR_KEY, Experiment, pair_config, save_experiment
+from ..core.experiment import (
+    EXPERIMENT_FILE,
+    OBJECTIVE,
+    PAIR_KEY,
+    POPULATION_ALGORITHMS,
+    Experiment,
+    mutations,
+    pair_config,
+    save_experiment,
+)
 from ..core.lease import Lease
 from ..core.rerun import check_rerun, experiment_differences
 from ..core.storage import Storage
@@ -51,6 +60,9 @@ DRIVER_SHARE = 0.01  # of it per trial driver: a head with driver: 1 takes 100 o
 # and Ray Data's split coordinator beside that (207 MB), peak resident sizes measured on a tiny run
 # (2026-12-04; both ask Ray for no CPU and no memory themselves).
 TRIAL_DRIVER_MEMORY = 1600 * 2**20
+# A population's per-trial state kept across --resume (fields of Tune's PBT trial state), and PB2's observations.
+POPULATION_CLOCK = ("last_perturbation_time", "last_train_time", "last_score")
+PB2_STATE = ("data", "last_exploration_time")
 
 
 def tune_space(space: dict[str, tuple[str, list]]) -> dict:
@@ -112,37 +124,122 @@ class PairSearch(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
+class PairTrials:
+    """What one pair's scheduler sees of Tune's controller: the trials of its pair only (population-based
+    training draws its population, and the trials to pause for, from ``get_trials``); the rest is Tune's."""
+
+    def __init__(self, controller, pair: str):
+        self._controller, self._pair = controller, pair
+
+    def get_trials(self) -> list:
+        return [t for t in self._controller.get_trials() if t.config.get(PAIR_KEY) == self._pair]
+
+    def get_live_trials(self) -> list:
+        return [t for t in self._controller.get_live_trials() if t.config.get(PAIR_KEY) == self._pair]
+
+    def __getattr__(self, name):
+        return getattr(self._controller, name)
+
+
 class PairScheduler(FIFOScheduler):
-    """One scheduler per pair (ASHA compares a trial only with trials of its own pair); trials start in
-    the order Tune queues them, whatever their pair."""
+    """One scheduler per pair (ASHA, or a population-based trainer, compares a trial only with trials of its
+    own pair, and a trial never copies another pair's trial); each sees Tune's controller through its pair's
+    ``PairTrials``. With ASHA, trials start in the order Tune queues them, whatever their pair."""
 
     def __init__(self, schedulers: dict):
         super().__init__()
         self.by_pair = schedulers
+        self.resumed: dict[str, dict] = {}  # per pair, per trial id: a population's state saved with the sweep
 
     def _of(self, trial):
         return self.by_pair[trial.config[PAIR_KEY]]
+
+    def _view(self, controller, trial):
+        return PairTrials(controller, trial.config[PAIR_KEY])
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        self._of(trial).on_trial_add(tune_controller, trial)
+        scheduler = self._of(trial)
+        scheduler.on_trial_add(self._view(tune_controller, trial), trial)
+        saved = self.resumed.get(trial.config[PAIR_KEY], {}).get(trial.trial_id)
+        if saved and isinstance(scheduler, PopulationBasedTraining):  # where it was in its perturbations
+            for name, value in saved.items():
+                setattr(scheduler._trial_state[trial], name, value)
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        self._of(trial).on_trial_error(tune_controller, trial)
+        self._of(trial).on_trial_error(self._view(tune_controller, trial), trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        return self._of(trial).on_trial_result(self._view(tune_controller, trial), trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self._of(trial).on_trial_complete(tune_controller, trial, result)
+        self._of(trial).on_trial_complete(self._view(tune_controller, trial), trial, result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._of(trial).on_trial_remove(tune_controller, trial)
+        self._of(trial).on_trial_remove(self._view(tune_controller, trial), trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        if not any(isinstance(s, PopulationBasedTraining) for s in self.by_pair.values()):
+            return super().choose_trial_to_run(tune_controller)
+        # Each population picks its own next trial (the one furthest behind); of those, Tune's queue order.
+        order = {t: i for i, t in enumerate(tune_controller.get_trials())}
+        chosen = [s.choose_trial_to_run(PairTrials(tune_controller, pair)) for pair, s in self.by_pair.items()]
+        chosen = [t for t in chosen if t is not None]
+        return min(chosen, key=lambda t: order.get(t, 0), default=None)
+
+    def state(self) -> dict:
+        """Each pair's scheduler, for a resumed sweep: ASHA's rungs (its own save), a population's per-trial
+        perturbation clock and last score (and PB2's observations), by trial id."""
+        saved = {}
+        with tempfile.TemporaryDirectory(prefix="cyclegan-scheduler-") as folder:
+            for index, (pair, scheduler) in enumerate(self.by_pair.items()):
+                if isinstance(scheduler, PopulationBasedTraining):
+                    saved[pair] = {"trials": {trial.trial_id: {name: getattr(state, name) for name in POPULATION_CLOCK}
+                                              for trial, state in scheduler._trial_state.items()},
+                                   **{name: getattr(scheduler, name) for name in PB2_STATE if hasattr(scheduler, name)}}
+                    continue
+                path = os.path.join(folder, str(index))
+                scheduler.save(path)
+                with open(path, "rb") as f:
+                    saved[pair] = f.read()
+        return saved
+
+    def set_state(self, saved: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="cyclegan-scheduler-") as folder:
+            for index, (pair, data) in enumerate(saved.items()):
+                scheduler = self.by_pair.get(pair)
+                if scheduler is None:
+                    continue
+                if isinstance(data, dict):  # a population: applied to each trial as Tune adds it back
+                    self.resumed[pair] = data.get("trials", {})
+                    for name in PB2_STATE:
+                        if name in data and hasattr(scheduler, name):
+                            setattr(scheduler, name, data[name])
+                    continue
+                path = os.path.join(folder, str(index))
+                with open(path, "wb") as f:
+                    f.write(data)
+                scheduler.restore(path)
 
     def debug_string(self) -> str:
         return "; ".join(f"{pair}: {s.debug_string()}" for pair, s in self.by_pair.items())
+
+
+class InSpace:
+    """After a population's explore step: ranges stay within the space's bounds (a rate multiplied by 1.2 at
+    every perturbation would leave them), integers stay integers."""
+
+    def __init__(self, space: dict[str, tuple[str, list]]):
+        self.space = space
+
+    def __call__(self, config: dict) -> dict:
+        for key, (kind, args) in self.space.items():
+            if key in config and kind != "choice":
+                value = min(max(config[key], args[0]), args[1])
+                config[key] = int(round(value)) if kind == "randint" else float(value)
+        return config
 
 
 def _scheduler_state_callback():
@@ -151,32 +248,41 @@ def _scheduler_state_callback():
     class SchedulerState(Callback):
         """Tune saves its searchers with the experiment's state, but not its scheduler (its controller leaves
         the scheduler out of what it saves): on --resume every pair's ASHA forgot its rungs and started
-        halving over, comparing new trials with nothing. A callback's state is saved and restored by Tune
-        with the experiment's (``Callback.get_state``/``set_state``), so each pair's scheduler travels in it,
-        written and read with the scheduler's own ``save``/``restore``."""
+        halving over, and a population forgot when each trial was last perturbed. A callback's state is
+        saved and restored by Tune with the experiment's (``Callback.get_state``/``set_state``), so each
+        pair's scheduler travels in it (``PairScheduler.state``)."""
 
         def __init__(self, scheduler: PairScheduler):
             self.scheduler = scheduler
 
         def get_state(self) -> Optional[dict]:
-            saved = {}
-            with tempfile.TemporaryDirectory(prefix="cyclegan-asha-") as folder:
-                for index, (pair, scheduler) in enumerate(self.scheduler.by_pair.items()):
-                    path = os.path.join(folder, str(index))
-                    scheduler.save(path)
-                    with open(path, "rb") as f:
-                        saved[pair] = f.read()
+            saved = self.scheduler.state()
             return {"schedulers": saved} if saved else None
 
         def set_state(self, state: dict) -> None:
-            with tempfile.TemporaryDirectory(prefix="cyclegan-asha-") as folder:
-                for index, (pair, data) in enumerate(state.get("schedulers", {}).items()):
-                    if pair in self.scheduler.by_pair:
-                        path = os.path.join(folder, str(index))
-                        with open(path, "wb") as f:
-                            f.write(data)
-                        self.scheduler.by_pair[pair].restore(path)
+            self.scheduler.set_state(state.get("schedulers", {}))
     return SchedulerState
+
+
+def _results_kept_callback():
+    from ray.tune import Callback
+
+    class ResultsKept(Callback):
+        """A trial that starts again (a population's paused trial, a restarted one) has Tune's logger copy its
+        ``result.json``/``progress.csv`` back from storage over the driver's own copy, which is newer by whatever
+        arrived since the last sync: those reports were lost from the record. Before the loggers (this
+        callback comes first), the driver's copy goes to storage, so what comes back is complete."""
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            import pyarrow.fs
+            if not trial.checkpoint:
+                return
+            for name in ("result.json", "progress.csv"):
+                local = os.path.join(trial.local_path, name)
+                if os.path.exists(local):
+                    pyarrow.fs.copy_files(local, f"{trial.storage.trial_fs_path}/{name}",
+                                          destination_filesystem=trial.storage.storage_filesystem)
+    return ResultsKept
 
 
 @contextlib.contextmanager
@@ -244,7 +350,7 @@ def _run_config(exp: Experiment, store: Storage, scheduler: Optional[PairSchedul
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pair_config(exp, exp.pairs[0]).keep_checkpoints,
                                                 checkpoint_score_attribute=OBJECTIVE, checkpoint_score_order="min"),
         failure_config=tune.FailureConfig(max_failures=exp.search.max_trial_failures),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
+        callbacks=[_results_kept_callback()(), JsonLoggerCallback(), CSVLoggerCallback(),
                    *([_scheduler_state_callback()(scheduler)] if scheduler else [])], verbose=1)
 
 
@@ -253,12 +359,15 @@ def _tuner(exp: Experiment, store: Storage):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
     s = exp.search
+    if s.algorithm in POPULATION_ALGORITHMS:
+        return _population_tuner(exp, store)
     searchers, schedulers = {}, {}
     for index, pair in enumerate(exp.pairs):  # each pair its own sampler's stream
         metric = exp.metric(pair)
         mode = METRICS[metric][0]
         searchers[pair.name] = OptunaSearch(space=OptunaSearch.convert_search_space(tune_space(exp.space)),
-                                            metric=metric, mode=mode, seed=s.seed + index)
+                                            metric=metric, mode=mode, seed=s.seed + index,
+                                            points_to_evaluate=[dict(p) for p in s.points_to_evaluate or []] or None)
         if s.scheduler == "asha":
             schedulers[pair.name] = ASHAScheduler(time_attr="epochs", metric=metric, mode=mode,
                                                   max_t=pair_config(exp, pair).total_epochs,
@@ -274,6 +383,59 @@ def _tuner(exp: Experiment, store: Storage):
                                     # The next trial runs in the same process: no second torch import.
                                     reuse_actors=True, trial_name_creator=trial_folder,
                                     trial_dirname_creator=trial_folder),
+        run_config=_run_config(exp, store, scheduler))
+
+
+def population(exp: Experiment, metric: str):
+    """One pair's population-based trainer (Tune's PBT or PB2): every ``perturbation_interval`` epochs a trial
+    in the pair's bottom ``quantile_fraction`` loads the full-state checkpoint of one in the top fraction and
+    goes on with that trial's hyperparameters, explored: PBT multiplies a range's value by 0.8 or 1.2 (or
+    draws it again, one time in four) and moves a choice to a neighbour; PB2 picks them with a GP bandit
+    fitted to the population's progress. The networks and data are never mutated."""
+    s = exp.search
+    keys = mutations(s, exp.space)
+    common = dict(time_attr="epochs", metric=metric, mode=METRICS[metric][0],
+                  perturbation_interval=s.perturbation_interval, quantile_fraction=s.quantile_fraction,
+                  custom_explore_fn=InSpace({k: exp.space[k] for k in keys}),
+                  # The lineage is the trials' own record (in every checkpoint, see trial.py), read by the report;
+                  # notice reports carry no score and are skipped.
+                  log_config=False, require_attrs=False)
+    if s.algorithm == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+        try:
+            return PB2(hyperparam_bounds={k: list(exp.space[k][1]) for k in keys}, **common)
+        except RuntimeError as e:  # its GP needs scikit-learn
+            raise ConfigError(f"search.algorithm: pb2 needs scikit-learn (pip install 'cyclegan[pb2]'): {e}") from None
+    domains = tune_space({k: exp.space[k] for k in keys})
+    return PopulationBasedTraining(
+        hyperparam_mutations={k: list(exp.space[k][1]) if exp.space[k][0] == "choice" else domains[k] for k in keys},
+        **common)
+
+
+def _population_tuner(exp: Experiment, store: Storage):
+    """Population-based training per pair: Tune's random variant generator draws each pair's population
+    (``num_samples`` trials each, the pair a grid axis), seeded; each pair has its own PBT/PB2."""
+    import random
+
+    import numpy as np
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    s = exp.search
+    # Tune's PBT explores with the process's random streams (random, and numpy's for a range drawn again).
+    random.seed(s.seed)
+    np.random.seed(s.seed)
+    scheduler = PairScheduler({pair.name: population(exp, exp.metric(pair)) for pair in exp.pairs})
+    space = {PAIR_KEY: tune.grid_search([pair.name for pair in exp.pairs]), **tune_space(exp.space)}
+    return tune.Tuner(
+        _trainable(exp, store), param_space=space,
+        tune_config=tune.TuneConfig(
+            # The whole population exists from the start (PBT compares and clones within it); as many trials run as
+            # the cluster's resources hold, and PBT has them take turns at each perturbation.
+            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in s.points_to_evaluate or []] or None,
+                                             random_state=s.seed),
+            scheduler=scheduler, num_samples=s.num_samples,
+            time_budget_s=s.time_budget_s, reuse_actors=True, trial_name_creator=trial_folder,
+            trial_dirname_creator=trial_folder),
         run_config=_run_config(exp, store, scheduler))
 
 

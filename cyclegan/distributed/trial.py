@@ -10,18 +10,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
 from ..core.config import from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
-from ..core.experiment import OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
+from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
 from ..core.storage import FolderMirror, Storage
 from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
 from .scratch import node_scratch
 from .train import fit, shared_dataroot
 from .worker import Report, restore_from
+
+log = logging.getLogger("cyclegan")
+# The training options a population-based sweep may change mid-run, logged with every score.
+SCHEDULED = ("lr", "lambda_A", "lambda_B", "lambda_identity", "pool_size")
 
 
 class SweepHooks(Hooks):
@@ -34,6 +39,9 @@ class SweepHooks(Hooks):
         self.store: Storage = spec["store"]
         self.metric, self.mode = spec["metric"], METRICS[spec["metric"]][0]
         self.best: Optional[float] = None
+        # A population-based sweep's record of this trial's state: each time it (or a trial it descends from)
+        # went on from another trial's checkpoint, from which, when, and what the explore step changed.
+        self.lineage: list[dict] = []
         self.scored: tuple[int, dict] = (-1, {})
         self.unscored: Optional[tuple[int, float]] = None  # (images, epochs) of a checkpoint reported unscored
         self.scorer = None
@@ -84,6 +92,8 @@ class SweepHooks(Hooks):
             step = p.total_iters
             writer.add_scalar(f"hparams/{self.metric}", value, step)
             writer.add_scalar(f"hparams/best_{self.metric}", self.best, step)
+            for key in SCHEDULED:  # what a population-based sweep changes mid-run: its schedule, as curves
+                writer.add_scalar(f"schedule/{key}", getattr(trainer.cfg, key), step)
             for key, v in scores.items():
                 writer.add_scalar(f"score/{key}", v, step)
             self._log_grids(trainer, step)
@@ -104,22 +114,40 @@ class SweepHooks(Hooks):
     def checkpoint_files(self, folder: Path) -> None:
         """The score of the weights in this checkpoint (what the report ranks and exports by), and the best
         so far (what a resumed trial continues from)."""
+        whose = {"trial": self.spec.get("trial"), "params": self.spec["hparams"], "lineage": self.lineage}
         if self.unscored is not None:  # a notice's checkpoint: no score of these weights
             step, epochs = self.unscored
             (folder / SCORE_FILE).write_text(json.dumps({"best": self.best, "metric": self.metric, "total_iters": step,
-                                                         "score": None, "epochs": epochs, "reported": {}}))
+                                                         "score": None, "epochs": epochs, "reported": {}, **whose}))
             return
         step, scored = self.scored
         (folder / SCORE_FILE).write_text(json.dumps(
             {"best": self.best, "metric": self.metric, "total_iters": step, "score": scored.get(self.metric),
-             "epochs": scored.get("epochs"), "reported": scored}))
+             "epochs": scored.get("epochs"), "reported": scored, **whose}))
 
     def restore_files(self, read) -> None:
         saved = read(SCORE_FILE)
         if saved is not None:
             saved = json.loads(saved)
             self.best = saved.get("best")
-            if saved.get("reported"):  # a trial restored at its last image reports that score, not a new one
+            self.lineage = list(saved.get("lineage") or [])
+            own = self.spec.get("trial")
+            if saved.get("trial") and own and saved["trial"] != own:
+                # Another trial's checkpoint: a population-based sweep's exploit. This trial is now that one's
+                # clone, with the explored hyperparameters; its history is the donor's and this step.
+                donor = {k: v for k, v in (saved.get("params") or {}).items() if k != PAIR_KEY}
+                mine = {k: v for k, v in self.spec["hparams"].items() if k != PAIR_KEY}
+                self.lineage.append({"trial": own, "from": saved["trial"], "epochs": saved.get("epochs"),
+                                     "total_iters": saved.get("total_iters"), "before": donor, "after": mine,
+                                     "changed": {k: [donor.get(k), v] for k, v in mine.items() if donor.get(k) != v}})
+                log.info("trial %s goes on from %s's checkpoint at %d images with %s", own, saved["trial"],
+                         saved.get("total_iters", 0), self.lineage[-1]["changed"] or "its hyperparameters unchanged")
+                # The trial's own record of its exploits (its checkpoints from now on carry the donor's history):
+                # one file per exploit, never rewritten, read by the report.
+                if self.spec.get("trial_uri"):
+                    self.store.write_text(f"{self.spec['trial_uri']}/{EXPLOITS}/{saved.get('total_iters', 0):012d}-"
+                                          f"{saved['trial']}.json", json.dumps(self.lineage[-1]))
+            elif saved.get("reported"):  # a trial restored at its last image reports that score, not a new one
                 self.scored = (saved["total_iters"], saved["reported"])
 
 
@@ -140,7 +168,8 @@ def run_trial(params: dict, setup: dict) -> None:
     metric = exp.metric(pair)
     spec = {"metric": metric, "feature_extractor": exp.search.feature_extractor,
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
-            "trial_uri": trial_uri, "store": store, "hparams": {PAIR_KEY: pair.name, **sampled},
+            "trial_uri": trial_uri, "trial": f"{params[PAIR_KEY]}_{trial_id}", "store": store,
+            "hparams": {PAIR_KEY: pair.name, **sampled},
             "inception_weights": exp.inception_weights_uri}
     values = trial_values(exp, pair, sampled)
     with node_scratch("trial") as scratch:

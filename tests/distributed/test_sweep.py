@@ -50,6 +50,21 @@ def experiment(tmp_path, **overrides):
     ({"base": dict(BASE, num_workers="2"), "search": {"num_samples": 4}},
      r"search\.max_concurrent_trials: needed when trials train on Ray workers"),
     ({"spaces": {}}, r"spaces: unknown key .*did you mean 'space'"),
+    ({"search": {"points_to_evaluate": [{"pool_size": 3}]}}, r"search\.points_to_evaluate\[0\]\.pool_size: 3 is outside"),
+    ({"search": {"points_to_evaluate": [{"lrr": 0.1}]}}, r"search\.points_to_evaluate\[0\]\.lrr: not a key of space"),
+    ({"search": {"perturbation_interval": 2}}, r"search\.perturbation_interval: for algorithm pbt or pb2"),
+    ({"search": {"algorithm": "pbt", "hyperparam_mutations": ["lambda_cycle", "netG"]}},
+     r"space\.netG: cannot change in a running trial"),
+    ({"search": {"algorithm": "pb2"}}, r"space\.lambda_identity: pb2 explores ranges"),
+    ({"search": {"algorithm": "pbt", "hyperparam_mutations": ["beta1"]}}, r"search\.hyperparam_mutations: 'beta1' is not"),
+    ({"search": {"algorithm": "pbt", "scheduler": "asha"}}, r"search\.scheduler: asha is for algorithm optuna"),
+    ({"search": {"algorithm": "pbt", "perturbation_interval": 4}},
+     r"search\.perturbation_interval: 4 epochs is not within a trial's 4"),
+    ({"search": {"algorithm": "pbt", "quantile_fraction": 0.7}}, r"search\.quantile_fraction: 0\.7 must be at most 0\.5"),
+    ({"search": {"algorithm": "pbt", "max_concurrent_trials": 2}}, r"search\.max_concurrent_trials: pbt's population"),
+    ({"base": dict(BASE, num_workers="2"), "search": {"algorithm": "pbt"}},
+     r"search\.algorithm: pbt clones trials through Tune's checkpoints"),
+    ({"base": dict(BASE, keep_checkpoints=2), "search": {"algorithm": "pbt"}}, r"base\.keep_checkpoints: 2 is too few"),
 ])
 def test_invalid_experiments_fail_before_any_trial_naming_the_key(tmp_path, change, message):
     data = experiment(tmp_path)
@@ -542,3 +557,108 @@ def test_a_fid_sweep_puts_the_inception_weights_in_its_storage_or_fails_before_a
     read = load_inception_weights(stored=(store, uri))
     assert torch.equal(read["Conv2d_1a_3x3.conv.weight"], weights["Conv2d_1a_3x3.conv.weight"])
     stage_inception_weights(exp, store)  # already there: nothing to do, no copy needed here
+
+
+POPULATION_BASE = dict(BASE, builtin_count=16, n_epochs=2, n_epochs_decay=1, cpus_per_worker=2.0)
+
+
+def same_state(a, b, where: str = "state") -> list[str]:
+    """Where two checkpoint states differ (tensors bit for bit)."""
+    import torch
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in (same_state(a.get(k), b.get(k), f"{where}.{k}") if k in a and k in b else [f"{where}.{k}"])]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return ([f"{where} length"] if len(a) != len(b) else
+                [d for i, (x, y) in enumerate(zip(a, b)) for d in same_state(x, y, f"{where}[{i}]")])
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return [] if a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) else [where]
+    return [] if a == b else [where]
+
+
+@pytest.mark.slow  # an end-to-end command run
+def test_a_crippled_trial_is_cloned_from_a_better_one_at_its_first_perturbation_exactly(ray_session, tmp_path):
+    """Population-based training: the trial planted with a learning rate near zero goes on, at its first
+    perturbation, from the full state of the best trial, with that trial's rate explored; its scores then follow
+    the donor's path. Its restored state is the donor's checkpoint bit for bit apart from the rate; the lineage
+    is in TensorBoard and in the report."""
+    import torch
+    from ray.tune import Checkpoint
+
+    from cyclegan.commands.report import table, write_report
+    from cyclegan.core.config import from_dict
+    from cyclegan.core.experiment import trial_values
+    from cyclegan.core.trainer import Trainer
+    from cyclegan.distributed.sweep import sweep
+    from cyclegan.distributed.worker import restore_from
+    # One trial at a time (each asks the session's 2 CPUs): the first to reach epoch 1 waits, paused, for the
+    # others; the crippled one, third, is compared with both and clones the better one, which saved its state.
+    exp = parse_experiment(experiment(tmp_path, datasets=["seasons"],
+                                      base=dict(POPULATION_BASE, checkpoints_dir=str(tmp_path / "ck")),
+                                      space={"lr": {"loguniform": [1e-8, 3e-3]}, "netG": ["resnet_6blocks"]},
+                                      search={"algorithm": "pbt", "num_samples": 3, "perturbation_interval": 1,
+                                              "quantile_fraction": 0.5, "eval_images": 8, "grid_images": 1, "seed": 0,
+                                              "points_to_evaluate": [{"lr": 5e-4}, {"lr": 2e-3}, {"lr": 1e-8}]}))
+    sweep(exp)
+    root = tmp_path / "sweeps" / "sw"
+    trials = trial_records(root)
+    by_lr = {t["results"][0]["config"]["lr"]: name for name, t in trials.items()}
+    assert sorted(by_lr) == [1e-8, 5e-4, 2e-3]
+    crippled, donor, other = by_lr[1e-8], by_lr[2e-3], by_lr[5e-4]
+
+    def score(name, epochs):
+        return next(r[METRIC] for r in trials[name]["results"] if r.get("epochs") == epochs and METRIC in r)
+    # The plant: after one epoch the near-zero rate has not moved from the start; the 2e-3 trial is the best.
+    assert score(donor, 1.0) < score(other, 1.0) < score(crippled, 1.0)
+
+    def checkpoints(name):
+        return {json.loads((c / "sweep.json").read_text())["total_iters"]: c
+                for c in trials[name]["folder"].glob("checkpoint_*") if (c / "sweep.json").exists()}
+    exploits = sorted((json.loads(f.read_text()) for f in (trials[crippled]["folder"] / "exploits").glob("*.json")),
+                      key=lambda e: e["total_iters"])
+    first = exploits[0]
+    assert (first["trial"], first["from"], first["epochs"], first["total_iters"]) == (crippled, donor, 1.0, 16)
+    assert set(first["changed"]) == {"lr"} and first["changed"]["lr"][0] == 2e-3
+    new_lr = first["after"]["lr"]
+    assert 1e-8 <= new_lr <= 3e-3 and new_lr != 2e-3 and first["after"]["netG"] == "resnet_6blocks"
+    # The latest checkpoint carries the history of its weights: the last exploit, by the clone.
+    latest = json.loads((checkpoints(crippled)[max(checkpoints(crippled))] / "sweep.json").read_text())
+    assert latest["lineage"][-1] == exploits[-1]
+    # Its next run started at the donor's image 16 with the new rate, and from then on its scores are on the
+    # donor's path, not on its own (the near-zero rate's, which stays where it started).
+    resumed = next(r for r in trials[crippled]["results"] if r.get("epochs") == 2.0)
+    assert resumed["resumed_from_iters"] == 16 and resumed["config"]["lr"] == new_lr
+    own = score(crippled, 1.0)
+    for epochs in (2.0, 3.0):
+        now, theirs = score(crippled, epochs), score(donor, epochs)
+        assert abs(now - theirs) < abs(now - own) and now < own - 0.05, (epochs, own, theirs, now)
+
+    # Exact: the donor's checkpoint at epoch 1 restored with the clone's hyperparameters, as its trial did.
+    donor_checkpoint = checkpoints(donor)[16]
+    pair = exp.pairs[0]
+    cfg = from_dict({**trial_values(exp, pair, first["after"]), "name": "clone",
+                     "checkpoints_dir": str(tmp_path / "clone"), "storage_options": None})
+    trainer = Trainer(cfg, progress_bar=False)
+    restore_from(trainer, Checkpoint.from_directory(str(donor_checkpoint)))
+    saved = torch.load(donor_checkpoint / "state.pt", weights_only=True)
+    restored = trainer.state()
+    assert same_state(restored["model"], saved["model"], "model") == []  # networks, optimizers, pools
+    assert same_state(restored["progress"], saved["progress"]) == [] and restored["total_iters"] == 16
+    assert same_state(restored["rng"], saved["rng"], "rng") == []
+    assert [k for k in restored["config"] if restored["config"][k] != saved["config"].get(k)
+            and k not in ("name", "checkpoints_dir", "dataroot")] == ["lr"]  # where this process put things
+    # The new rate is the one difference, in the options; the loop's first step sets the optimizers from it.
+    trainer.model.set_epoch_lr(trainer.progress.epoch)
+    assert trainer.model.optimizer_G.param_groups[0]["lr"] == new_lr
+    trainer.lock.release()
+
+    # TensorBoard: the rate as a curve (near zero, then the explored one); the report: the lineage.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(trials[crippled]["folder"]))
+    events.Reload()
+    curve = {e.step: e.value for e in events.Scalars("schedule/lr")}
+    assert curve[16] == pytest.approx(1e-8) and curve[32] == pytest.approx(resumed["config"]["lr"])
+    text = table(str(root))
+    assert f"at epoch 1 went on from {donor}: lr 0.002 → " in text
+    page = write_report(str(root)).read_text()
+    assert "<h3>Lineage</h3>" in page and f"<td>{crippled}</td><td>1</td><td>{donor}</td>" in page
