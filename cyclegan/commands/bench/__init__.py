@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
                                                       "or s3:// prefix, Ray Data against a DataLoader with PIL")
     modes.add_argument("--sweep", metavar="EXPERIMENT", help="instead: per-trial overhead of this sweep, run one "
                                                              "trial at a time into a temporary folder")
+    modes.add_argument("--population", metavar="EXPERIMENT", help="instead: this sweep with Optuna + ASHA and with "
+                                                                  "population-based training (pbt), same trials, "
+                                                                  "epochs and seeds, --repeats times: each pair's best "
+                                                                  "final score")
     modes.add_argument("--ingest", action="store_true", help="instead: the Ray Train run these options describe "
                                                              "(--num_workers N, --data_ingest ...), on streamed data "
                                                              "and on batches held in memory: images/s and data waits")
@@ -42,6 +46,7 @@ def add_parser(sub) -> None:
                                                               "gradients over a simulated link of each bandwidth, "
                                                               "overlapped with backward and after it")
     p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
+    p.add_argument("--repeats", type=int, default=3, help="for --population: runs of each (seed + 0, 1, ...)")
     p.set_defaults(run=run)
 
 
@@ -51,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         from ...core.experiment import load_experiment
         from .sweep import bench
         bench(load_experiment(args.sweep))
+        return 0
+    if args.population:
+        from ...core.experiment import load_experiment
+        from .population import bench
+        bench(load_experiment(args.population), args.repeats)
         return 0
     if args.export:
         from .export import bench
