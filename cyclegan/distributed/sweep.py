@@ -40,6 +40,7 @@ from ..core.experiment import (
     PAIR_KEY,
     POPULATION_ALGORITHMS,
     Experiment,
+    Search,
     mutations,
     pair_config,
     save_experiment,
@@ -478,6 +479,9 @@ def rerun(exp: Experiment, store: Storage) -> None:
     refused, naming the differences."""
     import yaml
     saved = yaml.safe_load(store.read_text(f"{exp.uri}/{EXPERIMENT_FILE}"))
+    if isinstance(saved, dict) and isinstance(saved.get("search"), dict):
+        # Search settings added since the sweep was written had their defaults then: not a difference.
+        saved["search"] = {**dataclasses.asdict(Search()), **saved["search"]}
     now = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(exp), sort_keys=False))
     check_rerun("sweep", exp.uri, experiment_differences(saved if isinstance(saved, dict) else {}, now),
                 "choose another name, or continue it as it was started with "
