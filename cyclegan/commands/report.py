@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import html
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,10 @@ def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optiona
     """The trial's kept checkpoint with the best score (its state.pt as listed, and its score record);
     without score records, the latest; and the latest checkpoint's record."""
     found = []
-    for folder in (trial_uri, f"{trial_uri}/train"):
+    # Tune's checkpoints, and those of the trial's Ray Train runs (train/, and train-<id>/ begun from a clone).
+    runs = [f"{trial_uri}/{i.base_name}" for i in store.children(trial_uri)
+            if i.type == pafs.FileType.Directory and re.fullmatch(r"train(-[0-9a-f]{8})?", i.base_name)]
+    for folder in (trial_uri, *runs):
         for info in store.children(folder):
             state = f"{info.path}/state.pt"
             if not (info.base_name.startswith("checkpoint_") and store.is_file(folder, listed=state)):

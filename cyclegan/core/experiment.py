@@ -47,7 +47,7 @@ POPULATION_ALGORITHMS = ("pbt", "pb2")
 # per trial: a clone takes it from the trial it copies.
 MUTABLE = ("lr", TIED_LAMBDA, "lambda_A", "lambda_B", "lambda_identity", "pool_size")
 # Search settings that only population-based training reads.
-POPULATION_SETTINGS = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction")
+POPULATION_SETTINGS = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "synch")
 
 
 def setting(default, help: str, choices=None, minimum=None, above=None):
@@ -77,6 +77,8 @@ class Search:
                                                          "others are drawn once per trial")
     quantile_fraction: float = setting(0.25, "pbt/pb2: the bottom fraction of a pair's population copies the top "
                                              "fraction", above=0)
+    synch: bool = setting(False, "pbt/pb2: perturb a pair's trials together at each interval (each waits there "
+                                 "for the others) instead of each on its own when it gets there")
     points_to_evaluate: Optional[list] = setting(None, "values of space keys for each pair's first trials (a list "
                                                        "of mappings; the keys left out are drawn)")
     feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
@@ -361,17 +363,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
     space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
     search = parse_search(data.get("search") or {}, pairs, space, base)
-    if search.algorithm in POPULATION_ALGORITHMS:
-        for pair in pairs:
-            if from_dict(trial_values_of(base, pair, {}), source="experiment").max_workers > 0:
-                # Ray 2.60's TuneReportCallback gives Tune a Train run's reports and checkpoint paths but no
-                # checkpoint, so Tune's PBT/PB2 would have nothing to clone and would skip every exploit.
-                raise ConfigError(f"search.algorithm: {search.algorithm} clones trials through Tune's checkpoints, "
-                                  f"which trials on Ray Train workers do not give Tune (pair {pair.name}: "
-                                  "base.num_workers, or data in object storage); a population sweep trains each "
-                                  "trial in its own process, on its node's disk (num_workers 0; base.use_gpu for "
-                                  "a GPU each)")
-    if base_cfg.max_workers > 0 and not search.max_concurrent_trials:
+    if base_cfg.max_workers > 0 and not search.max_concurrent_trials and search.algorithm not in POPULATION_ALGORITHMS:
         # A Train-inside-Tune trial's own bundle is almost empty (its workers ask for theirs), so without a
         # limit every trial starts its Ray Train run at once: the autoscaler is flooded, ASHA has nothing
         # to compare at its first rung, and the workers wait for each other's resources.
@@ -427,11 +419,7 @@ def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
 
 def trial_values(exp: Experiment, pair: Pair, params: dict) -> dict:
     """The training options of one trial: schema defaults < sweep defaults < base < pair < sampled values."""
-    return trial_values_of(exp.base, pair, params)
-
-
-def trial_values_of(base: dict, pair: Pair, params: dict) -> dict:
-    values = dict(base)
+    values = dict(exp.base)
     if pair.builtin:
         values["builtin"] = pair.builtin
     else:

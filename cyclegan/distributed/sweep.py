@@ -29,10 +29,10 @@ import pickle
 import tempfile
 from typing import Any, Optional
 
-from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher
 
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, from_dict
 from ..core.evaluate import METRICS
 from ..core.experiment import (
     EXPERIMENT_FILE,
@@ -44,6 +44,7 @@ from ..core.experiment import (
     mutations,
     pair_config,
     save_experiment,
+    trial_values,
 )
 from ..core.lease import Lease
 from ..core.rerun import check_rerun, experiment_differences
@@ -147,10 +148,11 @@ class PairScheduler(FIFOScheduler):
     own pair, and a trial never copies another pair's trial); each sees Tune's controller through its pair's
     ``PairTrials``. With ASHA, trials start in the order Tune queues them, whatever their pair."""
 
-    def __init__(self, schedulers: dict):
+    def __init__(self, schedulers: dict, exp: Optional[Experiment] = None):
         super().__init__()
-        self.by_pair = schedulers
+        self.by_pair, self.exp = schedulers, exp
         self.resumed: dict[str, dict] = {}  # per pair, per trial id: a population's state saved with the sweep
+        self.ends: dict[str, float] = {}  # per trial id: its epochs (a population's)
 
     def _of(self, trial):
         return self.by_pair[trial.config[PAIR_KEY]]
@@ -173,7 +175,21 @@ class PairScheduler(FIFOScheduler):
         self._of(trial).on_trial_error(self._view(tune_controller, trial), trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self._of(trial).on_trial_result(self._view(tune_controller, trial), trial, result)
+        scheduler = self._of(trial)
+        if isinstance(scheduler, PopulationBasedTraining) and result.get("epochs", 0) >= self._end(trial):
+            # A trial's last report: nothing is left to train with explored values, and a clone now would only
+            # replace its result with the donor's.
+            return TrialScheduler.CONTINUE
+        return scheduler.on_trial_result(self._view(tune_controller, trial), trial, result)
+
+    def _end(self, trial) -> float:
+        if self.exp is None:
+            return float("inf")
+        if trial.trial_id not in self.ends:
+            pair = next(p for p in self.exp.pairs if p.name == trial.config[PAIR_KEY])
+            sampled = {k: v for k, v in trial.config.items() if k != PAIR_KEY}
+            self.ends[trial.trial_id] = from_dict(trial_values(self.exp, pair, sampled), source="experiment").total_epochs
+        return self.ends[trial.trial_id]
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         self._of(trial).on_trial_complete(self._view(tune_controller, trial), trial, result)
@@ -400,7 +416,7 @@ def population(exp: Experiment, metric: str):
                   custom_explore_fn=InSpace({k: exp.space[k] for k in keys}),
                   # The lineage is the trials' own record (in every checkpoint, see trial.py), read by the report;
                   # notice reports carry no score and are skipped.
-                  log_config=False, require_attrs=False)
+                  log_config=False, require_attrs=False, synch=s.synch)
     if s.algorithm == "pb2":
         from ray.tune.schedulers.pb2 import PB2
         try:
@@ -425,7 +441,7 @@ def _population_tuner(exp: Experiment, store: Storage):
     # Tune's PBT explores with the process's random streams (random, and numpy's for a range drawn again).
     random.seed(s.seed)
     np.random.seed(s.seed)
-    scheduler = PairScheduler({pair.name: population(exp, exp.metric(pair)) for pair in exp.pairs})
+    scheduler = PairScheduler({pair.name: population(exp, exp.metric(pair)) for pair in exp.pairs}, exp)
     space = {PAIR_KEY: tune.grid_search([pair.name for pair in exp.pairs]), **tune_space(exp.space)}
     return tune.Tuner(
         _trainable(exp, store), param_space=space,
@@ -435,7 +451,9 @@ def _population_tuner(exp: Experiment, store: Storage):
             search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in s.points_to_evaluate or []] or None,
                                              random_state=s.seed),
             scheduler=scheduler, num_samples=s.num_samples,
-            time_budget_s=s.time_budget_s, reuse_actors=True, trial_name_creator=trial_folder,
+            # A paused trial that drives a Ray Train run ends with its process (its run's controller with it).
+            time_budget_s=s.time_budget_s, trial_name_creator=trial_folder,
+            reuse_actors=all(pair_config(exp, pair).max_workers == 0 for pair in exp.pairs),
             trial_dirname_creator=trial_folder),
         run_config=_run_config(exp, store, scheduler))
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -131,7 +131,8 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
         run_name: Optional[str] = None, callbacks: Optional[list] = None,
         hooks: Optional[Callable[[], Hooks]] = None, events_uri: Optional[str] = None, run_files: bool = True,
         score: Optional[tuple[str, str]] = None,
-        progress_bar: bool = True, scans: Optional[str] = None, in_memory: bool = False):
+        progress_bar: bool = True, scans: Optional[str] = None, in_memory: bool = False,
+        start_from: Optional[Any] = None):
     """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
     (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
     can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
@@ -142,7 +143,9 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     ``<run>/tensorboard``); ``run_files`` False: the run's own files (weights, result.json) stay on the node;
     ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``: where
     the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials);
-    ``in_memory`` (benchmarks): each worker loads all its batches before it trains."""
+    ``in_memory`` (benchmarks): each worker loads all its batches before it trains; ``start_from``: a Ray
+    checkpoint (of another run: a population-based sweep's donor) a new run starts from, Train V2's way
+    (its own checkpoints win once it has some)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     store = store or Storage.from_options()
@@ -175,7 +178,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
                            "progress_bar": progress_bar, "hooks": hooks, "in_memory": in_memory,
-                           "events_uri": events_uri, "run_files": run_files},
+                           "events_uri": events_uri, "run_files": run_files, "start_from": start_from},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"), **ingest,
         scaling_config=ray.train.ScalingConfig(
             num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -42,6 +43,7 @@ class SweepHooks(Hooks):
         # A population-based sweep's record of this trial's state: each time it (or a trial it descends from)
         # went on from another trial's checkpoint, from which, when, and what the explore step changed.
         self.lineage: list[dict] = []
+        self.exploited: Optional[dict] = None  # this start's exploit, if it is one
         self.scored: tuple[int, dict] = (-1, {})
         self.unscored: Optional[tuple[int, float]] = None  # (images, epochs) of a checkpoint reported unscored
         self.scorer = None
@@ -49,6 +51,12 @@ class SweepHooks(Hooks):
     def start(self, trainer) -> None:
         if not trainer.is_main:
             return
+        if self.exploited is not None and self.spec.get("trial_uri"):
+            # The trial's own record of its exploits (its checkpoints from now on carry the donor's history):
+            # one file per exploit, never rewritten, read by the report.
+            e = self.exploited
+            self.store.write_text(f"{self.spec['trial_uri']}/{EXPLOITS}/{e.get('total_iters') or 0:012d}-{e['from']}.json",
+                                  json.dumps(e))
         cfg = trainer.cfg
         self.scorer = Scorer(cfg, self.metric, self.spec["feature_extractor"], self.spec["eval_images"], self.store,
                              trainer.model.device, weights_uri=self.spec.get("inception_weights"))
@@ -142,11 +150,7 @@ class SweepHooks(Hooks):
                                      "changed": {k: [donor.get(k), v] for k, v in mine.items() if donor.get(k) != v}})
                 log.info("trial %s goes on from %s's checkpoint at %d images with %s", own, saved["trial"],
                          saved.get("total_iters", 0), self.lineage[-1]["changed"] or "its hyperparameters unchanged")
-                # The trial's own record of its exploits (its checkpoints from now on carry the donor's history):
-                # one file per exploit, never rewritten, read by the report.
-                if self.spec.get("trial_uri"):
-                    self.store.write_text(f"{self.spec['trial_uri']}/{EXPLOITS}/{saved.get('total_iters', 0):012d}-"
-                                          f"{saved['trial']}.json", json.dumps(self.lineage[-1]))
+                self.exploited = self.lineage[-1]  # recorded by the first process when it starts
             elif saved.get("reported"):  # a trial restored at its last image reports that score, not a new one
                 self.scored = (saved["total_iters"], saved["reported"])
 
@@ -176,14 +180,15 @@ def run_trial(params: dict, setup: dict) -> None:
         # A built-in pair is written here, on this node, for this trial (it is cheap and deterministic).
         cfg = from_dict({**values, "name": "run", "checkpoints_dir": str(scratch), "storage_options": None})
         if cfg.max_workers > 0:  # the trial drives a Ray Train run; its workers have their own scratch
-            from ray.tune.integration.ray_train import TuneReportCallback
             # A built-in pair goes where every node reads it, once for the sweep.
             cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, exp.uri, store))
+            run_name, start_from = train_run(store, trial_uri, tune.get_checkpoint())
             # One TensorBoard run per trial, beside Tune's files; a trial's record is its checkpoints and
             # events (the report exports its weights), so the run's own files stay on the node.
-            fit(cfg, store, storage_path=trial_uri, run_name="train", callbacks=[TuneReportCallback()],
+            reported_to_tune(lambda callback: fit(
+                cfg, store, storage_path=trial_uri, run_name=run_name, callbacks=[callback],
                 hooks=functools.partial(SweepHooks, spec), events_uri=trial_uri, run_files=False,
-                score=(OBJECTIVE, "min"), progress_bar=False, scans=exp.uri)
+                score=(OBJECTIVE, "min"), progress_bar=False, scans=exp.uri, start_from=start_from))
             return
         quiet_data()
         import torch
@@ -198,3 +203,98 @@ def run_trial(params: dict, setup: dict) -> None:
         if checkpoint is not None:
             restore_from(trainer, checkpoint)
         trainer.run()
+
+
+TRAIN_RUN = "train"  # a Train-inside-Tune trial's Ray Train run, in its folder (train-<id>: one begun from a clone)
+POINTER = "train_checkpoint.json"  # what a Train-inside-Tune trial's Tune checkpoint holds
+
+
+def _forward_reports(queue):
+    from ray.train.v2.api.callback import UserCallback
+
+    class ToTrial(UserCallback):
+        """In the Train run's controller: each report (the first worker's metrics) and its checkpoint's path,
+        to the trial's process, which reports them to Tune."""
+
+        def __init__(self, queue):
+            self.queue = queue
+
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+    return ToTrial(queue)
+
+
+def reported_to_tune(fit_run) -> None:
+    """Run ``fit_run(callback)`` (a Ray Train run) and report its results to Tune, each checkpoint as a Tune
+    checkpoint that names it (``POINTER``; the weights stay where Train wrote them). Ray's TuneReportCallback
+    gives Tune the reports but no checkpoint, so a population-based scheduler had nothing to clone."""
+    import tempfile
+    import threading
+
+    from ray import tune
+    from ray.util.queue import Empty, Queue
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})  # Train's controller waits for each to be taken
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            fit_run(_forward_reports(queue))
+        except BaseException as e:  # raised again in the trial's thread
+            outcome["error"] = e
+        finally:
+            outcome["done"] = True
+
+    def report(item) -> None:
+        metrics, path = item
+        if path is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="cyclegan-pointer-") as folder:
+            (Path(folder) / POINTER).write_text(json.dumps({"path": path}))
+            tune.report({**metrics, "checkpoint_path": path}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    thread = threading.Thread(target=run, name="train-run", daemon=True)
+    thread.start()
+    try:
+        while not outcome.get("done"):
+            try:
+                report(queue.get(timeout=1.0))
+            except Empty:
+                pass
+        while True:  # what the run reported just before it returned
+            try:
+                report(queue.get_nowait())
+            except Empty:
+                break
+    finally:
+        # Also when Tune stops the trial in a report (a population pausing it): without the queue the run's next
+        # report fails in its controller, which ends the run.
+        queue.shutdown(force=True)
+        thread.join(timeout=60)
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def train_run(store: Storage, trial_uri: str, checkpoint) -> tuple[str, Optional[object]]:
+    """Which Ray Train run a Train-inside-Tune trial (re)starts, and from which other run's checkpoint: its own
+    run (Train resumes it from its own latest checkpoint), or, when Tune hands it another trial's checkpoint
+    (a population's exploit), a new run of its own that starts from that checkpoint."""
+    import uuid
+
+    import ray.train
+    fs, trial_path = store.ray_storage(trial_uri)
+    if checkpoint is None:
+        return TRAIN_RUN, None
+    with checkpoint.as_directory() as folder:
+        pointer = Path(folder) / POINTER
+        path = json.loads(pointer.read_text()).get("path") if pointer.exists() else None
+    sweep_path = trial_path.rstrip("/").rsplit("/", 1)[0]
+    if not isinstance(path, str) or not path.startswith(f"{sweep_path}/") or ".." in path.split("/"):
+        if path is not None:  # a stored name is data: only a checkpoint of this sweep is read
+            log.warning("%s: the Tune checkpoint names %r, not a checkpoint of this sweep; starting the trial's run "
+                        "over", trial_uri, path)
+        return TRAIN_RUN, None
+    if path.startswith(f"{trial_path.rstrip('/')}/"):
+        run = path[len(trial_path.rstrip("/")) + 1:].split("/", 1)[0]
+        return (run if re.fullmatch(rf"{TRAIN_RUN}(-[0-9a-f]{{8}})?", run) else TRAIN_RUN), None
+    return f"{TRAIN_RUN}-{uuid.uuid4().hex[:8]}", ray.train.Checkpoint(path, filesystem=fs)

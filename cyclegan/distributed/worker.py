@@ -281,7 +281,7 @@ def worker_loop(config: dict) -> None:
             trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
                               data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
                               tensorboard_dir=tensorboard_dir)
-            checkpoint = ray.train.get_checkpoint()
+            checkpoint = ray.train.get_checkpoint() or config.get("start_from")
             if checkpoint is not None:
                 restore_from(trainer, checkpoint)
         except UserError as e:

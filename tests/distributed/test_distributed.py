@@ -179,7 +179,9 @@ def alive_actors(class_name: str, other_jobs: bool = False) -> list:
     """Live actors of a class; ``other_jobs``: only those of other drivers than this test session."""
     import ray
     from ray.util.state import list_actors
-    found = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+    # This session's Ray by its address: another Ray on the machine (a second suite, a user's) is not asked.
+    found = list_actors(address=ray.get_runtime_context().gcs_address,
+                        filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
     return [a for a in found if a.job_id != ray.get_runtime_context().get_job_id()] if other_jobs else found
 
 

@@ -313,7 +313,8 @@ def alive_trials() -> list:
     import ray
     from ray.util.state import list_actors
     session = ray.get_runtime_context().get_job_id()
-    return [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.job_id != session]
+    return [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")])
+            if a.job_id != session]
 
 
 def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
@@ -662,3 +663,81 @@ def test_a_crippled_trial_is_cloned_from_a_better_one_at_its_first_perturbation_
     assert f"at epoch 1 went on from {donor}: lr 0.002 → " in text
     page = write_report(str(root)).read_text()
     assert "<h3>Lineage</h3>" in page and f"<td>{crippled}</td><td>1</td><td>{donor}</td>" in page
+
+
+@pytest.mark.slow  # an end-to-end command run
+def test_a_train_inside_tune_trial_is_cloned_into_a_new_run_from_the_donors_train_checkpoint(ray_session, tmp_path):
+    """The same plant with every trial a Ray Train run (Train inside Tune), two trials perturbed together
+    (synch): the crippled trial's next run is a new Train run of its own that starts from the donor's Train
+    checkpoint, and its scores follow the donor's."""
+    from cyclegan.commands.report import table
+    from cyclegan.distributed.sweep import sweep
+    exp = parse_experiment(experiment(tmp_path, datasets=["seasons"],
+                                      base=dict(POPULATION_BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1",
+                                                cpus_per_worker=0.5, n_epochs=1, n_epochs_decay=1),
+                                      space={"lr": {"loguniform": [1e-8, 3e-3]}},
+                                      search={"algorithm": "pbt", "num_samples": 2, "perturbation_interval": 1,
+                                              "quantile_fraction": 0.5, "synch": True, "eval_images": 4,
+                                              "grid_images": 1, "seed": 0,
+                                              "points_to_evaluate": [{"lr": 2e-3}, {"lr": 1e-8}]}))
+    sweep(exp)
+    root = tmp_path / "sweeps" / "sw"
+    trials = trial_records(root)
+    by_lr = {t["results"][0]["config"]["lr"]: name for name, t in trials.items()}
+    crippled, donor = by_lr[1e-8], by_lr[2e-3]
+
+    def score(name, epochs):
+        return next(r[METRIC] for r in trials[name]["results"] if r.get("epochs") == epochs and METRIC in r)
+    assert score(donor, 1.0) < score(crippled, 1.0)
+    exploits = [json.loads(f.read_text()) for f in (trials[crippled]["folder"] / "exploits").glob("*.json")]
+    assert [(e["from"], e["epochs"], e["total_iters"]) for e in exploits] == [(donor, 1.0, 16)]
+    # A new Train run of the crippled trial's own, begun from the donor's checkpoint at image 16.
+    runs = sorted(p.name for p in trials[crippled]["folder"].glob("train-*") if p.is_dir())
+    assert len(runs) == 1, runs
+    states = sorted((trials[crippled]["folder"] / runs[0]).glob("checkpoint_*/sweep.json"))
+    assert states and json.loads(states[0].read_text())["lineage"][-1]["from"] == donor
+    resumed = next(r for r in trials[crippled]["results"] if r.get("epochs") == 2.0 and METRIC in r)
+    assert resumed["resumed_from_iters"] == 16 and resumed["config"]["lr"] == exploits[0]["after"]["lr"]
+    now, theirs, own = score(crippled, 2.0), score(donor, 2.0), score(crippled, 1.0)
+    assert abs(now - theirs) < abs(now - own) and now < own - 0.05, (own, theirs, now)
+    assert f"at epoch 1 went on from {donor}: lr 0.002 → " in table(str(root))
+
+
+def test_a_resumed_population_goes_on_with_each_trials_perturbation_clock(tmp_path):
+    """--resume: Tune restores trials and searchers but not the scheduler; each pair's population travels in
+    the sweep's callback state (as ASHA's rungs do), and a trial Tune adds back gets its clock and score."""
+    import pickle
+
+    from ray.tune.experiment import Trial
+
+    from cyclegan.distributed.sweep import PairScheduler, _scheduler_state_callback, population
+    exp = parse_experiment(experiment(tmp_path, datasets=["seasons"], space={"lr": {"loguniform": [1e-5, 1e-3]}},
+                                      search={"algorithm": "pbt", "perturbation_interval": 1}))
+
+    class Controller:  # what a scheduler asks of Tune's controller when a trial is added
+        search_alg = None
+
+        def __init__(self, trials):
+            self.trials = trials
+
+        def get_trials(self):
+            return self.trials
+
+    def scheduler():
+        return PairScheduler({"seasons": population(exp, METRIC)}, exp)
+    before = scheduler()
+    trials = [Trial("run_trial", config={"pair": "seasons", "lr": 1e-4}, trial_id=f"t{i}", stub=True) for i in range(2)]
+    for trial in trials:
+        before.on_trial_add(Controller(trials), trial)
+    state = before.by_pair["seasons"]._trial_state[trials[1]]
+    state.last_perturbation_time, state.last_train_time, state.last_score = 2.0, 2.0, -0.25
+    saved = pickle.loads(pickle.dumps(_scheduler_state_callback()(before).get_state()))  # as Tune stores it
+
+    after = scheduler()
+    _scheduler_state_callback()(after).set_state(saved)
+    again = [Trial("run_trial", config={"pair": "seasons", "lr": 1e-4}, trial_id=f"t{i}", stub=True) for i in range(2)]
+    for trial in again:
+        after.on_trial_add(Controller(again), trial)
+    restored = after.by_pair["seasons"]._trial_state[again[1]]
+    assert (restored.last_perturbation_time, restored.last_train_time, restored.last_score) == (2.0, 2.0, -0.25)
+    assert after.by_pair["seasons"]._trial_state[again[0]].last_perturbation_time == 0
