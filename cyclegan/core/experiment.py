@@ -79,8 +79,8 @@ class Search:
                                              "fraction", above=0)
     synch: bool = setting(False, "pbt/pb2: perturb a pair's trials together at each interval (each waits there "
                                  "for the others) instead of each on its own when it gets there")
-    points_to_evaluate: Optional[list] = setting(None, "values of space keys for each pair's first trials (a list "
-                                                       "of mappings; the keys left out are drawn)")
+    points_to_evaluate: Optional[list] = setting(None, "each pair's first trials: a list of mappings, each giving "
+                                                       "every key of the space a value")
     feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
     eval_images: int = setting(100, "test images per direction for the score", minimum=1)
     grid_images: int = setting(4, "fixed test images per direction in the TensorBoard grids", minimum=1)
@@ -256,6 +256,9 @@ def _check_points(search: Search, space: dict, base: dict) -> None:
         where = f"search.points_to_evaluate[{i}]"
         if not isinstance(point, dict) or not point:
             raise ConfigError(f"{where}: {point!r} must be a mapping of space keys to values")
+        missing = [key for key in space if key not in point]
+        if missing:  # Optuna's warm start takes whole points
+            raise ConfigError(f"{where}: no value for space.{missing[0]} (a point gives every key of the space)")
         for key, value in point.items():
             if key not in space:
                 raise ConfigError(f"{where}.{key}: not a key of space ({', '.join(space)})")

@@ -50,8 +50,12 @@ def experiment(tmp_path, **overrides):
     ({"base": dict(BASE, num_workers="2"), "search": {"num_samples": 4}},
      r"search\.max_concurrent_trials: needed when trials train on Ray workers"),
     ({"spaces": {}}, r"spaces: unknown key .*did you mean 'space'"),
-    ({"search": {"points_to_evaluate": [{"pool_size": 3}]}}, r"search\.points_to_evaluate\[0\]\.pool_size: 3 is outside"),
-    ({"search": {"points_to_evaluate": [{"lrr": 0.1}]}}, r"search\.points_to_evaluate\[0\]\.lrr: not a key of space"),
+    ({"search": {"points_to_evaluate": [{"lambda_cycle": 10, "lambda_identity": 0.5, "pool_size": 3, "netG": "resnet_6blocks"}]}},
+     r"search\.points_to_evaluate\[0\]\.pool_size: 3 is outside"),
+    ({"search": {"points_to_evaluate": [{"lambda_cycle": 10}]}},
+     r"search\.points_to_evaluate\[0\]: no value for space\.lambda_identity"),
+    ({"search": {"points_to_evaluate": [{"lambda_cycle": 10, "lambda_identity": 0.5, "pool_size": 4, "netG": "resnet_6blocks",
+                                         "lrr": 0.1}]}}, r"search\.points_to_evaluate\[0\]\.lrr: not a key of space"),
     ({"search": {"perturbation_interval": 2}}, r"search\.perturbation_interval: for algorithm pbt or pb2"),
     ({"search": {"algorithm": "pbt", "hyperparam_mutations": ["lambda_cycle", "netG"]}},
      r"space\.netG: cannot change in a running trial"),
@@ -62,8 +66,6 @@ def experiment(tmp_path, **overrides):
      r"search\.perturbation_interval: 4 epochs is not within a trial's 4"),
     ({"search": {"algorithm": "pbt", "quantile_fraction": 0.7}}, r"search\.quantile_fraction: 0\.7 must be at most 0\.5"),
     ({"search": {"algorithm": "pbt", "max_concurrent_trials": 2}}, r"search\.max_concurrent_trials: pbt's population"),
-    ({"base": dict(BASE, num_workers="2"), "search": {"algorithm": "pbt"}},
-     r"search\.algorithm: pbt clones trials through Tune's checkpoints"),
     ({"base": dict(BASE, keep_checkpoints=2), "search": {"algorithm": "pbt"}}, r"base\.keep_checkpoints: 2 is too few"),
 ])
 def test_invalid_experiments_fail_before_any_trial_naming_the_key(tmp_path, change, message):
