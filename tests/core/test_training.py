@@ -342,3 +342,24 @@ def test_notices_are_checked_on_a_clock_after_the_first_check(tiny_cfg, secs, as
     Trainer(tiny_cfg(name=f"clock{secs:.0f}", notice_check_freq=4, notice_check_secs=secs), progress_bar=False,
             hooks=[hook]).run()
     assert hook.asked == asked
+
+
+def test_a_state_restored_with_other_hyperparameters_takes_them_at_once(tiny_cfg):
+    # A population-based sweep's clone: the donor's state with the clone's base rate and pool size. A plateau
+    # schedule's reduced rate follows the new base rate; the pools keep at most the new size.
+    donor = Trainer(tiny_cfg(name="donor", lr_policy="plateau", pool_size=4), progress_bar=False)
+    donor.run()
+    for opt in (donor.model.optimizer_G, donor.model.optimizer_D):
+        for group in opt.param_groups:
+            group["lr"] = donor.cfg.lr * 0.2  # as after one plateau step
+    state = donor.state()
+    assert len(donor.model.fake_B_pool.images) == 4
+    clone = Trainer(tiny_cfg(name="clone", lr_policy="plateau", pool_size=1, lr=donor.cfg.lr * 3), progress_bar=False)
+    clone.restore(state)
+    assert clone.model.optimizer_G.param_groups[0]["lr"] == pytest.approx(donor.cfg.lr * 0.2 * 3)
+    assert clone.model.optimizer_D.param_groups[0]["lr"] == pytest.approx(donor.cfg.lr * 0.2 * 3)
+    assert clone.model.fake_B_pool.pool_size == 1 and len(clone.model.fake_B_pool.images) == 1
+    assert torch.equal(clone.model.fake_B_pool.images[0], donor.model.fake_B_pool.images[0])
+    a, b = weights(donor), weights(clone)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    clone.lock.release()

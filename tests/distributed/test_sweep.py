@@ -743,3 +743,32 @@ def test_a_resumed_population_goes_on_with_each_trials_perturbation_clock(tmp_pa
     restored = after.by_pair["seasons"]._trial_state[again[1]]
     assert (restored.last_perturbation_time, restored.last_train_time, restored.last_score) == (2.0, 2.0, -0.25)
     assert after.by_pair["seasons"]._trial_state[again[0]].last_perturbation_time == 0
+
+
+def test_each_pairs_population_holds_and_sees_only_its_own_trials(tmp_path):
+    """A trial is compared with, and can clone, only trials of its own pair: each pair's population holds its
+    pair's trials, and what it asks of Tune's controller lists no other pair's."""
+    from ray.tune.experiment import Trial
+
+    from cyclegan.distributed.sweep import PairScheduler, PairTrials, population
+    exp = parse_experiment(experiment(tmp_path, space={"lr": {"loguniform": [1e-5, 1e-3]}},
+                                      search={"algorithm": "pbt", "perturbation_interval": 1}))
+    trials = [Trial("run_trial", config={"pair": pair, "lr": 1e-4}, trial_id=f"{pair}{i}", stub=True)
+              for i in range(2) for pair in ("seasons", "fruit")]
+
+    class Controller:
+        search_alg = None
+
+        def get_trials(self):
+            return trials
+
+        def get_live_trials(self):
+            return trials
+    scheduler = PairScheduler({pair.name: population(exp, METRIC) for pair in exp.pairs}, exp)
+    for trial in trials:
+        scheduler.on_trial_add(Controller(), trial)
+    for pair in ("seasons", "fruit"):
+        held = {t.config["pair"] for t in scheduler.by_pair[pair]._trial_state}
+        view = PairTrials(Controller(), pair)
+        seen = {t.config["pair"] for t in view.get_trials() + view.get_live_trials()}
+        assert held == seen == {pair}
