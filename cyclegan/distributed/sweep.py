@@ -168,8 +168,9 @@ class PairScheduler(FIFOScheduler):
         scheduler.on_trial_add(self._view(tune_controller, trial), trial)
         saved = self.resumed.get(trial.config[PAIR_KEY], {}).get(trial.trial_id)
         if saved and isinstance(scheduler, PopulationBasedTraining):  # where it was in its perturbations
-            for name, value in saved.items():
-                setattr(scheduler._trial_state[trial], name, value)
+            for name in POPULATION_CLOCK:
+                if name in saved:
+                    setattr(scheduler._trial_state[trial], name, saved[name])
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._of(trial).on_trial_error(self._view(tune_controller, trial), trial)

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..core.config import from_dict
+from ..core.config import NAME, from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
 from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
 from ..core.storage import FolderMirror, Storage
@@ -51,12 +51,13 @@ class SweepHooks(Hooks):
     def start(self, trainer) -> None:
         if not trainer.is_main:
             return
-        if self.exploited is not None and self.spec.get("trial_uri"):
+        e = self.exploited
+        # The donor's name comes from a stored file: it names a file only as a trial folder's name.
+        if e is not None and self.spec.get("trial_uri") and re.fullmatch(NAME, str(e["from"])):
             # The trial's own record of its exploits (its checkpoints from now on carry the donor's history):
             # one file per exploit, never rewritten, read by the report.
-            e = self.exploited
-            self.store.write_text(f"{self.spec['trial_uri']}/{EXPLOITS}/{e.get('total_iters') or 0:012d}-{e['from']}.json",
-                                  json.dumps(e))
+            images = e["total_iters"] if isinstance(e.get("total_iters"), int) else 0
+            self.store.write_text(f"{self.spec['trial_uri']}/{EXPLOITS}/{images:012d}-{e['from']}.json", json.dumps(e))
         cfg = trainer.cfg
         self.scorer = Scorer(cfg, self.metric, self.spec["feature_extractor"], self.spec["eval_images"], self.store,
                              trainer.model.device, weights_uri=self.spec.get("inception_weights"))
