@@ -601,7 +601,8 @@ def test_a_crippled_trial_is_cloned_from_a_better_one_at_its_first_perturbation_
                                       space={"lr": {"loguniform": [1e-8, 3e-3]}, "netG": ["resnet_6blocks"]},
                                       search={"algorithm": "pbt", "num_samples": 3, "perturbation_interval": 1,
                                               "quantile_fraction": 0.5, "eval_images": 8, "grid_images": 1, "seed": 0,
-                                              "points_to_evaluate": [{"lr": 5e-4}, {"lr": 2e-3}, {"lr": 1e-8}]}))
+                                              "points_to_evaluate": [{"lr": lr, "netG": "resnet_6blocks"}
+                                                                     for lr in (5e-4, 2e-3, 1e-8)]}))
     sweep(exp)
     root = tmp_path / "sweeps" / "sw"
     trials = trial_records(root)
