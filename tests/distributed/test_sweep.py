@@ -677,7 +677,7 @@ def test_a_train_inside_tune_trial_is_cloned_into_a_new_run_from_the_donors_trai
     from cyclegan.distributed.sweep import sweep
     exp = parse_experiment(experiment(tmp_path, datasets=["seasons"],
                                       base=dict(POPULATION_BASE, checkpoints_dir=str(tmp_path / "ck"), num_workers="1",
-                                                cpus_per_worker=0.5, n_epochs=1, n_epochs_decay=1),
+                                                cpus_per_worker=0.5, n_epochs=1, n_epochs_decay=1, builtin_count=8),
                                       space={"lr": {"loguniform": [1e-8, 3e-3]}},
                                       search={"algorithm": "pbt", "num_samples": 2, "perturbation_interval": 1,
                                               "quantile_fraction": 0.5, "synch": True, "eval_images": 4,
@@ -693,14 +693,14 @@ def test_a_train_inside_tune_trial_is_cloned_into_a_new_run_from_the_donors_trai
         return next(r[METRIC] for r in trials[name]["results"] if r.get("epochs") == epochs and METRIC in r)
     assert score(donor, 1.0) < score(crippled, 1.0)
     exploits = [json.loads(f.read_text()) for f in (trials[crippled]["folder"] / "exploits").glob("*.json")]
-    assert [(e["from"], e["epochs"], e["total_iters"]) for e in exploits] == [(donor, 1.0, 16)]
-    # A new Train run of the crippled trial's own, begun from the donor's checkpoint at image 16.
+    assert [(e["from"], e["epochs"], e["total_iters"]) for e in exploits] == [(donor, 1.0, 8)]
+    # A new Train run of the crippled trial's own, begun from the donor's checkpoint at image 8.
     runs = sorted(p.name for p in trials[crippled]["folder"].glob("train-*") if p.is_dir())
     assert len(runs) == 1, runs
     states = sorted((trials[crippled]["folder"] / runs[0]).glob("checkpoint_*/sweep.json"))
     assert states and json.loads(states[0].read_text())["lineage"][-1]["from"] == donor
     resumed = next(r for r in trials[crippled]["results"] if r.get("epochs") == 2.0 and METRIC in r)
-    assert resumed["resumed_from_iters"] == 16 and resumed["config"]["lr"] == exploits[0]["after"]["lr"]
+    assert resumed["resumed_from_iters"] == 8 and resumed["config"]["lr"] == exploits[0]["after"]["lr"]
     now, theirs, own = score(crippled, 2.0), score(donor, 2.0), score(crippled, 1.0)
     assert abs(now - theirs) < abs(now - own) and now < own - 0.05, (own, theirs, now)
     assert f"at epoch 1 went on from {donor}: lr 0.002 → " in table(str(root))
