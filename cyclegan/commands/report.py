@@ -23,7 +23,15 @@ from ..core.config import from_dict
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.evaluate import METRICS, test_images, translate_images
-from ..core.experiment import EXPLOITS, PAIR_KEY, SCORE_FILE, Experiment, pair_config, resumed_experiment
+from ..core.experiment import (
+    EXPLOITS,
+    PAIR_KEY,
+    SCORE_FILE,
+    TRAIN_RUNS,
+    Experiment,
+    pair_config,
+    resumed_experiment,
+)
 from ..core.model import CycleGAN
 from ..core.storage import Storage, is_remote
 from . import COMMANDS
@@ -43,15 +51,10 @@ class TrialRecord:
     checkpoint_score: Optional[float] = None  # its value of the metric
     checkpoint_epochs: Optional[float] = None  # and when it was taken (epochs trained)
     results: list = field(default_factory=list)
-    # Population-based sweeps: the trial's lineage as its latest checkpoint records it (its own exploits and those
-    # of the trials it descends from), and that of the checkpoint shown (the weights' own history).
-    lineage: list = field(default_factory=list)
+    # Population-based sweeps: each time this trial went on from another trial's checkpoint (what changed), and
+    # the lineage of the checkpoint shown (the weights' own history, along the chain of clones).
+    exploits: list = field(default_factory=list)
     checkpoint_lineage: list = field(default_factory=list)
-    own_exploits: list = field(default_factory=list)  # each time this trial went on from another's checkpoint
-
-    def exploits(self) -> list[dict]:
-        """This trial's own exploits: when it went on from another trial's checkpoint, and what changed."""
-        return self.own_exploits
 
     def schedule(self) -> list[tuple[float, float, dict, str]]:
         """The hyperparameters behind the weights shown, as (from epoch, to epoch, values, trained by): one
@@ -72,7 +75,7 @@ def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optiona
     found = []
     # Tune's checkpoints, and those of the trial's Ray Train runs (train/, and train-<id>/ begun from a clone).
     runs = [f"{trial_uri}/{i.base_name}" for i in store.children(trial_uri)
-            if i.type == pafs.FileType.Directory and re.fullmatch(r"train(-[0-9a-f]{8})?", i.base_name)]
+            if i.type == pafs.FileType.Directory and re.fullmatch(TRAIN_RUNS, i.base_name)]
     for folder in (trial_uri, *runs):
         for info in store.children(folder):
             state = f"{info.path}/state.pt"
@@ -125,8 +128,8 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
             epochs=max((r.get("epochs", 0) for r in results), default=0),
             total_iters=max((r.get("total_iters", 0) for r in results), default=0),
             uri=trial_uri, checkpoint=checkpoint, checkpoint_score=at.get("score"),
-            checkpoint_epochs=at.get("epochs"), results=results, lineage=_lineage(latest),
-            checkpoint_lineage=_lineage(at), own_exploits=_exploits(store, trial_uri)))
+            checkpoint_epochs=at.get("epochs"), results=results,
+            checkpoint_lineage=_lineage(at), exploits=_exploits(store, trial_uri)))
     for pair in exp.pairs:
         sign = 1 if METRICS[exp.metric(pair)][0] == "min" else -1
         pairs[pair.name].sort(key=lambda r: (r.best is None, sign * (r.best if r.best is not None else 0)))
@@ -266,12 +269,12 @@ def _write_page(exp: Experiment, pairs: dict[str, list[TrialRecord]], dataroots:
 
 def _lineage_html(records: list[TrialRecord]) -> list[str]:
     """A population-based sweep's lineage: each trial's exploits, and the schedule behind the best weights."""
-    if not any(r.lineage or r.own_exploits for r in records):
+    if not any(r.exploits for r in records):
         return []
     out = ["<h3>Lineage</h3><table border='1'><tr><th>trial</th><th>at epoch</th><th>went on from</th>"
            "<th>changed</th></tr>"]
     for r in records:
-        for e in r.exploits():
+        for e in r.exploits:
             out.append(f"<tr><td>{html.escape(r.trial_id)}</td><td>{_fmt(e.get('epochs'))}</td>"
                        f"<td>{html.escape(str(e.get('from', '')))}</td><td>{html.escape(_changes(e))}</td></tr>")
     out.append("</table>")
@@ -306,10 +309,10 @@ def table(uri: str, store: Optional[Storage] = None) -> str:
             params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
             lines.append(f"  {rank:>2}. {r.trial_id}  {r.metric} best {_fmt(r.best)} (final {_fmt(r.final)})  "
                          f"epochs {r.epochs:.2f}  weights {_at(r)}  {params}")
-            for e in r.exploits():
+            for e in r.exploits:
                 lines.append(f"      at epoch {_fmt(e.get('epochs'))} went on from {e.get('from')}: {_changes(e)}")
         best = next((r for r in records if r.checkpoint), None)
-        if best is not None and any(r.lineage or r.own_exploits for r in records):
+        if best is not None and any(r.exploits for r in records):
             lines.append(f"  schedule of the best weights ({best.trial_id}): " + "; ".join(
                 f"epochs {_fmt(a)}-{_fmt(b)} {_values(v)} ({who})" for a, b, v, who in best.schedule()))
     return "\n".join(lines)

@@ -24,6 +24,8 @@ EXPERIMENT_FILE = "experiment.yaml"
 # What a sweep's trials write, read back by `cyclegan report`:
 SCORE_FILE = "sweep.json"  # in every checkpoint of a trial
 EXPLOITS = "exploits"  # in a population's trial folder: one file per time it went on from another trial's state
+TRAIN_RUN = "train"  # a Train-inside-Tune trial's Ray Train run, in its folder
+TRAIN_RUNS = rf"{TRAIN_RUN}(-[0-9a-f]{{8}})?"  # its runs' folder names (train-<id>: one begun from a clone)
 PAIR_KEY = "pair"  # in a trial's config: which pair it trains (its searcher and scheduler are that pair's)
 OBJECTIVE = "objective"  # the pair's metric oriented so that lower is better: ranks the checkpoints kept
 EXPERIMENT_KEYS = ("name", "storage_path", "storage_options", "datasets", "base", "space", "search")

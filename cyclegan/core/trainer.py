@@ -222,24 +222,22 @@ class Trainer:
                 raise ConfigError(f"{key}: {getattr(self.cfg, key)!r} differs from the checkpoint's "
                                   f"{saved.get(key)!r}; a run resumes only with the same networks")
         self.model.load_training_state(state["model"])
-        # A population-based sweep's clone goes on from another trial's state with its own hyperparameters:
-        # the pools take its size now, a plateau schedule's rate follows its base rate (the stateless
-        # policies are computed from it at every epoch); the objective's weights are read at every step.
-        self.model.fake_A_pool.resize(self.cfg.pool_size)
-        self.model.fake_B_pool.resize(self.cfg.pool_size)
-        if self.model.plateau is not None and saved.get("lr") and saved["lr"] != self.cfg.lr:
-            set_lr((self.model.optimizer_G, self.model.optimizer_D),
-                   self.model.optimizer_G.param_groups[0]["lr"] * self.cfg.lr / saved["lr"])
         ckpt.set_rng_state(state["rng"])
         if own is None and "ranks" in state:  # states written before each process saved its own part
             own = state["ranks"][self.rank % len(state["ranks"])]
         if own is not None:
             self.model.fake_A_pool.load_state_dict(own["pools"]["fake_A"], self.model.device)
             self.model.fake_B_pool.load_state_dict(own["pools"]["fake_B"], self.model.device)
-            self.model.fake_A_pool.resize(self.cfg.pool_size)
-            self.model.fake_B_pool.resize(self.cfg.pool_size)
             ckpt.set_generator_state(self.model.gp_rng, own["gp_rng"])
             ckpt.set_rng_state(own["rng"])
+        # A population-based sweep's clone goes on from another trial's state with its own hyperparameters:
+        # the pools take its size now, a plateau schedule's rate follows its base rate (the stateless
+        # policies are computed from it at every epoch); the objective's weights are read at every step.
+        for pool in (self.model.fake_A_pool, self.model.fake_B_pool):
+            pool.resize(self.cfg.pool_size)
+        if self.model.plateau is not None and saved.get("lr") and saved["lr"] != self.cfg.lr:
+            set_lr((self.model.optimizer_G, self.model.optimizer_D),
+                   self.model.optimizer_G.param_groups[0]["lr"] * self.cfg.lr / saved["lr"])
         p = state["progress"]
         self.resumed_from = {k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}
         # Positions count this process's images; with another number of processes (elastic

@@ -32,7 +32,7 @@ from typing import Any, Optional
 from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher
 
-from ..core.config import Config, ConfigError, from_dict
+from ..core.config import Config, from_dict
 from ..core.evaluate import METRICS
 from ..core.experiment import (
     EXPERIMENT_FILE,
@@ -419,11 +419,8 @@ def population(exp: Experiment, metric: str):
                   # notice reports carry no score and are skipped.
                   log_config=False, require_attrs=False, synch=s.synch)
     if s.algorithm == "pb2":
-        from ray.tune.schedulers.pb2 import PB2
-        try:
-            return PB2(hyperparam_bounds={k: list(exp.space[k][1]) for k in keys}, **common)
-        except RuntimeError as e:  # its GP needs scikit-learn
-            raise ConfigError(f"search.algorithm: pb2 needs scikit-learn (pip install 'cyclegan[pb2]'): {e}") from None
+        from ray.tune.schedulers.pb2 import PB2  # scikit-learn: checked when the experiment was read
+        return PB2(hyperparam_bounds={k: list(exp.space[k][1]) for k in keys}, **common)
     domains = tune_space({k: exp.space[k] for k in keys})
     return PopulationBasedTraining(
         hyperparam_mutations={k: list(exp.space[k][1]) if exp.space[k][0] == "choice" else domains[k] for k in keys},

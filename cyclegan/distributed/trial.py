@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..core.config import NAME, from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
-from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, trial_values
+from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, TRAIN_RUN, TRAIN_RUNS, trial_values
 from ..core.storage import FolderMirror, Storage
 from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
@@ -206,7 +206,6 @@ def run_trial(params: dict, setup: dict) -> None:
         trainer.run()
 
 
-TRAIN_RUN = "train"  # a Train-inside-Tune trial's Ray Train run, in its folder (train-<id>: one begun from a clone)
 POINTER = "train_checkpoint.json"  # what a Train-inside-Tune trial's Tune checkpoint holds
 
 
@@ -292,10 +291,10 @@ def train_run(store: Storage, trial_uri: str, checkpoint) -> tuple[str, Optional
     sweep_path = trial_path.rstrip("/").rsplit("/", 1)[0]
     if not isinstance(path, str) or not path.startswith(f"{sweep_path}/") or ".." in path.split("/"):
         if path is not None:  # a stored name is data: only a checkpoint of this sweep is read
-            log.warning("%s: the Tune checkpoint names %r, not a checkpoint of this sweep; starting the trial's run "
-                        "over", trial_uri, path)
+            log.warning("%s: the Tune checkpoint names %r, not a checkpoint of this sweep; going on with the "
+                        "trial's own run", trial_uri, path)
         return TRAIN_RUN, None
     if path.startswith(f"{trial_path.rstrip('/')}/"):
         run = path[len(trial_path.rstrip("/")) + 1:].split("/", 1)[0]
-        return (run if re.fullmatch(rf"{TRAIN_RUN}(-[0-9a-f]{{8}})?", run) else TRAIN_RUN), None
+        return (run if re.fullmatch(TRAIN_RUNS, run) else TRAIN_RUN), None
     return f"{TRAIN_RUN}-{uuid.uuid4().hex[:8]}", ray.train.Checkpoint(path, filesystem=fs)

@@ -16,7 +16,8 @@ from ...distributed.sweep import sweep
 
 
 def runs(exp: Experiment, repeats: int) -> list[tuple[str, int, Experiment]]:
-    """(algorithm, repeat, experiment) for both algorithms and every repeat; repeat r uses seed + r."""
+    """(variant, repeat, experiment) for Optuna + ASHA, Optuna alone and PBT, every repeat; repeat r uses
+    seed + r."""
     out = []
     for repeat in range(repeats):
         # Optuna + ASHA stops weak trials early; Optuna alone trains every trial to the end, as PBT does.
