@@ -26,10 +26,10 @@ def add_parser(sub) -> None:
                                                       "or s3:// prefix, Ray Data against a DataLoader with PIL")
     modes.add_argument("--sweep", metavar="EXPERIMENT", help="instead: per-trial overhead of this sweep, run one "
                                                              "trial at a time into a temporary folder")
-    modes.add_argument("--population", metavar="EXPERIMENT", help="instead: this sweep with Optuna + ASHA and with "
-                                                                  "population-based training (pbt), same trials, "
-                                                                  "epochs and seeds, --repeats times: each pair's best "
-                                                                  "final score")
+    modes.add_argument("--population", metavar="EXPERIMENT", help="instead: this sweep with Optuna + ASHA, Optuna "
+                                                                  "alone and population-based training (pbt), same "
+                                                                  "trials, epochs and seeds, --repeats times: each "
+                                                                  "pair's best final score")
     modes.add_argument("--ingest", action="store_true", help="instead: the Ray Train run these options describe "
                                                              "(--num_workers N, --data_ingest ...), on streamed data "
                                                              "and on batches held in memory: images/s and data waits")
