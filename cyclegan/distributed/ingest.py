@@ -2,7 +2,7 @@
 
 The run hands Ray Train the list of its epochs (``TorchTrainer(datasets={"pairs": ...})``). Each time a
 worker group starts (the first time, after a failure, after an elastic resize, after ``--resume``), the
-first worker restores the checkpoint, writes where the group starts (epoch, samples done per worker, the
+first worker reads the checkpoint, writes where the group starts (epoch, samples done per worker, the
 group's size) into the run's storage and asks for its shard; ``RemainingSamples.configure`` (Ray
 Train's ``DataConfig``, called on that request) turns the epochs left into the samples left, one Ray
 Data task per CHUNK, and Train's ``streaming_split`` hands them out (equal counts, locality hints) as the
@@ -33,9 +33,14 @@ PAIRS = "pairs"  # the run's dataset, as Ray Train knows it
 START_FILE = "ingest_start.json"  # in the run's storage: where the current worker group starts
 
 
+def epochs_of(cfg: Config) -> list[int]:
+    """The run's epochs, first to last."""
+    return list(range(cfg.epoch_count, cfg.total_epochs + 1))
+
+
 def run_epochs(cfg: Config) -> ray.data.Dataset:
     """The dataset handed to Ray Train: the run's epochs, one row each."""
-    return ray.data.from_items([{"epoch": e} for e in range(cfg.epoch_count, cfg.total_epochs + 1)])
+    return ray.data.from_items([{"epoch": e} for e in epochs_of(cfg)])
 
 
 def _taken(store: Storage, start_uri: str) -> Optional[str]:
@@ -80,7 +85,9 @@ class RemainingSamples(ray.train.DataConfig):
         if start["world_size"] != world_size:  # written by another group: never split by a stale position
             raise RuntimeError(f"{self.start_uri}: written for {start['world_size']} workers, this group has "
                                f"{world_size}")
-        epochs = sorted(int(row["epoch"]) for row in datasets[PAIRS].take_all())
+        # The rows of datasets[PAIRS], from the options they were made of: running that dataset here would
+        # be one more Ray task (and maybe a worker process to start) on the way to every group's first batch.
+        epochs = epochs_of(from_dict(self.cfg_dict))
         spans = remaining_spans(self.domains, epochs, start["epoch"], start["epoch_iter"], world_size)
         samples = samples_dataset(spans, self.domains, from_dict(self.cfg_dict), self.store)
         return super().configure({PAIRS: samples}, world_size, worker_handles, worker_node_ids, **kwargs)

@@ -8,7 +8,7 @@ import logging
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -19,7 +19,7 @@ from ..core.config import Config, from_dict
 from ..core.errors import UserError
 from ..core.parallel import process_group
 from ..core.storage import FolderMirror, Storage
-from ..core.trainer import Hooks, Trainer
+from ..core.trainer import Hooks, Trainer, resumed_position
 from .runtime import quiet_data
 from .scratch import node_scratch
 from .streams import RemoteDomains, samples_per_worker, worker_batches
@@ -42,6 +42,7 @@ class StreamBatches:
         self.stream: Optional[Iterator[tuple[int, dict]]] = None  # this worker's batches to the run's end
         self.stream_at: tuple[int, int] = (-1, -1)  # the (epoch, sample) the stream is at
         self.ahead: Optional[tuple[int, dict]] = None  # the next epoch's first batch, read ahead
+        self.opening: Optional[Future] = None  # the stream opened in the background (start)
 
     def epoch_length(self) -> int:
         return samples_per_worker(self.domains, self.world_size)
@@ -59,6 +60,18 @@ class StreamBatches:
                                          self.world_size)
         self.stream_at, self.ahead = (epoch, start), None
 
+    def start(self, epoch: int, start: int) -> None:
+        """Open the stream at ``epoch``/``start`` and take its first batch in the background, while the
+        trainer is built: a group's data start (Train's split, new Ray Data actors and tasks, in other
+        processes) and the trainer's build (networks, the optimizers' first import of torch._dynamo)
+        overlap instead of following each other, at every start and restart of a group."""
+        def first():
+            self.open_stream(epoch, start)
+            self.ahead = next(self.stream, None)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cyclegan-data-start")
+        self.opening = pool.submit(first)
+        pool.shutdown(wait=False)
+
     def hold_in_memory(self, epoch: int, start: int) -> None:
         """For benchmarks: every batch this worker will train on, loaded before training starts (what
         training on streamed data is compared with)."""
@@ -67,6 +80,9 @@ class StreamBatches:
 
     def batches(self, epoch: int, start: int):
         """The epoch's batches, from the stream (opened again only when asked for another position)."""
+        if self.opening is not None:
+            opening, self.opening = self.opening, None
+            opening.result()
         if self.stream is None or self.stream_at != (epoch, start):
             self.open_stream(epoch, start)
         done = start
@@ -155,15 +171,21 @@ def checkpoint_reader(checkpoint) -> Callable[[str], Optional[bytes]]:
     return read
 
 
-def restore_from(trainer: Trainer, checkpoint) -> None:
-    """Continue from a Ray checkpoint: the shared state and this worker's own part (elastic: a new rank
-    takes an old rank's part), and whatever the trainer's hooks added to it."""
+def read_checkpoint(checkpoint, rank: int) -> tuple[dict, Optional[dict], Callable[[str], Optional[bytes]]]:
+    """A Ray checkpoint's shared state and worker ``rank``'s own part (elastic: a new rank takes an old
+    rank's part), and the reader of its other files."""
     read = checkpoint_reader(checkpoint)
     state = ckpt.load_state(read(STATE_FILE), f"{checkpoint.path}/{STATE_FILE}")
-    saved_world = state["progress"].get("world_size", 1)
-    own = rank_file(trainer.rank % saved_world)
+    own = rank_file(rank % state["progress"].get("world_size", 1))
     data = read(own)
-    trainer.restore(state, ckpt.safe_load(data, f"{checkpoint.path}/{own}") if data is not None else None)
+    return state, ckpt.safe_load(data, f"{checkpoint.path}/{own}") if data is not None else None, read
+
+
+def restore_from(trainer: Trainer, checkpoint, saved: Optional[tuple] = None) -> None:
+    """Continue from a Ray checkpoint (``saved``: what ``read_checkpoint`` read of it already): the shared
+    state, this worker's own part, and whatever the trainer's hooks added to it."""
+    state, own, read = saved or read_checkpoint(checkpoint, trainer.rank)
+    trainer.restore(state, own)
     for hook in trainer.hooks:
         hook.restore_files(read)
     log.info("worker %d resumed at epoch %d, image %d", trainer.rank, trainer.progress.epoch,
@@ -278,12 +300,15 @@ def worker_loop(config: dict) -> None:
         hooks += [PreemptionNotice(), Report(mirrors=mirrors, publisher=publisher)]
         data = StreamBatches(cfg, config["domains"], store, run_uri)
         try:  # every worker checks the same options and checkpoint, so they all end here alike
+            checkpoint = ray.train.get_checkpoint() or config.get("start_from")
+            saved = read_checkpoint(checkpoint, process_group()[0]) if checkpoint is not None else None
+            if not (config.get("in_memory") or cfg.continue_train):  # where the trainer will go on: known now
+                data.start(*(resumed_position(saved[0], process_group()[1]) if saved else (cfg.epoch_count, 0)))
             trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
                               data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
                               tensorboard_dir=tensorboard_dir)
-            checkpoint = ray.train.get_checkpoint() or config.get("start_from")
-            if checkpoint is not None:
-                restore_from(trainer, checkpoint)
+            if saved is not None:
+                restore_from(trainer, checkpoint, saved)
         except UserError as e:
             # A restart cannot fix the user's input: the run ends, and the driver (on another machine, maybe)
             # says it as one error line; raised, it would be retried --max_failures times and reach the user
