@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import re
 import sys
 import time
 import warnings
@@ -131,6 +133,31 @@ def purge_step(total_iters: int) -> Optional[int]:
     return total_iters + 1 if total_iters else None
 
 
+EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+
+
+def events_writer(log_dir: Path, purge: Optional[int]):
+    """A TensorBoard writer for ``log_dir``; ``purge``: the step from which earlier files' events are hidden.
+    TensorBoard reads a folder's files in name order, and a name is the second it was made in, then host,
+    pid and a counter compared as text ('.10' before '.9'): a purging file made in the same second as one
+    it must purge could be read first and purge nothing. So it is made in a later second than any there
+    (a wait only after an attempt that lasted under a second)."""
+    from torch.utils.tensorboard import SummaryWriter
+    if purge is not None and log_dir.is_dir():
+        newest = max((int(m.group(1)) for name in os.listdir(log_dir) if (m := EVENT_FILE.match(name))), default=0)
+        while int(time.time()) <= newest:
+            time.sleep(0.05)
+    return SummaryWriter(str(log_dir), purge_step=purge)
+
+
+def resumed_position(state: dict, world_size: int) -> tuple[int, int]:
+    """Where a full state goes on in a group of ``world_size`` processes: (epoch, images into it per
+    process). Positions count a process's images; with another number of processes (elastic training)
+    the epoch's remaining samples are split anew."""
+    p = state["progress"]
+    return p["epoch"], p["epoch_iter"] * p.get("world_size", 1) // world_size
+
+
 class Trainer:
     def __init__(self, cfg: Config, device: Optional[torch.device] = None, progress_bar: bool = True,
                  keep_history: bool = False, data=None, checkpoints=None, hooks: Sequence[Hooks] = (),
@@ -167,6 +194,7 @@ class Trainer:
         self.save_waits: list[float] = []  # seconds each save held the loop
         self.last_save_at = time.monotonic()
         self.writer = None
+        self.tensorboard_dir: Optional[Path] = None  # where the first process writes TensorBoard events
         # One writer per run: held from before the run is read until run() ends (or this process does).
         self.lock = ckpt.RunLock(self.run_dir)
         if self.is_main:
@@ -186,10 +214,8 @@ class Trainer:
             if ckpt.remove_stale_temporaries(self.run_dir):
                 log.info("removed temporary files a killed save left in %s", self.run_dir)
             ckpt.atomic_write_text(self.run_dir / "train_opt.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            if cfg.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(tensorboard_dir or self.run_dir / "tensorboard"),
-                                            purge_step=purge_step(self.progress.total_iters))
+            if cfg.tensorboard:  # opened when the loop starts, where the run goes on from (after any restore)
+                self.tensorboard_dir = Path(tensorboard_dir or self.run_dir / "tensorboard")
 
     # ------------------------------------------------------------------ resume
     def _resume(self) -> None:
@@ -240,20 +266,14 @@ class Trainer:
                    self.model.optimizer_G.param_groups[0]["lr"] * self.cfg.lr / saved["lr"])
         p = state["progress"]
         self.resumed_from = {k: p[k] for k in ("epoch", "epoch_iter", "total_iters")}
-        # Positions count this process's images; with another number of processes (elastic
-        # training) the epoch's remaining samples are split anew.
-        saved_world = p.get("world_size", 1)
-        epoch_iter = p["epoch_iter"] * saved_world // self.world_size
-        self.progress = Progress(epoch=p["epoch"], epoch_iter=epoch_iter, total_iters=p["total_iters"],
+        epoch, epoch_iter = resumed_position(state, self.world_size)
+        self.progress = Progress(epoch=epoch, epoch_iter=epoch_iter, total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
         if self.writer is not None and p["total_iters"]:
-            # Restored after the writer opened (Ray's restarts, a sweep trial's): reopen it purging past
-            # this checkpoint, so TensorBoard hides what the lost attempt logged after it and shows each
-            # step once, as a --continue_train run's does.
-            from torch.utils.tensorboard import SummaryWriter
-            log_dir = self.writer.log_dir
+            # Restored after the loop had logged: reopened, purging past this checkpoint (as when it opens
+            # after a restore), so TensorBoard hides what was logged after it and shows each step once.
             self.writer.close()
-            self.writer = SummaryWriter(log_dir, purge_step=purge_step(p["total_iters"]))
+            self.writer = events_writer(self.tensorboard_dir, purge_step(p["total_iters"]))
 
     def state(self) -> dict:
         """The full training state: networks, optimizers, schedule, position, and this process's image
@@ -375,6 +395,9 @@ class Trainer:
 
     def _run(self) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
+        if self.tensorboard_dir is not None and self.writer is None:
+            # A resumed run's writer hides what a lost attempt logged past the checkpoint (its purge step).
+            self.writer = events_writer(self.tensorboard_dir, purge_step(p.total_iters))
         for hook in self.hooks:
             hook.start(self)
         self.started = (time.perf_counter(), p.total_iters)

@@ -1,6 +1,7 @@
 """Training: the learning-rate schedule, exact resumption, checkpoint fallback, the golden loss curve."""
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,32 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_cfg, how):
     events = EventAccumulator(str(cfg.run_dir / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss/G_A")] == list(range(2, 21, 2))
+
+
+def test_a_resumed_attempts_events_purge_a_lost_one_of_the_same_second(tmp_path):
+    """TensorBoard reads a folder's event files in name order: the second a file was made in, then host,
+    pid and a counter compared as text. A lost attempt's file of the same second whose counter sorts after
+    the resumed one's ('.9' after '.10') used to be read after the resumed one's purge, so its steps past
+    the checkpoint showed twice (a sub-second attempt in one process; seen once in the suite)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cyclegan.core.trainer import events_writer
+    lost = SummaryWriter(str(tmp_path))
+    for step in range(2, 21, 2):
+        lost.add_scalar("loss/G_A", 1.0, step)
+    lost.close()
+    (made,) = tmp_path.iterdir()
+    host_pid = made.name.split(".")[4:-1]  # this second, a counter that sorts after any the writer will take
+    made.rename(tmp_path / ".".join(["events.out.tfevents", str(int(time.time())), *host_pid, "99999999"]))
+    resumed = events_writer(tmp_path, purge=9)
+    for step in range(10, 21, 2):
+        resumed.add_scalar("loss/G_A", 2.0, step)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/G_A")] == [(s, 1.0 if s < 10 else 2.0)
+                                                                      for s in range(2, 21, 2)]
 
 
 def test_a_checkpoint_resumes_on_another_kind_of_device(tiny_cfg):
