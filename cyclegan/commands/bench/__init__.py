@@ -1,7 +1,8 @@
 """``cyclegan bench``: figures, printed as JSON lines, never asserted. One module per mode: ``step`` (seconds
 per training iteration on random tensors; the fp32/bf16 x eager/compiled matrix), ``link`` (gradient
 averaging over a simulated slow link), ``export`` (exported generators' speed), ``data`` (Ray Data against
-a DataLoader), ``ingest`` (a Ray Train run on streamed data against batches in memory), ``sweep`` (a
+a DataLoader), ``ingest`` (a Ray Train run on streamed data against batches in memory), ``restart`` (a
+Ray Train run's restart after a killed worker), ``sweep`` (a
 sweep's overhead per trial), ``device_check`` (what to run first on a lent GPU). Takes the training options: each mode times what ``cyclegan train`` would do."""
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def add_parser(sub) -> None:
     modes.add_argument("--ingest", action="store_true", help="instead: the Ray Train run these options describe "
                                                              "(--num_workers N, --data_ingest ...), on streamed data "
                                                              "and on batches held in memory: images/s and data waits")
+    modes.add_argument("--restart", action="store_true", help="instead: the Ray Train run these options describe "
+                                                              "(--num_workers N), one worker killed after the third "
+                                                              "checkpoint: seconds to the new group's process group, "
+                                                              "restore and first checkpoint, and each process's CPU "
+                                                              "seconds meanwhile; --repeats times")
     modes.add_argument("--export", action="store_true", help="instead: this generator (initial weights) exported "
                                                              "as ONNX and TorchScript: export seconds, and images/s "
                                                              "of PyTorch, TorchScript, ONNX Runtime at --crop_size, "
@@ -46,7 +52,8 @@ def add_parser(sub) -> None:
                                                               "gradients over a simulated link of each bandwidth, "
                                                               "overlapped with backward and after it")
     p.add_argument("--data_batch_size", type=int, default=32, help="batch size for --data (default: 32)")
-    p.add_argument("--repeats", type=int, default=3, help="for --population: runs of each (seed + 0, 1, ...)")
+    p.add_argument("--repeats", type=int, default=3, help="for --population: runs of each (seed + 0, 1, ...); for "
+                                                          "--restart: runs")
     p.set_defaults(run=run)
 
 
@@ -73,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if args.link_gbps:
         from .link import bench_link
         bench_link(cfg, [float(g) for g in args.link_gbps.split(",")], args.warmup, args.iters)
+    elif args.restart:
+        from .restart import bench_restart
+        bench_restart(cfg, args.repeats)
     elif args.ingest:
         from .ingest import bench_ingest
         bench_ingest(cfg)
