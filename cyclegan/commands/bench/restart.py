@@ -98,7 +98,8 @@ def bench_restart(cfg: Config, repeats: int = 3) -> list[dict]:
             options.write_text(yaml.safe_dump(run_cfg.to_dict()))
             env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")  # every worker's lines, at once
             run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--config", str(options)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                   cwd=folder)  # the cyclegan installed (or on PYTHONPATH), not this folder's
             snapshots = {}
 
             def kill(pid: int) -> float:
