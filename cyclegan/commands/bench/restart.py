@@ -95,7 +95,8 @@ def bench_restart(cfg: Config, repeats: int = 3) -> list[dict]:
             options = folder / "options.yaml"
             run_cfg = dataclasses.replace(cfg, checkpoints_dir=str(folder / "runs"), storage_path=str(folder / "runs"),
                                           name="restart")
-            options.write_text(yaml.safe_dump(run_cfg.to_dict()))
+            defaults = Config().to_dict()  # only what differs: an older cyclegan (a before/after) reads it too
+            options.write_text(yaml.safe_dump({k: v for k, v in run_cfg.to_dict().items() if v != defaults.get(k)}))
             env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")  # every worker's lines, at once
             run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--config", str(options)],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
