@@ -214,7 +214,7 @@ class Trainer:
             if ckpt.remove_stale_temporaries(self.run_dir):
                 log.info("removed temporary files a killed save left in %s", self.run_dir)
             ckpt.atomic_write_text(self.run_dir / "train_opt.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            if cfg.tensorboard:  # opened when the loop starts, where the run goes on from (after any restore)
+            if cfg.tensorboard:  # the writer opens when the loop starts (_run)
                 self.tensorboard_dir = Path(tensorboard_dir or self.run_dir / "tensorboard")
 
     # ------------------------------------------------------------------ resume
@@ -269,11 +269,6 @@ class Trainer:
         epoch, epoch_iter = resumed_position(state, self.world_size)
         self.progress = Progress(epoch=epoch, epoch_iter=epoch_iter, total_iters=p["total_iters"],
                                  epoch_loss_G=p["epoch_loss_G"], epoch_steps=p["epoch_steps"])
-        if self.writer is not None and p["total_iters"]:
-            # Restored after the loop had logged: reopened, purging past this checkpoint (as when it opens
-            # after a restore), so TensorBoard hides what was logged after it and shows each step once.
-            self.writer.close()
-            self.writer = events_writer(self.tensorboard_dir, purge_step(p["total_iters"]))
 
     def state(self) -> dict:
         """The full training state: networks, optimizers, schedule, position, and this process's image
@@ -395,8 +390,9 @@ class Trainer:
 
     def _run(self) -> dict:
         cfg, model, p = self.cfg, self.model, self.progress
-        if self.tensorboard_dir is not None and self.writer is None:
-            # A resumed run's writer hides what a lost attempt logged past the checkpoint (its purge step).
+        if self.tensorboard_dir is not None:
+            # Opened here, where the run goes on from (after any restore): a resumed run's writer hides what
+            # a lost attempt logged past the checkpoint (its purge step), so each step shows once.
             self.writer = events_writer(self.tensorboard_dir, purge_step(p.total_iters))
         for hook in self.hooks:
             hook.start(self)
@@ -485,6 +481,7 @@ class Trainer:
                     self.writer.add_scalar(f"eval/{key}", scores[key], self.progress.total_iters)
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         if self.is_main:
             ckpt.atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
         return result

@@ -85,11 +85,11 @@ class RemainingSamples(ray.train.DataConfig):
         if start["world_size"] != world_size:  # written by another group: never split by a stale position
             raise RuntimeError(f"{self.start_uri}: written for {start['world_size']} workers, this group has "
                                f"{world_size}")
+        cfg = from_dict(self.cfg_dict)
         # The rows of datasets[PAIRS], from the options they were made of: running that dataset here would
         # be one more Ray task (and maybe a worker process to start) on the way to every group's first batch.
-        epochs = epochs_of(from_dict(self.cfg_dict))
-        spans = remaining_spans(self.domains, epochs, start["epoch"], start["epoch_iter"], world_size)
-        samples = samples_dataset(spans, self.domains, from_dict(self.cfg_dict), self.store)
+        spans = remaining_spans(self.domains, epochs_of(cfg), start["epoch"], start["epoch_iter"], world_size)
+        samples = samples_dataset(spans, self.domains, cfg, self.store)
         return super().configure({PAIRS: samples}, world_size, worker_handles, worker_node_ids, **kwargs)
 
 

@@ -301,9 +301,9 @@ def worker_loop(config: dict) -> None:
         data = StreamBatches(cfg, config["domains"], store, run_uri)
         try:  # every worker checks the same options and checkpoint, so they all end here alike
             checkpoint = ray.train.get_checkpoint() or config.get("start_from")
-            saved = read_checkpoint(checkpoint, process_group()[0]) if checkpoint is not None else None
+            saved = read_checkpoint(checkpoint, data.rank) if checkpoint is not None else None
             if not (config.get("in_memory") or cfg.continue_train):  # where the trainer will go on: known now
-                data.start(*(resumed_position(saved[0], process_group()[1]) if saved else (cfg.epoch_count, 0)))
+                data.start(*(resumed_position(saved[0], data.world_size) if saved else (cfg.epoch_count, 0)))
             trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
                               data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
                               tensorboard_dir=tensorboard_dir)

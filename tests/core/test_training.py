@@ -276,11 +276,11 @@ TINY_RUN = dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=24, crop_size=24,
                 eval_at_end=False, n_epochs=20, n_epochs_decay=0, save_latest_freq=2)
 
 
-@pytest.mark.parametrize("how", ["restored into a running trainer", "continue_train"])
+@pytest.mark.parametrize("how", ["restored into a built trainer", "continue_train"])
 def test_a_resumed_run_shows_each_step_once_in_tensorboard(tiny_cfg, how):
-    """Ray's restarts and sweep trials restore into a trainer that already writes events, --continue_train
-    before it opens them: either way what the lost attempt logged past the checkpoint is hidden (purged),
-    and what it logged up to it stays."""
+    """Ray's restarts and sweep trials restore into a built trainer, --continue_train while it is built:
+    either way what the lost attempt logged past the checkpoint is hidden (purged), and what it logged up
+    to it stays."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     cfg = tiny_cfg(name="resumed", save_latest_freq=4, keep_checkpoints=10, print_freq=2, tensorboard=True)
     Trainer(cfg, progress_bar=False).run()  # the lost attempt: logged to step 20, its states kept

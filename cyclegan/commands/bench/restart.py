@@ -59,8 +59,10 @@ def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int]
 
 def cpu_seconds() -> dict[int, tuple[float, str]]:
     """Every process's CPU seconds so far (user and system) and its name, where /proc has them."""
+    if not os.path.isdir("/proc"):
+        return {}
     tick, out = os.sysconf("SC_CLK_TCK"), {}
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if os.path.isdir("/proc") else ():
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
@@ -88,6 +90,7 @@ def bench_restart(cfg: Config, repeats: int = 3) -> list[dict]:
     restarted group's first checkpoint."""
     if cfg.max_workers < 1:
         raise ConfigError("num_workers: --restart kills a Ray Train worker; give --num_workers 1 or more")
+    defaults = Config().to_dict()  # the options file holds only what differs: an older cyclegan reads it too
     figures = []
     for repeat in range(repeats):
         folder = Path(tempfile.mkdtemp(prefix="cyclegan-bench-restart-"))
@@ -95,7 +98,6 @@ def bench_restart(cfg: Config, repeats: int = 3) -> list[dict]:
             options = folder / "options.yaml"
             run_cfg = dataclasses.replace(cfg, checkpoints_dir=str(folder / "runs"), storage_path=str(folder / "runs"),
                                           name="restart")
-            defaults = Config().to_dict()  # only what differs: an older cyclegan (a before/after) reads it too
             options.write_text(yaml.safe_dump({k: v for k, v in run_cfg.to_dict().items() if v != defaults.get(k)}))
             env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")  # every worker's lines, at once
             run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--config", str(options)],
