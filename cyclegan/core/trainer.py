@@ -133,7 +133,8 @@ def purge_step(total_iters: int) -> Optional[int]:
     return total_iters + 1 if total_iters else None
 
 
-EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d{1,12})\.")
+EVENTS_WAIT_S = 2.0  # the longest a purging writer waits for its folder's newest second to pass
 
 
 def events_writer(log_dir: Path, purge: Optional[int]):
@@ -141,12 +142,18 @@ def events_writer(log_dir: Path, purge: Optional[int]):
     TensorBoard reads a folder's files in name order, and a name is the second it was made in, then host,
     pid and a counter compared as text ('.10' before '.9'): a purging file made in the same second as one
     it must purge could be read first and purge nothing. So it is made in a later second than any there
-    (a wait only after an attempt that lasted under a second)."""
+    (a wait only after an attempt that lasted under a second). A file dated further ahead than that (another
+    host's fast clock, a copied folder) cannot be outwaited: the wait is bounded and says why."""
     from torch.utils.tensorboard import SummaryWriter
     if purge is not None and log_dir.is_dir():
         newest = max((int(m.group(1)) for name in os.listdir(log_dir) if (m := EVENT_FILE.match(name))), default=0)
-        while int(time.time()) <= newest:
-            time.sleep(0.05)
+        if newest > time.time() + EVENTS_WAIT_S:
+            log.warning("%s holds an events file dated %s, ahead of this clock (another host's, or a copied "
+                        "folder): TensorBoard may show its steps past step %d twice", log_dir,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(min(newest, 2**31 - 1))), purge)
+        else:
+            while int(time.time()) <= newest:
+                time.sleep(0.05)
     return SummaryWriter(str(log_dir), purge_step=purge)
 
 

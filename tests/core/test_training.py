@@ -325,6 +325,25 @@ def test_a_resumed_attempts_events_purge_a_lost_one_of_the_same_second(tmp_path)
                                                                       for s in range(2, 21, 2)]
 
 
+def test_a_continued_run_beside_a_future_dated_events_file_finishes(tiny_cfg, caplog):
+    """An events file named for a far-future second (another host's fast clock, a copied folder) cannot be
+    outwaited: --continue_train used to wait for that second to come (years), and now waits no more than
+    a second or two and says why."""
+    import threading
+    cfg = tiny_cfg(name="future", save_latest_freq=4, print_freq=2, tensorboard=True)
+    Trainer(cfg, progress_bar=False).run()
+    future = cfg.run_dir / "tensorboard" / f"events.out.tfevents.{int(time.time()) + 10 * 365 * 86400}.otherhost.1.0"
+    future.write_bytes(b"")
+    again = Trainer(tiny_cfg(name="future", save_latest_freq=4, print_freq=2, tensorboard=True, continue_train=True,
+                             n_epochs_decay=2), progress_bar=False)
+    runner = threading.Thread(target=again.run, daemon=True)
+    runner.start()
+    runner.join(timeout=60)  # a bound on the test, not a figure: the run takes seconds
+    assert not runner.is_alive(), "the continued run is still waiting"
+    assert again.progress.epoch > cfg.total_epochs
+    assert "ahead of this clock" in caplog.text
+
+
 def test_a_checkpoint_resumes_on_another_kind_of_device(tiny_cfg):
     """A CPU-written checkpoint resumed with --device cuda failed 'RNG state is wrong size' at the
     gradient-penalty generator (a CUDA generator's state is 16 bytes, a CPU one's 5056). On this CPU, the
