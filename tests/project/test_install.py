@@ -58,3 +58,13 @@ def test_the_lock_meets_pyprojects_ranges():
         assert name in pins, f"{req.name} is a dependency but not in {LOCK.name}"
         assert req.specifier.contains(pins[name], prereleases=True), \
             f"{LOCK.name} pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}"
+
+
+def test_torch_is_floored_past_the_weights_only_bypass():
+    """torch before 2.6 let a crafted file run code through torch.load(weights_only=True) (CVE-2025-32434),
+    the guard every weights file here is read with: no such torch (nor its torchvision) meets the ranges."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ranges = {canonical(r.name): r.specifier for r in map(Requirement, project["dependencies"])}
+    for name, unsafe, first_safe in (("torch", "2.5.1", "2.6.0"), ("torchvision", "0.20.1", "0.21.0")):
+        assert not ranges[name].contains(unsafe), f"{name}{ranges[name]} admits {unsafe}"
+        assert ranges[name].contains(first_safe), f"{name}{ranges[name]} refuses {first_safe}"
