@@ -281,7 +281,7 @@ class RunLock:
         import socket
         import time
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
+        f = os.fdopen(self._open(), "r+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -300,6 +300,17 @@ class RunLock:
                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
         f.flush()
         self.file = f
+
+    def _open(self) -> int:
+        """The lock file, never through a link: a ``.lock`` planted as one would have its target truncated."""
+        import errno
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"name: {self.path} is a symbolic link, not the run's lock file; remove it "
+                                f"(nothing was written through it)") from None
+            raise
 
     def release(self) -> None:
         if self.file is not None:
