@@ -29,6 +29,7 @@ DATASETS_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
 DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
             "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower", "ae_photos")
 SPLITS = ("trainA", "trainB", "testA", "testB")
+MAX_LISTED = 20  # skipped files named in upload's warning; the rest counted
 log = logging.getLogger("cyclegan")
 
 
@@ -91,6 +92,42 @@ def download(name: str, out: str, base_url: Optional[str] = None, store: Optiona
     return target
 
 
+def dataset_files(root: Path) -> tuple[list[Path], list[str]]:
+    """What ``upload`` copies from ``root``: the image files of the splits (other files are no part of a
+    dataset; a link to an image file is read as that file) and a built-in pair's ``pair.json``; and why each
+    file named like one was left out: a link to a file outside ``root`` (``trainA/cover.png`` linked to
+    ~/.aws/credentials would upload the credentials), or a file that is no image by its first bytes."""
+    inside = root.resolve()
+    named = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
+                   for p in (root / split).rglob("*") if p.is_file() and is_image_name(p.name))
+    pair = [p for p in (root / "pair.json",) if p.is_file()]
+    files, skipped = [], []
+    for path in named + pair:
+        if not path.resolve().is_relative_to(inside):
+            skipped.append(f"{path}: links to a file outside {root}")
+        elif path not in pair and not _is_image(path):
+            skipped.append(f"{path}: not an image (its first bytes are no image format)")
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def _warn_skipped(skipped: list[str]) -> None:
+    if skipped:
+        more = [f"... and {len(skipped) - MAX_LISTED} more"] if len(skipped) > MAX_LISTED else []
+        log.warning("skipped %d file(s), not copied:\n  %s", len(skipped), "\n  ".join(skipped[:MAX_LISTED] + more))
+
+
+def _is_image(path: Path) -> bool:
+    """Whether PIL knows the file's format from its header (it reads the first bytes, decodes nothing)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            return bool(img.format)
+    except Exception:  # PIL raises many types for what is not an image
+        return False
+
+
 def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     """Copy a local dataset in the unaligned layout (trainA, trainB, and testA/testB if present) to an
     s3:// or gs:// prefix. Returns the number of files copied."""
@@ -100,10 +137,8 @@ def upload(folder: str, uri: str, store: Optional[Storage] = None) -> int:
     missing = [s for s in ("trainA", "trainB") if not (root / s).is_dir()]
     if missing:
         raise DataError(f"{root}: no {', '.join(missing)} folder (expected trainA, trainB, testA, testB)")
-    # Images only (other files are no part of a dataset; a link to an image file is read as that file).
-    files = sorted(p for split in SPLITS + ("ideal",) if (root / split).is_dir()
-                   for p in (root / split).rglob("*") if p.is_file() and is_image_name(p.name))
-    files += [p for p in (root / "pair.json",) if p.is_file()]
+    files, skipped = dataset_files(root)
+    _warn_skipped(skipped)
     store = store or Storage.from_options()
     # The chosen files as links in a scratch folder of the same layout, copied by pyarrow's multithreaded
     # copy (a link is read as its file): many small images upload in parallel, not one after another.
