@@ -34,7 +34,10 @@ from ..core.experiment import (
 )
 from ..core.model import CycleGAN
 from ..core.storage import Storage, is_remote
+from ..core.stored import parse_json, read_json
 from . import COMMANDS
+
+MAX_RESULTS = 64 << 20  # a trial's result.json: a line of a few kilobytes per report
 
 
 @dataclass
@@ -82,7 +85,7 @@ def _best_checkpoint(store: Storage, trial_uri: str, sign: int) -> tuple[Optiona
             if not (info.base_name.startswith("checkpoint_") and store.is_file(folder, listed=state)):
                 continue
             try:
-                scored = json.loads(store.read_bytes(folder, listed=f"{info.path}/{SCORE_FILE}"))
+                scored = read_json(store, folder, listed=f"{info.path}/{SCORE_FILE}")
             except (FileNotFoundError, OSError, ValueError):
                 scored = {}
             found.append((state, scored))
@@ -106,8 +109,8 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
             continue
         trial_uri = f"{exp.uri}/{info.base_name}"
         try:
-            params = json.loads(store.read_bytes(f"{trial_uri}/params.json"))
-            lines = store.read_text(f"{trial_uri}/result.json").splitlines()
+            params = read_json(store, f"{trial_uri}/params.json")
+            results = _results(store, f"{trial_uri}/result.json")
         except (FileNotFoundError, OSError, DataError):
             continue  # not a trial folder, a trial that never reported, or files that cannot be read
         pair_name = params.pop(PAIR_KEY, None)
@@ -116,7 +119,6 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
             continue
         metric = exp.metric(pair)
         sign = 1 if METRICS[metric][0] == "min" else -1
-        results = [json.loads(line) for line in lines if line.strip()]
         scored = [r for r in results if r.get(metric) is not None]
         checkpoint, at, latest = _best_checkpoint(store, trial_uri, sign)
         if isinstance(latest.get("params"), dict):  # a population's trial: its hyperparameters now
@@ -136,16 +138,25 @@ def collect(uri: str, store: Optional[Storage] = None) -> tuple[Experiment, dict
     return exp, pairs
 
 
+def _results(store: Storage, uri: str) -> list[dict]:
+    """A trial's reports, one JSON object a line (a line being written, or not an object, is left out)."""
+    results = []
+    for line in store.read_bytes(uri, limit=MAX_RESULTS).splitlines():
+        try:
+            results.append(parse_json(line, uri))
+        except DataError:
+            continue
+    return results
+
+
 def _exploits(store: Storage, trial_uri: str) -> list[dict]:
     events = []
     for info in store.children(f"{trial_uri}/{EXPLOITS}"):
         if info.base_name.endswith(".json"):
             try:
-                event = json.loads(store.read_bytes(f"{trial_uri}/{EXPLOITS}", listed=info.path))
+                events.append(read_json(store, f"{trial_uri}/{EXPLOITS}", listed=info.path))
             except (FileNotFoundError, OSError, ValueError):
                 continue
-            if isinstance(event, dict):
-                events.append(event)
     return sorted(events, key=lambda e: (float(e.get("epochs") or 0), str(e.get("from", ""))))
 
 

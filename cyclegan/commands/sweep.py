@@ -16,8 +16,9 @@ def add_parser(sub) -> None:
                                                       "<storage_path>/<sweep name>")
     p.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--storage_options", metavar="JSON", help="with --resume: where the sweep's store is, "
-                   '{"endpoint_url": ..., "region": ...} (default: what the experiment file said, else the AWS_* '
-                   "variables); credentials come from this machine")
+                   '{"endpoint_url": ..., "region": ...} (default: the AWS_* variables; never what the stored '
+                   "experiment says, which anyone who can write the bucket may have written); credentials come "
+                   "from this machine")
     p.set_defaults(run=run)
 
 
@@ -36,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
             given = parse_location(json.loads(args.storage_options or "{}"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"storage_options: not a JSON object ({e.msg})") from None
-        exp = resumed_experiment(args.resume, Storage.from_options(given))
-        exp = dataclasses.replace(exp, storage_options={**exp.storage_options, **given})
+        exp = dataclasses.replace(resumed_experiment(args.resume, Storage.from_options(given)), storage_options=given)
     else:
         exp = load_experiment(args.experiment)
     sweep(exp, resume=bool(args.resume), address=args.address)

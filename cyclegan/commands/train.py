@@ -34,13 +34,12 @@ def rerun_local(cfg):
     """The rerun rule (core/rerun.py) for a run in this process: a run dir with a checkpoint is continued
     when the options are the same (or --continue_train is given), else refused naming the differences."""
     from ..core import checkpoint as ckpt
-    from ..core.config import parse_yaml
+    from ..core.config import load_yaml
     from ..core.rerun import rerun_run
     run_dir, saved_file = cfg.run_dir, cfg.run_dir / "train_opt.yaml"
     saved = None
     if (ckpt.state_files(run_dir) or (run_dir / "latest_net_G_A.pth").exists()) and saved_file.exists():
-        found = parse_yaml(saved_file.read_text(), str(saved_file))
-        saved = found if isinstance(found, dict) else {}
+        saved = load_yaml(saved_file)
     if rerun_run(cfg, str(run_dir), saved, explicit=cfg.continue_train):
         return dataclasses.replace(cfg, continue_train=True)
     return cfg

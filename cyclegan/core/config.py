@@ -47,9 +47,12 @@ STORAGE = RAY + ("export",)  # object storage settings
 TEST_TIME = ("test", "eval", "translate", "export")  # how a trained generator runs
 
 
-def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...] = TRAINING, maximum=None):
+def opt(default, help: str, choices=None, minimum=None, commands: tuple[str, ...] = TRAINING, maximum=None,
+        process: bool = False):
+    """``process``: the option is of the process that runs the command (where it connects, its local folders,
+    how it reaches the store), not of a run: a stored run's options never set it (core/stored.py)."""
     return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
-                                            "commands": commands})
+                                            "commands": commands, "process": process})
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Config:
     dataroot: Optional[str] = opt(None, "dataset folder with trainA/trainB/testA/testB; empty: a built-in pair",
                                   commands=RUN)
     name: str = opt("experiment_name", "run name: checkpoints go to <checkpoints_dir>/<name>", commands=RUN)
-    checkpoints_dir: str = opt("./checkpoints", "where runs are stored", commands=RUN)
+    checkpoints_dir: str = opt("./checkpoints", "where runs are stored", commands=RUN, process=True)
     phase: str = opt("train", "train, test, val ...: which <phase>A/<phase>B folders to read",
                      commands=("train", "bench", "test", "eval", "export"))
     direction: str = opt("AtoB", "AtoB or BtoA", choices=("AtoB", "BtoA"), commands=ANY)
@@ -116,7 +119,8 @@ class Config:
                                    maximum=60.0, commands=TRAINING)
     save_by_iter: bool = opt(False, "the periodic save writes reference weights iter_<n> instead of latest",
                              commands=TRAINING)
-    continue_train: bool = opt(False, "continue from the latest checkpoint of this run", commands=TRAINING)
+    continue_train: bool = opt(False, "continue from the latest checkpoint of this run", commands=TRAINING,
+                               process=True)
     epoch: str = opt("latest", "which checkpoint to load: latest, an epoch number, or iter_<n>", commands=ANY)
     load_iter: int = opt(0, "if > 0, load the weights of this iteration (iter_<n>); test results go to "
                             "<phase>_<epoch>_iter<n>", minimum=0, commands=ANY)
@@ -174,14 +178,17 @@ class Config:
                                  commands=RAY)
     worker_resources: Optional[str] = opt(None, "JSON object of extra Ray resources per worker, e.g. "
                                                 '{"spot_gpu": 1} to place workers on one node type', commands=RAY)
-    address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)", commands=RAY)
+    address: Optional[str] = opt(None, "Ray cluster to join (default: start a local one)", commands=RAY,
+                                 process=True)
     storage_path: Optional[str] = opt(None, "where a Ray run keeps everything (checkpoints, weights, TensorBoard, "
                                             "result.json) in <storage_path>/<name>: s3://bucket/prefix on a "
-                                            "cluster (default: checkpoints_dir)", commands=TRAINING)
+                                            "cluster (default: checkpoints_dir)", commands=TRAINING, process=True)
     shared_filesystem: bool = opt(False, "a local dataroot/storage_path is on a filesystem every Ray node mounts "
-                                         "(NFS, EFS): allow it on a cluster of several nodes", commands=RAY)
+                                         "(NFS, EFS): allow it on a cluster of several nodes", commands=RAY,
+                                 process=True)
     storage_options: Optional[str] = opt(None, "JSON object of S3 settings: access_key, secret_key, session_token, "
-                                               "region, endpoint_url (default: the AWS_* variables)", commands=STORAGE)
+                                               "region, endpoint_url (default: the AWS_* variables)",
+                                 commands=STORAGE, process=True)
     poll_secs: float = opt(0.25, "how often Ray Train's controller polls its workers: a report is taken at a "
                                 "poll (one per poll; the run's end waits for its last) and a lost worker is "
                                 "noticed at one (Ray's own default: 2; RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, when "
@@ -190,9 +197,9 @@ class Config:
                                "preemptions the cloud announces are counted apart, without limit", minimum=-1,
                                commands=TRAINING)
     resume: Optional[str] = opt(None, "continue a Ray run after its driver is gone: <storage_path>/<name>",
-                                commands=TRAINING)
+                                commands=TRAINING, process=True)
     # --- test ---
-    results_dir: str = opt("./results/", "where test results go", commands=("test",))
+    results_dir: str = opt("./results/", "where test results go", commands=("test",), process=True)
     num_test: int = opt(50, "how many test images to run", minimum=1, commands=("test",))
     aspect_ratio: float = opt(1.0, "aspect ratio of saved result images", minimum=0.0, commands=("test", "translate"))
     eval: bool = opt(False, "use eval mode (batch norm, dropout) at test time", commands=TEST_TIME)

@@ -16,9 +16,10 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import BUILTIN_PAIRS, FIELDS, NAME, Config, ConfigError, from_dict, load_yaml, parse_yaml, shown
+from .config import BUILTIN_PAIRS, FIELDS, NAME, Config, ConfigError, from_dict, load_yaml, shown
 from .evaluate import METRICS
 from .storage import SECRET_KEYS, Storage, is_remote
+from .stored import PROCESS_KEYS, read_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 # What a sweep's trials write, read back by `cyclegan report`:
@@ -395,30 +396,48 @@ def save_experiment(exp: Experiment, store: Storage) -> None:
 
 
 def resumed_experiment(uri: str, store: Optional[Storage] = None) -> Experiment:
-    """The experiment a sweep folder (or s3:// prefix) was started from."""
+    """The experiment a sweep folder (or s3:// prefix) was started from. What the stored file decides is what
+    is searched (pairs, base options, space, search settings), validated again; where the sweep is, which
+    store it reaches and what this process uses are not the file's: the folder is where it was read, its
+    store this process's (``--storage_options``, the AWS_* variables), and the base options of the process
+    (``address``, ``checkpoints_dir`` ...) are left out."""
     store = store or Storage.from_options()
     uri = uri.rstrip("/") if is_remote(uri) else str(Path(uri).resolve())
+    where = f"{uri}/{EXPERIMENT_FILE}"
     try:
-        text = store.read_text(f"{uri}/{EXPERIMENT_FILE}")
+        saved = read_yaml(store, where)
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: not a sweep (no {EXPERIMENT_FILE}); --resume takes "
                                 f"<storage_path>/<sweep name>") from None
-    saved = parse_yaml(text, f"{uri}/{EXPERIMENT_FILE}")
-    if not isinstance(saved, dict) or not isinstance(saved.get("pairs"), list):
-        raise ConfigError(f"{uri}/{EXPERIMENT_FILE}: not a sweep's experiment (no list of pairs)")
+    if not isinstance(saved.get("pairs"), list):
+        raise ConfigError(f"{where}: not a sweep's experiment (no list of pairs)")
+    storage_path, _, name = uri.rpartition("/")
+    if not re.fullmatch(NAME, name):
+        raise ConfigError(f"{uri}: {shown('name', name)} is not a sweep's folder name (letters, digits, '_', '.', "
+                          f"'-'; not starting with '.' or '-')")
     # Names from a stored file are data: they become folders and page links, so they are checked again.
-    for key, name in [("name", saved.get("name"))] + [(f"pairs[{i}].name", p.get("name") if isinstance(p, dict)
-                                                        else None) for i, p in enumerate(saved["pairs"])]:
-        if not isinstance(name, str) or not re.fullmatch(NAME, name):
-            raise ConfigError(f"{uri}/{EXPERIMENT_FILE}: {key} {shown(key, name)} is not a folder name "
+    for i, p in enumerate(saved["pairs"]):
+        pair_name = p.get("name") if isinstance(p, dict) else None
+        if not isinstance(pair_name, str) or not re.fullmatch(NAME, pair_name):
+            raise ConfigError(f"{where}: pairs[{i}].name {shown('name', pair_name)} is not a folder name "
                               f"(letters, digits, '_', '.', '-'; not starting with '.' or '-')")
-    saved["pairs"] = [Pair(**p) for p in saved["pairs"]]
-    saved["space"] = {k: tuple(v) for k, v in saved["space"].items()}
-    saved["search"] = Search(**saved["search"])
-    saved["storage_options"] = parse_location(saved.get("storage_options"), f"{uri}/{EXPERIMENT_FILE}: storage_options")
-    exp = Experiment(**saved)
-    if exp.uri.rstrip("/") != uri and not is_remote(uri):  # the folder was moved: follow it
-        exp = dataclasses.replace(exp, storage_path=str(Path(uri).parent), name=Path(uri).name)
+    try:
+        pairs = [_pair(p, i) for i, p in enumerate(saved["pairs"])]
+        space = saved.get("space")
+        if not isinstance(space, dict) or not all(isinstance(v, list) and len(v) == 2 for v in space.values()):
+            raise ConfigError("space: not a stored search space")
+        base = saved.get("base") or {}
+        if not isinstance(base, dict):
+            raise ConfigError("base: not a mapping of options")
+        search = saved.get("search") or {}
+        if not isinstance(search, dict):
+            raise ConfigError("search: not a mapping of settings")
+        exp = Experiment(name, storage_path, pairs, {k: v for k, v in base.items() if k not in PROCESS_KEYS},
+                         {str(k): tuple(v) for k, v in space.items()}, parse_search(search, pairs))
+        for pair in pairs:  # the base options, checked as options are
+            pair_config(exp, pair)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return exp
 
 

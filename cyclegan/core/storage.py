@@ -285,11 +285,15 @@ class Storage:
         with reached(uri, "cannot reach it"):
             return fs.get_file_info(listed or path).type == pafs.FileType.File
 
-    def read_bytes(self, uri: str, listed: Optional[str] = None) -> bytes:
-        """The bytes of ``uri``, or of ``listed`` (a path as ``list_files`` gives it) in ``uri``'s filesystem."""
+    def read_bytes(self, uri: str, listed: Optional[str] = None, limit: Optional[int] = None) -> bytes:
+        """The bytes of ``uri``, or of ``listed`` (a path as ``list_files`` gives it) in ``uri``'s filesystem.
+        ``limit``: refuse (DataError) an object larger than this many bytes, reading no more than that."""
         fs, path = self.resolve(uri)
         with reached(uri, "cannot read"), fs.open_input_stream(listed or path) as f:
-            return f.read()
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise DataError(f"{uri}: more than {limit} bytes, larger than such a file can be; not read")
+        return data
 
     def read_text(self, uri: str) -> str:
         return self.read_bytes(uri).decode()

@@ -27,6 +27,7 @@ import ray.train
 
 from ..core.config import Config, from_dict
 from ..core.storage import Storage
+from ..core.stored import read_json
 from .streams import RemoteDomains, cut_batches, remaining_spans, samples_dataset, samples_per_worker
 
 PAIRS = "pairs"  # the run's dataset, as Ray Train knows it
@@ -46,7 +47,7 @@ def run_epochs(cfg: Config) -> ray.data.Dataset:
 def _taken(store: Storage, start_uri: str) -> Optional[str]:
     """The nonce of the start a split was last made from (``<start>.taken``), None before the first."""
     try:
-        return json.loads(store.read_text(f"{start_uri}.taken")).get("nonce")
+        return read_json(store, f"{start_uri}.taken").get("nonce")
     except FileNotFoundError:
         return None
 
@@ -55,7 +56,7 @@ def take_start(store: Storage, start_uri: str) -> dict:
     """Where the starting group begins, read once: its nonce is marked taken (``<start>.taken``), and a
     start already taken is stale (written for a group before this one), which fails loudly rather than
     splitting the data from the wrong position."""
-    start = json.loads(store.read_text(start_uri))
+    start = read_json(store, start_uri)
     taken = _taken(store, start_uri)
     if taken is not None and taken == start.get("nonce"):
         raise RuntimeError(f"{start_uri}: already used by an earlier worker group; the group starting now did not "

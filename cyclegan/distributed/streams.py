@@ -39,6 +39,7 @@ from ..core.data import (
     warn_skipped,
 )
 from ..core.storage import Storage
+from ..core.stored import read_json
 
 log = logging.getLogger("cyclegan")
 LOAD_TASK_CPUS = 0.25  # a task that reads, decodes and augments a batch of pairs (the run checks room for one)
@@ -105,6 +106,7 @@ def _probe(batch: dict, root_uri: str, store: Storage, channels: int) -> dict:
 
 
 SCANS = "_scans"  # below a run's (or a sweep's) storage: one manifest per listing scanned
+MAX_MANIFEST_BYTES = 1 << 30  # a scan of millions of objects: its paths and sizes
 
 
 def scan(uri: str, channels: int, cfg: Config, store: Storage, manifests: Optional[str] = None) -> Domain:
@@ -141,7 +143,7 @@ def read_manifest(store: Storage, uri: str) -> Optional[list]:
     if not store.exists(uri):
         return None
     try:
-        return [tuple(row) for row in json.loads(store.read_text(uri))["images"]]
+        return [tuple(row) for row in read_json(store, uri, limit=MAX_MANIFEST_BYTES)["images"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("%s: unreadable scan manifest (%s); scanning again", uri, e)
         return None

@@ -49,6 +49,7 @@ from ..core.experiment import (
 from ..core.lease import Lease
 from ..core.rerun import check_rerun, experiment_differences
 from ..core.storage import Storage
+from ..core.stored import read_yaml
 from .runtime import check_cluster, init_ray, quiet_data
 from .scratch import remove_stale_scratch_everywhere
 from .train import check_before_ray
@@ -494,7 +495,7 @@ def rerun(exp: Experiment, store: Storage) -> None:
     RayJob's retry runs the same entrypoint on a new cluster); another experiment under its name is
     refused, naming the differences."""
     import yaml
-    saved = yaml.safe_load(store.read_text(f"{exp.uri}/{EXPERIMENT_FILE}"))
+    saved = read_yaml(store, f"{exp.uri}/{EXPERIMENT_FILE}", kind=None)  # bounded, no aliases: anyone's file
     if isinstance(saved, dict) and isinstance(saved.get("search"), dict):
         # Search settings added since the sweep was written had their defaults then: not a difference.
         saved["search"] = {**dataclasses.asdict(Search()), **saved["search"]}

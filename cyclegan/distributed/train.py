@@ -10,7 +10,6 @@ result back from storage. Credentials never travel: each process finds its node'
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from ..core.config import Config, ConfigError, check_device_options, from_dict, parse_yaml
+from ..core.config import MAX_YAML_BYTES, Config, ConfigError, check_device_options, from_dict
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.lease import Lease
 from ..core.rerun import rerun_run
 from ..core.storage import Storage, is_remote
+from ..core.stored import read_json, read_yaml, run_options
 from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
 from .scratch import node_scratch
@@ -33,20 +33,26 @@ from .worker import USER_ERROR_FILE, worker_loop
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
 POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+MAX_MESSAGE = 2000  # characters of a worker's error shown
 
 
 def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
-    """--resume RUN: the run's own options, with the flags given now on top (workers, address ...)."""
+    """--resume RUN: what the run trains and how, from its stored options, with the flags given now on top.
+    Where to connect, local folders and the store (``address``, ``checkpoints_dir`` ...) are this process's:
+    whoever can write the bucket must not choose the Ray cluster the driver joins."""
     run = cfg.resume.rstrip("/")
     try:
-        saved = parse_yaml(store.read_text(f"{run}/{CONFIG_FILE}"), f"{run}/{CONFIG_FILE}")
+        saved = run_options(read_yaml(store, f"{run}/{CONFIG_FILE}"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{run}/{CONFIG_FILE}: not found; --resume takes <storage_path>/<name> "
                                 f"of a Ray run") from None
     now = cfg.to_dict()
-    merged = {**saved, **{k: now[k] for k in given}, "storage_options": cfg.storage_options,
+    merged = {**now, **saved, **{k: now[k] for k in given}, "storage_options": cfg.storage_options,
               "storage_path": run.rsplit("/", 1)[0], "name": run.rsplit("/", 1)[1], "resume": None}
-    return from_dict(merged)
+    try:
+        return from_dict(merged)
+    except ConfigError as e:
+        raise ConfigError(f"{run}/{CONFIG_FILE}: {e}") from None
 
 
 ELASTIC_SAVE_SECS = 120.0  # an elastic run saves at least this often (see elastic_saves)
@@ -93,7 +99,7 @@ def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True
     with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
         fit(cfg, store, progress_bar=progress_bar)
     try:
-        return json.loads(store.read_text(f"{run_uri}/result.json"))
+        return read_json(store, f"{run_uri}/result.json")
     except FileNotFoundError:
         return {}
 
@@ -103,10 +109,10 @@ def rerun_on_ray(cfg: Config, store: Storage, run_uri: str) -> None:
     finds; that is said, and refused when the options differ (--resume and --continue_train take the
     options given now)."""
     try:
-        found = parse_yaml(store.read_text(f"{run_uri}/{CONFIG_FILE}"), f"{run_uri}/{CONFIG_FILE}")
+        saved = read_yaml(store, f"{run_uri}/{CONFIG_FILE}", kind=None)
     except FileNotFoundError:
-        found = None
-    saved = None if found is None else found if isinstance(found, dict) else {}
+        saved = None
+    saved = None if saved is None else saved if isinstance(saved, dict) else {}
     rerun_run(cfg, run_uri, saved, explicit=bool(cfg.resume or cfg.continue_train))
 
 
@@ -161,7 +167,7 @@ def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str
     run_name = run_name or cfg.name
     run_uri = f"{storage_path}/{run_name}"
     try:  # the options the run was last continued with: put back if the workers refuse these
-        previous: Optional[str] = store.read_text(f"{run_uri}/{CONFIG_FILE}")
+        previous: Optional[bytes] = store.read_bytes(f"{run_uri}/{CONFIG_FILE}", limit=MAX_YAML_BYTES)
     except FileNotFoundError:
         previous = None
     store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -210,16 +216,19 @@ def check_before_ray(cfg: Config, store: Storage) -> None:
         raise ConfigError(f"{e}{'' if cfg.use_gpu else '; on Ray workers, --use_gpu gives each a GPU'}") from None
 
 
-def raise_user_error(store: Storage, run_uri: str, previous: Optional[str]) -> None:
+def raise_user_error(store: Storage, run_uri: str, previous: Optional[bytes]) -> None:
     """The error in the user's input that the workers ended the run on, if they did; the run's options
     file goes back to ``previous`` (the run was not continued with these)."""
     try:
-        found = json.loads(store.read_text(f"{run_uri}/{USER_ERROR_FILE}"))
+        found = read_json(store, f"{run_uri}/{USER_ERROR_FILE}")
     except FileNotFoundError:
         return
     store.remove(f"{run_uri}/{USER_ERROR_FILE}")
     if previous is None:
         store.remove(f"{run_uri}/{CONFIG_FILE}")
     else:
-        store.write_text(f"{run_uri}/{CONFIG_FILE}", previous)
-    raise (DataError if found.get("kind") == "DataError" else ConfigError)(str(found.get("message")))
+        store.write_bytes(f"{run_uri}/{CONFIG_FILE}", previous)
+    message = str(found.get("message"))  # a worker's one line; bounded, as anyone may have written the file
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    raise (DataError if found.get("kind") == "DataError" else ConfigError)(message)

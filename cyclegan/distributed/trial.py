@@ -19,6 +19,7 @@ from ..core.config import NAME, from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
 from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, TRAIN_RUN, TRAIN_RUNS, trial_values
 from ..core.storage import FolderMirror, Storage
+from ..core.stored import parse_json
 from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
 from .scratch import node_scratch
@@ -137,7 +138,7 @@ class SweepHooks(Hooks):
     def restore_files(self, read) -> None:
         saved = read(SCORE_FILE)
         if saved is not None:
-            saved = json.loads(saved)
+            saved = parse_json(saved, SCORE_FILE)
             self.best = saved.get("best")
             self.lineage = list(saved.get("lineage") or [])
             own = self.spec.get("trial")
@@ -287,7 +288,7 @@ def train_run(store: Storage, trial_uri: str, checkpoint) -> tuple[str, Optional
         return TRAIN_RUN, None
     with checkpoint.as_directory() as folder:
         pointer = Path(folder) / POINTER
-        path = json.loads(pointer.read_text()).get("path") if pointer.exists() else None
+        path = parse_json(pointer.read_bytes(), str(pointer)).get("path") if pointer.exists() else None
     sweep_path = trial_path.rstrip("/").rsplit("/", 1)[0]
     if not isinstance(path, str) or not path.startswith(f"{sweep_path}/") or ".." in path.split("/"):
         if path is not None:  # a stored name is data: only a checkpoint of this sweep is read
