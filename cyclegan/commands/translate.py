@@ -17,6 +17,7 @@ import time
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from ..core.config import TEST_DEFAULTS, Config, ConfigError
@@ -43,26 +44,38 @@ REPORT_FILE = "_translate_report.json"
 PARTS_WAIT_S = 30.0  # for a killed job's writers still being stopped at the end of this one
 
 
-def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tuple[pa.Table, int, list[dict]]:
-    """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
-    in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
-    its name below the input; how many already have their output; and the inputs refused, each with its
-    reason: names that would put an output outside --output, and a second input whose output would be
-    another's (a.jpg and a.png both make a.png: the first in the listing keeps it). Arrow columns hold a
-    few tens of bytes an image (a list of dicts, 400), so the driver stays small with millions of frames."""
-    root = input_uri.rstrip("/")
-    fs, base = store.resolve(root)
+def check_apart(input_uri: str, output_uri: str, store: Storage) -> None:
+    """Neither folder inside the other: outputs below the input would be taken for inputs the next time,
+    and inputs below the output for outputs already made (and an output could land on one)."""
+    fs, base = store.resolve(input_uri.rstrip("/"))
     out_fs, out_base = store.resolve(output_uri.rstrip("/"))
-    if type(out_fs) is type(fs) and (out_base + "/").startswith(base.rstrip("/") + "/"):
+    if type(out_fs) is not type(fs):
+        return
+    if (out_base + "/").startswith(base.rstrip("/") + "/"):
         raise ConfigError(f"output: {output_uri!r} is inside the input {input_uri!r}; its outputs would be "
                           f"taken for inputs the next time")
-    cut = len(base.rstrip("/")) + 1
+    if (base + "/").startswith(out_base.rstrip("/") + "/"):
+        raise ConfigError(f"input: {input_uri!r} is inside the output {output_uri!r}; its images would be "
+                          f"taken for outputs, and an output could be written over one")
+
+
+def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage
+            ) -> tuple[pa.Table, int, list[dict], OutputNames]:
+    """The images under ``input_uri`` still to translate, sorted: a table of ``index``, the image's place
+    in the sorted listing (its preprocessing draws from it, as ``cyclegan test``'s does), and ``relative``,
+    its name below the input; how many already have their output; the inputs refused, each with its
+    reason: names that would put an output outside --output, and a second input whose output would be
+    another's (a.jpg and a.png both make a.png: the first in the listing keeps it); and the names (below
+    --output) of every file this run may write. Arrow columns hold a few tens of bytes an image (a list
+    of dicts, 400), so the driver stays small with millions of frames."""
+    check_apart(input_uri, output_uri, store)
+    base = input_base(input_uri, store)
+    out_base = store.resolve(output_uri.rstrip("/"))[1]
+    cut = len(base) + 1
     relatives = [path[cut:] for path in image_paths(input_uri, store)]
     if not relatives:
         raise DataError(f"{input_uri}: no images under this folder or prefix")
     done = set()
-    if store.remove_stale_parts(output_uri):  # outputs a killed job was writing: made again below
-        log.info("removed unfinished outputs of a killed job in %s", output_uri)
     if store.exists(output_uri):
         done = {i.path[len(out_base.rstrip("/")) + 1:] for i in store.list_files(output_uri.rstrip("/"))}
     refused, owner, usable = [], {}, []
@@ -79,7 +92,26 @@ def listing(input_uri: str, output_uri: str, cfg: Config, store: Storage) -> tup
     left = [index for index in usable if output_name(relatives[index], cfg) not in done]
     table = pa.table({"index": pa.array(left, pa.int64()),
                       "relative": pa.array([relatives[i] for i in left], pa.string())})
-    return table, len(usable) - len(left), refused
+    return table, len(usable) - len(left), refused, OutputNames([*owner, REPORT_FILE])
+
+
+class OutputNames:
+    """The names (below --output) of every file this run writes, for ``Storage.remove_stale_parts``, which
+    asks about the few ``.part`` files it finds: one Arrow column (21 MB for a million names, where a set
+    of Python strings would hold 100 MB through the whole run), searched in C, a few ms a question."""
+
+    def __init__(self, names: list[str]):
+        self.names = pa.array(names, pa.string())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and pc.index(self.names, name).as_py() != -1
+
+
+def remove_stale_outputs(output_uri: str, names: OutputNames, store: Storage, wait_s: float = 0.0) -> None:
+    """This run's unfinished outputs a killed job left (``<name>.<pid>.part``, its writer gone): made again.
+    Only the files this run writes: any other ``*.part`` below --output is the user's."""
+    if store.remove_stale_parts(output_uri, names, wait_s=wait_s):
+        log.info("removed unfinished outputs of a killed job in %s", output_uri)
 
 
 def write_report(output_uri: str, store: Storage, report: dict) -> dict:
@@ -95,14 +127,14 @@ def translate(cfg: Config, source: str, input_uri: str, output_uri: str, given: 
         raise ConfigError(f"jpeg_quality: {cfg.jpeg_quality} is above 100")
     store = store or Storage.from_options(cfg.storage_options)
     spec = generator_spec(source, cfg, store, given)
-    todo, already, refused = listing(input_uri, output_uri, spec.cfg, store)
+    todo, already, refused, names = listing(input_uri, output_uri, spec.cfg, store)
+    remove_stale_outputs(output_uri, names, store)
     began = time.perf_counter()
     counts = (runner or translate_here)(spec, todo, input_uri, output_uri, store, progress_bar)
     seconds = time.perf_counter() - began
     # A killed job's worker still alive at the listing (Ray stops them a moment after their driver) may
     # have left an unfinished output since; its output is made by now.
-    if store.remove_stale_parts(output_uri, wait_s=PARTS_WAIT_S):
-        log.info("removed unfinished outputs of a killed job in %s", output_uri)
+    remove_stale_outputs(output_uri, names, store, wait_s=PARTS_WAIT_S)
     bad = refused + counts["bad"]
     report = {"generator": spec.weights, "input": input_uri, "output": output_uri,
               "already_done": already, "translated": counts["translated"], "skipped": len(bad),

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -311,23 +312,21 @@ class Storage:
             if local:
                 fs.move(target, path)
 
-    def remove_stale_parts(self, uri: str, wait_s: float = 0.0) -> int:
+    def remove_stale_parts(self, uri: str, names: Container[str], wait_s: float = 0.0) -> int:
         """Below a local folder, the ``<name>.<pid>.part`` files (``write_bytes``'s, before their rename)
-        of writers that are gone (killed mid-write); how many went. A live writer's are left alone, after
-        waiting up to ``wait_s`` for it to end (a killed job's workers are stopped by Ray a moment after
-        their driver, and one may be mid-write then); object stores have none (an object appears whole
-        or not at all)."""
+        of the files ``names`` (paths below ``uri``) whose writers are gone (killed mid-write); how many
+        went. Any other file is left alone: a user's ``notes.123.part`` is no writer's. A live writer's are
+        left alone too, after waiting up to ``wait_s`` for it to end (a killed job's workers are stopped by
+        Ray a moment after their driver, and one may be mid-write then); object stores have none (an
+        object appears whole or not at all)."""
         fs, path = self.resolve(uri)
         if not isinstance(fs, pafs.LocalFileSystem) or not Path(path).is_dir():
             return 0
         deadline, removed = time.monotonic() + wait_s, 0
         while True:
             live = []
-            for part in Path(path).rglob("*.part"):
-                m = re.search(r"\.(\d+)\.part$", part.name)
-                if not (m and part.is_file()):
-                    continue
-                if process_alive(int(m.group(1))):
+            for part, pid in self._parts_of(Path(path), names):
+                if process_alive(pid):
                     live.append(part)
                 else:
                     part.unlink(missing_ok=True)
@@ -335,6 +334,16 @@ class Storage:
             if not live or time.monotonic() >= deadline:
                 return removed
             time.sleep(0.2)  # polling a process that is being stopped: there is nothing to wait on
+
+    @staticmethod
+    def _parts_of(root: Path, names: Container[str]) -> list[tuple[Path, int]]:
+        """The ``<name>.<pid>.part`` files below ``root`` of the files ``names`` (relative to it), and pids."""
+        found = []
+        for part in root.rglob("*.part"):
+            m = re.fullmatch(r"(.+)\.(\d+)\.part", part.name)
+            if m and part.is_file() and (part.parent / m.group(1)).relative_to(root).as_posix() in names:
+                found.append((part, int(m.group(2))))
+        return found
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode())

@@ -180,6 +180,35 @@ def test_names_that_are_not_image_files_are_skipped_and_outputs_never_collide(tr
     assert written == ["a.png", "b.png", "dir.png/c.png"]
 
 
+def test_only_this_runs_unfinished_outputs_are_removed_and_an_input_inside_the_output_is_refused(
+        trained, tiny_pair, tmp_path, capsys):
+    """translate removed every `*.<digits>.part` below --output whose number was no live pid (a user's
+    notes.123456.part too), and took an input folder inside --output, whose images it then counted as
+    outputs. Now only its own outputs' `<name>.<pid>.part` go, and such an input is refused untouched."""
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # a writer that has ended
+    out = tmp_path / "out"
+    (out / "mine").mkdir(parents=True)
+    users = {out / f"notes.{gone}.part": "my notes", out / "mine" / f"photo.png.{gone}.part": "a download"}
+    for path, text in users.items():
+        path.write_text(text)
+    stem = sorted(p.stem for p in (tiny_pair / "testA").glob("*.png"))[0]
+    unfinished = out / f"{stem}.png.{gone}.part"  # a killed translate's output: made again, its part gone
+    unfinished.write_bytes(b"half")
+    report = translate_cli(trained, tiny_pair / "testA", out)
+    assert report["translated"] == 4 and not unfinished.exists() and (out / f"{stem}.png").is_file()
+    assert {path: path.read_text() for path in users} == users
+
+    inside = out / "in"
+    shutil.copytree(tiny_pair / "testA", inside)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["translate", "--generator", str(trained), "--input", str(inside), "--output", str(out),
+                 "--crop_size", "24"]) == 2
+    assert f"input: '{inside}' is inside the output '{out}'" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_object_keys_with_dot_dot_never_leave_the_output_nor_touch_the_inputs(trained, tiny_pair, s3, tmp_path):
     """An object named in/../../../sec/in/ok.png put its translation three levels above a local --output,
     and with --output s3://sec/out overwrote the input object sec/in/ok.png."""
