@@ -22,21 +22,24 @@ from typing import Callable, Iterable, Optional
 import yaml
 
 from ...core.config import Config, ConfigError
+from ...core.errors import UserError
 from ...distributed.scratch import remove_stale_scratch
 
-# What the run prints, the marks are taken from: Ray's prefix of a worker's lines, Ray Train's line for each
-# worker's registered checkpoint and for a group's process group, and the worker's own line on its restore.
-WORKER = re.compile(r"\(RayTrainWorker pid=(\d+)")
+# What the run prints, the marks are taken from: Ray's prefix of a worker's lines (with the node's address
+# when it is not the driver's), Ray Train's line for each worker's registered checkpoint and for a group's
+# process group, and the worker's own line on its restore.
+WORKER = re.compile(r"\(RayTrainWorker pid=(\d+)(?:, ip=([^)\s]+))?\)")
 SAVED = "Checkpoint successfully created"
 GROUP = "Setting up process group"
 RESTORED = re.compile(r"worker \d+ resumed at epoch")
 KILL_AFTER = 3  # checkpoints
 
 
-def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int], float]) -> dict:
-    """From the run's output lines (each with the moment it was read): kill (``kill(pid)``, which returns
-    the moment) the worker whose line completes the ``KILL_AFTER``-th checkpoint (each worker prints one per
-    checkpoint), then the seconds from the kill to the restarted group's marks, until its first checkpoint."""
+def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int, Optional[str]], float]) -> dict:
+    """From the run's output lines (each with the moment it was read): kill (``kill(pid, ip)``, ip None on
+    the driver's node, which returns the moment) the worker whose line completes the ``KILL_AFTER``-th
+    checkpoint (each worker prints one per checkpoint), then the seconds from the kill to the restarted
+    group's marks, until its first checkpoint."""
     killed: Optional[float] = None
     saved, marks = 0, {}
     for now, line in lines:
@@ -45,7 +48,7 @@ def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int]
             if SAVED in line and worker:
                 saved += 1
                 if saved >= KILL_AFTER * workers:
-                    killed = kill(int(worker.group(1)))
+                    killed = kill(int(worker.group(1)), worker.group(2))
             continue
         if GROUP in line:
             marks.setdefault("process_group_s", round(now - killed, 2))
@@ -55,6 +58,40 @@ def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int]
             marks["first_checkpoint_s"] = round(now - killed, 2)
             break
     return marks
+
+
+def parent_pid(pid: int) -> Optional[int]:
+    """A process's parent, from /proc (from ps where there is none); None once it is gone."""
+    if not os.path.isdir("/proc"):
+        found = subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True, text=True).stdout
+        return int(found) if found.strip().isdigit() else None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descends_from(pid: int, root: int) -> bool:
+    """Whether ``pid`` is a child, grandchild ... of ``root`` on this host (``root`` itself is not)."""
+    seen = {pid}
+    while (pid := parent_pid(pid)) not in (None, 0) and pid not in seen:
+        if pid == root:
+            return True
+        seen.add(pid)
+    return False
+
+
+def kill_own_worker(pid: int, ip: Optional[str], run: int) -> float:
+    """SIGKILL the worker ``pid`` of the run (process ``run``), and the moment; only a process of that run
+    on this host: a pid from the run's output names a process of another node when the line has an ip,
+    and any process at all here otherwise (the run joined a cluster it did not start, or a pid was reused)."""
+    if ip is not None or not descends_from(pid, run):
+        where = f"on {ip}" if ip is not None else "not started by this benchmark's run"
+        raise UserError(f"--restart: the worker to kill (pid {pid}) is {where}; it kills only a worker its "
+                        f"own run started on this host (give no --address); nothing was killed")
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
 
 
 def cpu_seconds() -> dict[int, tuple[float, str]]:
@@ -105,10 +142,9 @@ def bench_restart(cfg: Config, repeats: int = 3) -> list[dict]:
                                    cwd=folder)  # the cyclegan installed (or on PYTHONPATH), not this folder's
             snapshots = {}
 
-            def kill(pid: int) -> float:
+            def kill(pid: int, ip: Optional[str]) -> float:
                 snapshots["before"] = cpu_seconds()
-                os.kill(pid, signal.SIGKILL)
-                return time.monotonic()
+                return kill_own_worker(pid, ip, run.pid)
             try:
                 marks = watch(((time.monotonic(), line) for line in run.stdout), cfg.max_workers, kill)
                 after = cpu_seconds()
