@@ -21,6 +21,11 @@ ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "cluster"
 
 
+def kuberay_documents(name: str) -> list[dict]:
+    """A KubeRay manifest's documents: its RayCluster or RayJob first, then its NetworkPolicies."""
+    return list(yaml.safe_load_all((CLUSTER / "kuberay" / name).read_text()))
+
+
 def launcher_errors(config: dict) -> None:
     from ray.autoscaler._private.util import prepare_config, validate_config
     validate_config(prepare_config(copy.deepcopy(config)))
@@ -75,7 +80,7 @@ def node_types() -> dict[str, dict]:
         for type_name, node in config["available_node_types"].items():
             found[f"{name}:{type_name}"] = {"head": type_name == config["head_node_type"], **node["resources"]}
     for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
-        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        manifest = kuberay_documents(name)[0]
         spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
         head = spec["headGroupSpec"]
         found[f"{name}:head"] = {"head": True, "CPU": float(head["rayStartParams"].get("num-cpus", 0)),
@@ -282,7 +287,7 @@ def test_every_cluster_head_holds_its_sweeps_trial_drivers_at_once():
         node = config["available_node_types"][config["head_node_type"]]["node_config"]
         heads[name] = HEAD_MEMORY_GIB[node.get("InstanceType") or node["machineType"]] * 2**30
     for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
-        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        manifest = kuberay_documents(name)[0]
         spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
         limit = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
         heads[name] = int(limit.removesuffix("Gi")) * 2**30  # Ray takes the container's limit as the node's
@@ -304,7 +309,7 @@ def test_spot_nodes_run_the_preemption_watcher():
     # which Ray Train's workers take as a notice (tests/distributed/test_multinode.py): no preStop hook,
     # and the pod's grace period holds Ray's drain and the exit after it.
     for name in ("raycluster.yaml", "rayjob-sweep.yaml"):
-        manifest = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+        manifest = kuberay_documents(name)[0]
         spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
         for group in spec["workerGroupSpecs"]:
             pod = group["template"]["spec"]
@@ -413,7 +418,7 @@ def check_ray_cluster_spec(spec, where):
 
 
 def test_kuberay_raycluster_manifest():
-    manifest = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    manifest = kuberay_documents("raycluster.yaml")[0]
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
     assert manifest["metadata"]["name"]
     check_ray_cluster_spec(manifest["spec"], "RayCluster.spec")
@@ -421,7 +426,7 @@ def test_kuberay_raycluster_manifest():
 
 def test_kuberay_rayjob_runs_a_valid_sweep():
     from cyclegan.core.experiment import load_experiment
-    manifest = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
+    manifest = kuberay_documents("rayjob-sweep.yaml")[0]
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
     spec = manifest["spec"]
     assert isinstance(spec["shutdownAfterJobFinishes"], bool)
@@ -432,6 +437,125 @@ def test_kuberay_rayjob_runs_a_valid_sweep():
     exp = load_experiment(ROOT / command[2])  # the experiment it names exists and validates
     assert exp.storage_path.startswith(("s3://", "gs://"))  # results in object storage, not on pods
     assert all(p.dataroot and p.dataroot.startswith(("s3://", "gs://")) for p in exp.pairs)
+
+
+
+# ---------------------------------------------------------------- who may connect to the KubeRay pods
+NAMESPACE = "ml"  # where the manifests are applied (any one)
+STRANGER_IP = "203.0.113.9"  # an address outside the Kubernetes cluster
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a pod's or namespace's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    tests = {"In": lambda e: labels.get(e["key"]) in e["values"],
+             "NotIn": lambda e: labels.get(e["key"]) not in e["values"],
+             "Exists": lambda e: e["key"] in labels, "DoesNotExist": lambda e: e["key"] not in labels}
+    return all(tests[e["operator"]](e) for e in selector.get("matchExpressions") or [])
+
+
+def peer_admits(peer: dict, source: dict) -> bool:
+    """One ``from`` entry of an ingress rule against a source (a pod: labels and namespace; or an ``ip``)."""
+    import ipaddress
+    if "ipBlock" in peer:
+        ip = ipaddress.ip_address(source["ip"])
+        return ip in ipaddress.ip_network(peer["ipBlock"]["cidr"]) and not any(
+            ip in ipaddress.ip_network(cidr) for cidr in peer["ipBlock"].get("except", []))
+    if "labels" not in source:
+        return False  # pod and namespace selectors admit pods only
+    spaces = peer.get("namespaceSelector")  # none: the policy's own namespace only
+    in_space = source["namespace"] == NAMESPACE if spaces is None else \
+        selects(spaces, {"kubernetes.io/metadata.name": source["namespace"]})
+    return in_space and selects(peer.get("podSelector") or {}, source["labels"])
+
+
+def rule_admits(rule: dict, port: int, source: dict) -> bool:
+    ports = rule.get("ports") or [{}]  # none: every port
+    on_port = any(p.get("protocol", "TCP") == "TCP" and (p.get("port") is None or p["port"] == port or (
+        p.get("endPort") is not None and p["port"] <= port <= p["endPort"])) for p in ports)
+    peers = rule.get("from") or []  # none: from everywhere
+    return on_port and (not peers or any(peer_admits(peer, source) for peer in peers))
+
+
+def admitted(policies: list[dict], target: dict, port: int, source: dict) -> bool:
+    """Whether NetworkPolicy lets ``source`` connect to a pod labelled ``target`` on TCP ``port``: yes when
+    no policy selects the pod for ingress, else when a rule of one that does admits it."""
+    applying = [p["spec"] for p in policies if selects(p["spec"]["podSelector"], target)
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    return not applying or any(rule_admits(rule, port, source) for spec in applying
+                               for rule in spec.get("ingress") or [])
+
+
+def kuberay_pod_labels(cluster: str, template: dict, kind: str, group: str) -> dict:
+    """The labels KubeRay puts on a Ray pod: its template's, and KubeRay's own (ray-operator's labelPod)."""
+    return {**((template.get("metadata") or {}).get("labels") or {}), "ray.io/cluster": cluster,
+            "ray.io/node-type": kind, "ray.io/group": group, "ray.io/identifier": f"{cluster}-{kind}",
+            "ray.io/is-ray-node": "yes", "app.kubernetes.io/name": "kuberay",
+            "app.kubernetes.io/created-by": "kuberay-operator"}
+
+
+def ray_pods(name: str) -> tuple[dict, list[dict], list[dict]]:
+    """A manifest's head pod labels, its worker groups' pod labels, and its NetworkPolicies."""
+    manifest, *others = kuberay_documents(name)
+    if manifest["kind"] == "RayCluster":
+        spec, cluster = manifest["spec"], manifest["metadata"]["name"]
+    else:  # KubeRay names a RayJob's cluster after it, with a random suffix
+        spec, cluster = manifest["spec"]["rayClusterSpec"], f"{manifest['metadata']['name']}-x7k2q"
+    head = kuberay_pod_labels(cluster, spec["headGroupSpec"]["template"], "head", "headgroup")
+    workers = [kuberay_pod_labels(cluster, g["template"], "worker", g["groupName"]) for g in spec["workerGroupSpecs"]]
+    policies = [d for d in others if d["apiVersion"] == "networking.k8s.io/v1" and d["kind"] == "NetworkPolicy"]
+    assert len(policies) == len(others), f"{name}: {[d['kind'] for d in others]}"
+    return head, workers, policies
+
+
+def pod(labels: dict, namespace: str = NAMESPACE) -> dict:
+    return {"labels": labels, "namespace": namespace, "ip": "10.8.3.17"}
+
+
+RAY_PORTS = (6379, 8265, 10001, 8076, 8080, 10002, 19999, 52365, 41234)  # GCS, dashboard, client, object
+# manager, metrics, worker ports, dashboard agent, one that Ray picked at random (a raylet's)
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob-sweep.yaml"])
+def test_kuberay_pods_admit_their_own_ray_traffic_and_no_one_else(name):
+    """The Jobs API (8265), the GCS and every raylet listen on all of a pod's addresses, next to the
+    bucket's credentials: a NetworkPolicy selects the head (by the labels KubeRay gives it) and the
+    workers, lets the cluster's own pods reach each other on every Ray port, and keeps the dashboard,
+    the GCS and the client port from other pods, other namespaces, another Ray cluster, and outside."""
+    head, workers, policies = ray_pods(name)
+    assert policies, f"{name}: no NetworkPolicy: any pod may submit a job to the dashboard"
+    assert all(isinstance(p.get("port", 0), int) for policy in policies for rule in policy["spec"].get("ingress") or []
+               for p in rule.get("ports") or []), "named ports: this check reads port numbers only"
+    for target in (head, *workers):
+        for source in (head, *workers):
+            for port in RAY_PORTS:
+                assert admitted(policies, target, port, pod(source)), (name, target["ray.io/group"], port)
+    other_cluster = dict(head, **{"ray.io/cluster": "someone-else", "app.kubernetes.io/instance": "x"})
+    strangers = [pod({"app": "web"}), pod({"app": "web"}, namespace="other"), pod(other_cluster),
+                 pod(head, namespace="other"), {"ip": STRANGER_IP}]
+    for stranger in strangers:
+        for port in (8265, 6379, 10001):
+            assert not admitted(policies, head, port, stranger), (name, port, stranger)
+    # The check is not blind: a policy that opens the dashboard to all is seen.
+    opened = [*policies, {"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 8265}]}]}}]
+    assert admitted(opened, head, 8265, {"ip": STRANGER_IP}) and admitted([], head, 8265, {"ip": STRANGER_IP})
+
+
+def test_the_rayjob_submitter_and_the_kuberay_operator_reach_the_dashboard_only():
+    """KubeRay's submitter pod (`ray job submit` to the head's 8265; a Kubernetes Job named after the
+    RayJob, whose pods carry the Job controller's labels) and the KubeRay operator (it reads the job's
+    status there, from its own namespace) reach the dashboard, and nothing else of the cluster."""
+    head, workers, policies = ray_pods("rayjob-sweep.yaml")
+    submitter = pod({"batch.kubernetes.io/job-name": "cyclegan-sweep", "job-name": "cyclegan-sweep",
+                     "batch.kubernetes.io/controller-uid": "5d0c1f6e"})
+    legacy_submitter = pod({"job-name": "cyclegan-sweep", "controller-uid": "5d0c1f6e"})  # Kubernetes < 1.27
+    operator = pod({"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/component": "kuberay-operator",
+                    "app.kubernetes.io/instance": "kuberay-operator"}, namespace="kuberay-system")
+    for source in (submitter, legacy_submitter, operator):
+        assert admitted(policies, head, 8265, source), source
+        assert not any(admitted(policies, target, port, source) for target in (head, *workers)
+                       for port in RAY_PORTS if not (target is head and port == 8265)), source
 
 
 # ---------------------------------------------------------------- datasets
