@@ -13,7 +13,9 @@ which library decoded or resized the images.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -22,6 +24,7 @@ import torch
 from PIL import Image
 
 from .data import normalize
+from .errors import UserError
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -99,8 +102,12 @@ def extract_features(extractor: FeatureExtractor, images: Iterable[np.ndarray], 
 # ``clean_resize``. Weights are a plain state dict, read with weights_only=True.
 INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                  "pt_inception-2015-12-05-6726825d.pth")
+# The published file's SHA-256 (95,628,359 bytes; its first 8 digits are in its name, torch.hub's check,
+# which 2^32 tries defeat): what a download, or a sweep's staged copy with no other copy to go by, must be.
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 INCEPTION_ENV = "CYCLEGAN_INCEPTION_WEIGHTS"
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+PINNED = re.compile(r"(.+)#sha256=([0-9a-f]{64})")  # a stored file's URI with the hash it must have
 
 
 def inception_weights_path() -> Path:
@@ -112,7 +119,6 @@ def inception_weights_path() -> Path:
 
 
 def _download(url: str, path: Path, timeout: float = 20.0) -> None:
-    import hashlib
     import urllib.request
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -121,24 +127,59 @@ def _download(url: str, path: Path, timeout: float = 20.0) -> None:
         while chunk := response.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
-    expected = path.stem.rsplit("-", 1)[-1]  # the hash prefix in the file name, as torch.hub checks it
-    if not digest.hexdigest().startswith(expected):
+    if digest.hexdigest() != INCEPTION_SHA256:
         tmp.unlink()
-        raise OSError(f"downloaded file does not match its hash prefix {expected}")
+        raise OSError(f"the downloaded file's SHA-256 is {digest.hexdigest()}, not {INCEPTION_SHA256}")
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(data: bytes, expected: str, uri: str) -> None:
+    """Refuse weights that are not the file expected: FID/KID with others would skew every ranking."""
+    got = hashlib.sha256(data).hexdigest()
+    if got != expected:
+        raise UserError(f"{uri}: its SHA-256 is {got}, not {expected} (the Inception weights the sweep was "
+                        f"staged with, or the published file); scoring with other weights would skew every "
+                        f"FID/KID: put {INCEPTION_FILE} back there")
+
+
+def put_inception_weights(store, uri: str) -> str:
+    """This machine's Inception weights at ``uri`` (a sweep's storage), unless there already; the SHA-256
+    every reader of ``uri`` must find. A file already there must be this machine's copy, or with no copy
+    here the published file: the hash comes from here, never from the storage it vouches for."""
+    path = inception_weights_path()
+    if store.exists(uri):
+        expected = file_sha256(path) if path.is_file() else INCEPTION_SHA256
+        check_sha256(store.read_bytes(uri), expected, uri)
+        return expected
+    load_inception_weights()  # this machine's copy, downloaded if allowed; checked to load
+    digest = file_sha256(path)
+    store.upload_file(path, uri)
+    return digest
 
 
 def load_inception_weights(download: bool = True, stored: Optional[tuple] = None) -> dict:
     """The FID Inception's weights: from ``stored`` (a Storage and a URI: where a sweep put them for every
-    node, so no node needs the internet), else from this machine (downloaded once if allowed)."""
+    node, so no node needs the internet; checked against the hash the URI pins, ``#sha256=<hex>``, or
+    else the published file's), else from this machine (downloaded once if allowed)."""
     if stored is not None:
         import io
         store, uri = stored
+        pinned = PINNED.fullmatch(uri)
+        uri, expected = (pinned.group(1), pinned.group(2)) if pinned else (uri, INCEPTION_SHA256)
         try:
             data = store.read_bytes(uri)
         except FileNotFoundError:
             raise FileNotFoundError(f"FID/KID need the Inception-v3 weights at {uri}; they are gone from the "
                                     f"run's storage: put {INCEPTION_FILE} back there") from None
+        check_sha256(data, expected, uri)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     path = inception_weights_path()
     if not path.exists() and download and not _env_flag("CYCLEGAN_OFFLINE"):

@@ -476,17 +476,18 @@ def sweep(exp: Experiment, resume: bool = False, address: Optional[str] = None,
 def stage_inception_weights(exp: Experiment, store: Storage) -> None:
     """FID/KID with Inception: its weights go into the sweep's storage once, from this machine (downloaded
     here if need be), and every trial reads them from there, so GPU nodes need no internet. Missing
-    everywhere, the sweep fails here, before any trial trains, not at the first score."""
+    everywhere, the sweep fails here, before any trial trains, not at the first score. Their SHA-256 (this
+    machine's copy's, or with none here the published file's) goes to every trial with the experiment
+    (``inception_sha256``): a file replaced in the storage is refused there, not scored with."""
     uri = exp.inception_weights_uri
-    if uri is None or store.exists(uri):
+    if uri is None:
         return
-    from ..core.metrics import INCEPTION_URL, inception_weights_path, load_inception_weights
+    from ..core.metrics import INCEPTION_URL, put_inception_weights
     try:
-        load_inception_weights()  # this machine's copy, downloaded if allowed; checked to load
+        exp.inception_sha256 = put_inception_weights(store, uri)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or put the file at {uri}, where every trial of a sweep in this storage "
                                 f"reads it ({INCEPTION_URL})") from None
-    store.upload_file(inception_weights_path(), uri)
     log.info("the Inception weights for FID/KID are in %s for every trial", uri)
 
 

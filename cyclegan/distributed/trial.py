@@ -162,6 +162,14 @@ def trial_folder(trial) -> str:
     return f"{trial.config[PAIR_KEY]}_{trial.trial_id}"
 
 
+def staged_weights(exp) -> Optional[str]:
+    """Where a trial reads the FID Inception's weights, pinned (``#sha256=``) to the hash the sweep's driver
+    staged them with, from its own copy: a file replaced in the storage since is refused, not scored with.
+    Unpinned (no hash from the driver), the file must be the published one."""
+    uri, digest = exp.inception_weights_uri, getattr(exp, "inception_sha256", None)
+    return f"{uri}#sha256={digest}" if uri and digest else uri
+
+
 def run_trial(params: dict, setup: dict) -> None:
     """One trial: Tune calls it with the sampled values and the pair (and again, from its checkpoint, after a
     restart). Whatever it writes on its node is scratch; its record is in the sweep's storage."""
@@ -176,7 +184,7 @@ def run_trial(params: dict, setup: dict) -> None:
             "eval_images": exp.search.eval_images, "grid_images": exp.search.grid_images,
             "trial_uri": trial_uri, "trial": f"{params[PAIR_KEY]}_{trial_id}", "store": store,
             "hparams": {PAIR_KEY: pair.name, **sampled},
-            "inception_weights": exp.inception_weights_uri}
+            "inception_weights": staged_weights(exp)}
     values = trial_values(exp, pair, sampled)
     with node_scratch("trial") as scratch:
         # A built-in pair is written here, on this node, for this trial (it is cheap and deterministic).
