@@ -537,9 +537,11 @@ def test_a_fid_sweep_puts_the_inception_weights_in_its_storage_or_fails_before_a
     once, naming both places, before any trial trains (not at the first score)."""
     import torch
 
-    from cyclegan.core.metrics import INCEPTION_FILE, load_inception_weights
+    from cyclegan.core.errors import UserError
+    from cyclegan.core.metrics import INCEPTION_FILE, INCEPTION_SHA256, load_inception_weights
     from cyclegan.core.storage import Storage
     from cyclegan.distributed.sweep import stage_inception_weights, sweep
+    from cyclegan.distributed.trial import staged_weights
     exp = parse_experiment(experiment(tmp_path, search={"metric": "fid", "num_samples": 1}))
     uri = f"{tmp_path / 'sweeps'}/_weights/{INCEPTION_FILE}"
     assert exp.inception_weights_uri == uri
@@ -557,9 +559,13 @@ def test_a_fid_sweep_puts_the_inception_weights_in_its_storage_or_fails_before_a
     store = Storage.from_options()
     stage_inception_weights(exp, store)
     monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "nowhere.pth"))  # a node without a copy
-    read = load_inception_weights(stored=(store, uri))
+    read = load_inception_weights(stored=(store, staged_weights(exp)))  # pinned to the driver's hash
     assert torch.equal(read["Conv2d_1a_3x3.conv.weight"], weights["Conv2d_1a_3x3.conv.weight"])
-    stage_inception_weights(exp, store)  # already there: nothing to do, no copy needed here
+    # A driver without a copy can vouch for a staged file only as the published one, which a stand-in is not.
+    with pytest.raises(UserError, match=rf"{uri}: its SHA-256 is [0-9a-f]{{64}}, not {INCEPTION_SHA256}"):
+        stage_inception_weights(exp, store)
+    monkeypatch.setenv("CYCLEGAN_INCEPTION_WEIGHTS", str(tmp_path / "inception.pth"))
+    stage_inception_weights(exp, store)  # with its copy: already there, the same file, nothing to upload
 
 
 POPULATION_BASE = dict(BASE, builtin_count=16, n_epochs=2, n_epochs_decay=1, cpus_per_worker=2.0)
