@@ -617,7 +617,8 @@ def test_upload_a_local_dataset_and_train_from_it(tiny_pair, tmp_path, s3, capsy
 
 def test_upload_copies_images_only_and_reads_a_link_as_its_file(tiny_pair, tmp_path, s3):
     """What `cyclegan data upload` copies (issue 22: decided and said in the README): image files of the
-    splits, a link to an image file as the file; notes, hidden files and links to devices stay behind."""
+    splits, a link to an image file inside the folder as the file; notes, hidden files and links to devices stay
+    behind."""
     import shutil
 
     from cyclegan.cli import main
@@ -626,7 +627,8 @@ def test_upload_copies_images_only_and_reads_a_link_as_its_file(tiny_pair, tmp_p
         shutil.copytree(tiny_pair / split, root / split)
     (root / "trainA" / "notes.txt").write_text("not an image")
     (root / "trainA" / ".DS_Store").write_bytes(b"x")
-    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere = root / "originals" / "elsewhere.png"  # inside the folder (a link out of it stays behind)
+    elsewhere.parent.mkdir(parents=True)
     shutil.copy(sorted((tiny_pair / "testA").glob("*.png"))[0], elsewhere)
     (root / "trainA" / "linked.png").symlink_to(elsewhere)
     (root / "trainA" / "zero.png").symlink_to("/dev/zero")
