@@ -352,18 +352,29 @@ class Storage:
         """s3fs (what conditional writes need) for an ``s3://`` URI, in its bucket's region, and the path."""
         return _s3fs(with_region(self.settings, urlparse(uri).netloc), self.secrets), uri[len("s3://"):]
 
-    def read_tagged(self, uri: str) -> tuple[bytes, str]:
-        """A small file's bytes and a tag of this version of it, for ``write_if``; FileNotFoundError if absent."""
+    def read_tagged(self, uri: str, limit: Optional[int] = None) -> tuple[bytes, str]:
+        """A small file's bytes and a tag of this version of it, for ``write_if``; FileNotFoundError if absent.
+        ``limit``: no more than that many bytes and one are read (more than ``limit`` says the file is
+        larger); the tag is still the whole version's."""
+        end = None if limit is None else limit + 1
         if urlparse(uri).scheme == "s3":
             fs, path = self._conditional(uri)
             with reached(uri, "cannot read"):
                 while True:  # the tag before and after the read agree: the bytes are that version's
-                    tag = fs.info(path, refresh=True)["ETag"]
-                    data = fs.cat_file(path)
-                    if fs.info(path, refresh=True)["ETag"] == tag:
-                        return data, tag
-        data = self.read_bytes(uri)
-        return data, hashlib.sha256(data).hexdigest()
+                    info = fs.info(path, refresh=True)
+                    ranged = end is not None and info["size"] >= end  # (a range of an empty object is refused)
+                    data = fs.cat_file(path, start=0, end=end) if ranged else fs.cat_file(path)
+                    if fs.info(path, refresh=True)["ETag"] == info["ETag"]:
+                        return data, info["ETag"]
+        fs, path = self.resolve(uri)
+        digest, parts, kept = hashlib.sha256(), [], 0
+        with reached(uri, "cannot read"), fs.open_input_stream(path) as f:
+            while chunk := f.read(1 << 20):  # hashed as it streams: a huge file is never held whole
+                digest.update(chunk)
+                if end is None or kept < end:
+                    parts.append(chunk)
+                    kept += len(chunk)
+        return b"".join(parts)[:end], digest.hexdigest()
 
     def write_if(self, uri: str, data: bytes, tag: Optional[str]) -> str:
         """Write a small file only if it is still the version ``tag`` names (None: only if it does not
@@ -383,7 +394,7 @@ class Storage:
         local = not is_remote(uri)
         with _folder_locked(Path(uri).parent if local else None):
             try:
-                now = self.read_tagged(uri)[1]
+                now = self.read_tagged(uri, limit=0)[1]
             except FileNotFoundError:
                 now = None
             if now != tag:
