@@ -265,14 +265,17 @@ class Lease:
             self.lost.set()
 
     def _stop_driver(self) -> None:
-        """The driver's block ends: interrupted in the main thread (Ray Train's handler aborts its run)."""
+        """The driver's block ends: interrupted in the main thread (Ray Train's handler aborts its run). If
+        it has not let go of the lease within the rest of a period (interrupts ignored, or a handler an
+        earlier Tune run left that only sets a flag), the process ends: nothing else stops it writing."""
         if not self.in_main or self.stopped.is_set():
             return
         if callable(signal.getsignal(signal.SIGINT)):  # a signal, not a flag: it wakes a sleep or a wait too
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-        else:  # interrupts are ignored here: nothing else stops the driver before it writes more
-            log.error("%s", self.error())
-            os._exit(2)
+            if self.stopped.wait((1 - FENCE) * self.seconds):  # release(): the block ended
+                return
+        log.error("%s", self.error())
+        os._exit(2)
 
     def error(self) -> LeaseLost:
         return LeaseLost(f"the {self.what} {self.folder}: {self.why}; this driver stopped before writing more")

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -214,7 +215,9 @@ def test_in_a_bucket_a_lease_object_is_read_no_further_than_a_lease_can_be(s3, s
 
 
 DRIVER = """
-import itertools, sys
+import itertools, signal, sys
+if sys.argv[2] == "flag":  # Ctrl-C only noted, as the handler an earlier Tune run leaves does
+    signal.signal(signal.SIGINT, lambda *_: print("interrupt noted", file=sys.stderr))
 from cyclegan.core.errors import UserError
 from cyclegan.core.lease import Lease
 from cyclegan.core.storage import Storage
@@ -237,10 +240,14 @@ def steps(folder) -> int:
         return -1
 
 
-def test_a_driver_whose_lease_is_taken_stops_at_once_with_one_error_line_leaving_the_lease_to_the_taker(tmp_path):
+@pytest.mark.parametrize("interrupt", ["plain", "flag"])
+def test_a_driver_whose_lease_is_taken_stops_at_once_with_one_error_line_leaving_the_lease_to_the_taker(
+        tmp_path, interrupt):
+    """With a Ctrl-C handler that only takes note, the interrupt stops nothing: the process ends by itself
+    within the rest of the period, the same error its last line."""
     store, run = Storage.from_options(), str(tmp_path / "run")
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, run], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, run, interrupt], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: steps(tmp_path / "run") > 3, 60, "the driver to write checkpoints")
         # Another driver takes the lease (as one that judged this one gone would), a conditional write.
@@ -250,8 +257,10 @@ def test_a_driver_whose_lease_is_taken_stops_at_once_with_one_error_line_leaving
     finally:
         stop(driver)
     assert driver.returncode == 2, err
-    assert err.strip().splitlines() == [f"error: the run {run}: it was taken over by another driver (pid 4242 on "
-                                        f"node-b, since 2026-12-04 09:00:00); this driver stopped before writing more"]
+    message = (f"the run {run}: it was taken over by another driver (pid 4242 on node-b, since 2026-12-04 "
+               f"09:00:00); this driver stopped before writing more")
+    # Interrupted, the driver says it as its error; otherwise the lease logs it as the process ends.
+    assert err.strip().splitlines() == ([f"error: {message}"] if interrupt == "plain" else ["interrupt noted", message])
     assert stored(tmp_path / "run")["holder"] == "someone-else"  # neither removed nor overwritten
 
 
@@ -273,7 +282,15 @@ class Unreachable:
         return self.store.write_if(uri, data, tag)
 
 
-def test_a_holder_that_cannot_renew_stops_its_driver_before_another_may_take_over(tmp_path):
+@pytest.fixture
+def plain_interrupts():
+    """Ctrl-C as a fresh process has it: an in-process Tune run earlier in the suite leaves its own handler."""
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, earlier)
+
+
+def test_a_holder_that_cannot_renew_stops_its_driver_before_another_may_take_over(tmp_path, plain_interrupts):
     store = Unreachable(Storage.from_options())
     with pytest.raises(LeaseLost) as lost:
         with Lease(store, str(tmp_path / "run"), seconds=2) as lease:
