@@ -16,20 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import Config, ConfigError, shown
+from .config import RUN_KEYS, Config, ConfigError, shown  # RUN_KEYS: the options a rerun must keep
 from .storage import is_remote
 
 log = logging.getLogger("cyclegan")
-
-# The options that decide what a run trains: a run continued with other values would be another run.
-RUN_KEYS = (
-    "dataroot", "builtin", "builtin_size", "builtin_count", "direction", "serial_batches", "batch_size",
-    "load_size", "crop_size", "max_dataset_size", "preprocess", "no_flip", "input_nc", "output_nc",
-    "netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "init_type", "init_gain", "no_dropout",
-    "gan_mode", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
-    "lr", "beta1", "lr_policy", "n_epochs", "n_epochs_decay", "lr_decay_iters", "epoch_count", "seed",
-    "amp", "grad_compression", "data_ingest",
-)
 
 
 def _dataroot(value: Optional[str]) -> Optional[str]:
