@@ -49,8 +49,6 @@ SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end":
 LOCATION_KEYS = ("endpoint_url", "region")
 ALGORITHMS = ("optuna", "pbt", "pb2")
 POPULATION_ALGORITHMS = ("pbt", "pb2")
-# Search settings that only population-based training reads.
-POPULATION_SETTINGS = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "synch")
 
 
 @dataclass
@@ -70,14 +68,16 @@ class Search:
     scheduler: str = setting("asha", "with algorithm optuna: asha | none", choices=("asha", "none"))
     grace_period: float = setting(1, "ASHA: epochs every trial gets", above=0)
     reduction_factor: int = setting(2, "ASHA: keep 1/reduction_factor at each rung", minimum=2)
-    perturbation_interval: float = setting(2, "pbt/pb2: epochs between a trial's perturbations", above=0)
+    # population=True: a setting only population-based training reads (given for another algorithm: refused)
+    perturbation_interval: float = setting(2, "pbt/pb2: epochs between a trial's perturbations", above=0,
+                                           population=True)
     hyperparam_mutations: Optional[list] = setting(None, "pbt/pb2: the space keys changed mid-run (default: every "
                                                          f"key of the space among {', '.join(MUTABLE)}); the "
-                                                         "others are drawn once per trial")
+                                                         "others are drawn once per trial", population=True)
     quantile_fraction: float = setting(0.25, "pbt/pb2: the bottom fraction of a pair's population copies the top "
-                                             "fraction", above=0)
+                                             "fraction", above=0, population=True)
     synch: bool = setting(False, "pbt/pb2: perturb a pair's trials together at each interval (each waits there "
-                                 "for the others) instead of each on its own when it gets there")
+                                 "for the others) instead of each on its own when it gets there", population=True)
     points_to_evaluate: Optional[list] = setting(None, "each pair's first trials: a list of mappings, each giving "
                                                        "every key of the space a value")
     feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
@@ -91,6 +91,7 @@ class Search:
 
 
 SEARCH = Schema(Search, prefix="search.")
+POPULATION_SETTINGS = tuple(key for key, f in SEARCH.fields.items() if f.metadata.get("population"))
 
 
 @dataclass
