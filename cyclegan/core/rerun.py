@@ -7,7 +7,8 @@ process or on Ray) and sweep, said in each command's first lines of output.
   picks up where the first left off, and a finished one ends at once.
 - Other options: refused before anything is written, naming each difference. Options that change only
   how a run is carried out (workers, devices, logging, save intervals ...) may differ; those that decide
-  what is trained (data, networks, objective, schedule, seed, numerics) may not.
+  what is trained (data, networks, objective, schedule, seed, numerics) may not: ``config.RUN_KEYS``, the
+  options whose declared role says a rerun must keep them.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RUN_KEYS, Config, ConfigError, shown  # RUN_KEYS: the options a rerun must keep
+from .config import RUN_KEYS, Config, ConfigError, shown
 from .storage import is_remote
 
 log = logging.getLogger("cyclegan")

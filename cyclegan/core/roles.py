@@ -74,8 +74,6 @@ def role_problems(cls: type) -> list[str]:
             problems.append(f"{name}: shapes a network, so a rerun must keep it")
         if meta.get("scheduled") and not (role.rerun and role.sweep == SEARCH):
             problems.append(f"{name}: changed mid-run by a sweep, so it is searched and a rerun keeps it")
-        if "test" not in meta:
-            problems.append(f"{name}: no test-time default declared (MISSING: the same as training's)")
     return problems
 
 
