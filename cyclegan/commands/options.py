@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from typing import Any, Optional
 
-from ..core.config import FIELDS, HINTS, RUN, TEST_DEFAULTS, Config, from_dict, load_yaml, with_suffix
+from ..core.config import FIELDS, HINTS, RUN, SCHEMA, TEST_DEFAULTS, Config, from_dict, load_yaml, with_suffix
 
 log = logging.getLogger("cyclegan")
 
@@ -111,7 +111,7 @@ def from_args(args: argparse.Namespace, defaults: Optional[dict[str, Any]] = Non
     base = dict(defaults or {})
     for key in file_values:
         if key not in FIELDS:
-            from_dict({key: None}, source=f"config file {args.config}")  # raises with a hint
+            raise SCHEMA.unknown(key, source=f"config file {args.config}")
     base.update(file_values)
     return with_suffix(from_dict(given, base=base, source="command line"), str(suffix or ""),
                        name_from_file="name" not in given and "name" in file_values)

@@ -1,5 +1,6 @@
 """The experiment file of ``cyclegan sweep``: which pairs, the base options, the search space and the
-search settings, validated before any trial starts (errors name the key, as in ``config.py``).
+search settings, validated before any trial starts: the search settings are declared, coerced and checked as
+the options are (``schema.py``), the space in ``space.py``; errors name the key.
 
 No Ray here: the sweep driver (``distributed/sweep.py``) and ``cyclegan report`` both read it.
 """
@@ -9,17 +10,29 @@ import dataclasses
 import difflib
 import importlib.util
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .config import BUILTIN_PAIRS, FIELDS, NAME, Config, ConfigError, from_dict, load_yaml, shown
+from .config import (
+    BASE_MAY_SET,
+    BUILTIN_PAIRS,
+    NAME,
+    NOT_SEARCHABLE,
+    PROCESS_KEYS,
+    Config,
+    ConfigError,
+    from_dict,
+    load_yaml,
+    shown,
+)
 from .evaluate import METRICS
+from .schema import Schema, setting
+from .space import MUTABLE, check_points, mutations, parse_space, targets
 from .storage import SECRET_KEYS, Storage, is_remote
-from .stored import PROCESS_KEYS, read_yaml
+from .stored import read_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 # What a sweep's trials write, read back by `cyclegan report`:
@@ -33,28 +46,9 @@ EXPERIMENT_KEYS = ("name", "storage_path", "storage_options", "datasets", "base"
 # Training defaults a sweep changes: a checkpoint (and a score for ASHA) at every epoch end, and
 # TensorBoard always on; the end-of-run evaluation is the sweep's own score.
 SWEEP_BASE_DEFAULTS = {"save_epoch_freq": 1, "tensorboard": True, "eval_at_end": False}
-# Keys a sweep sets itself, that say where things go, or that fix a trial's resources: not searchable.
-NOT_SEARCHABLE = {"name", "dataroot", "checkpoints_dir", "storage_path", "storage_options", "resume",
-                  "address", "continue_train", "epoch", "load_iter", "results_dir", "builtin", "phase",
-                  "num_workers", "use_gpu", "cpus_per_worker", "worker_resources", "shared_filesystem"}
-# Of those, the ones the base options may still set (for every trial).
-BASE_MAY_SET = {"checkpoints_dir", "address", "num_workers", "use_gpu", "cpus_per_worker", "worker_resources",
-                "shared_filesystem"}
-DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 LOCATION_KEYS = ("endpoint_url", "region")
-TIED_LAMBDA = "lambda_cycle"  # one value for lambda_A and lambda_B
 ALGORITHMS = ("optuna", "pbt", "pb2")
 POPULATION_ALGORITHMS = ("pbt", "pb2")
-# What population-based training may change in a running trial: the optimizers' base rate and the objective's
-# weights are read at every step, the pools resize. Everything else (the networks, the data) is drawn once
-# per trial: a clone takes it from the trial it copies.
-MUTABLE = ("lr", TIED_LAMBDA, "lambda_A", "lambda_B", "lambda_identity", "pool_size")
-# Search settings that only population-based training reads.
-POPULATION_SETTINGS = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "synch")
-
-
-def setting(default, help: str, choices=None, minimum=None, above=None):
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum, "above": above})
 
 
 @dataclass
@@ -74,14 +68,16 @@ class Search:
     scheduler: str = setting("asha", "with algorithm optuna: asha | none", choices=("asha", "none"))
     grace_period: float = setting(1, "ASHA: epochs every trial gets", above=0)
     reduction_factor: int = setting(2, "ASHA: keep 1/reduction_factor at each rung", minimum=2)
-    perturbation_interval: float = setting(2, "pbt/pb2: epochs between a trial's perturbations", above=0)
+    # population=True: a setting only population-based training reads (given for another algorithm: refused)
+    perturbation_interval: float = setting(2, "pbt/pb2: epochs between a trial's perturbations", above=0,
+                                           population=True)
     hyperparam_mutations: Optional[list] = setting(None, "pbt/pb2: the space keys changed mid-run (default: every "
                                                          f"key of the space among {', '.join(MUTABLE)}); the "
-                                                         "others are drawn once per trial")
+                                                         "others are drawn once per trial", population=True)
     quantile_fraction: float = setting(0.25, "pbt/pb2: the bottom fraction of a pair's population copies the top "
-                                             "fraction", above=0)
+                                             "fraction", above=0, population=True)
     synch: bool = setting(False, "pbt/pb2: perturb a pair's trials together at each interval (each waits there "
-                                 "for the others) instead of each on its own when it gets there")
+                                 "for the others) instead of each on its own when it gets there", population=True)
     points_to_evaluate: Optional[list] = setting(None, "each pair's first trials: a list of mappings, each giving "
                                                        "every key of the space a value")
     feature_extractor: str = setting("inception", "for fid/kid: inception | tiny | package.module:callable")
@@ -94,39 +90,8 @@ class Search:
                                          "(num_workers > 0) take a whole GPU per worker", above=0)
 
 
-SEARCH_FIELDS = {f.name: f for f in dataclasses.fields(Search)}
-_SEARCH_HINTS = typing.get_type_hints(Search)
-
-
-def _check_setting(key: str, value: Any) -> None:
-    """A search setting of the schema's type (no conversions: YAML gives numbers as numbers), within bounds."""
-    meta = SEARCH_FIELDS[key].metadata
-    hint = _SEARCH_HINTS[key]
-    if value is None and typing.get_origin(hint) is typing.Union:
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int and not (number and isinstance(value, int)):
-        raise ConfigError(f"search.{key}: {value!r} must be an integer"
-                          + (f" >= {meta['minimum']}" if meta["minimum"] is not None else ""))
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"search.{key}: {value!r} must be true or false")
-    if hint is Optional[list] and not isinstance(value, list):
-        raise ConfigError(f"search.{key}: {value!r} must be a list")
-    if hint in (float, Optional[float]) and not number:
-        raise ConfigError(f"search.{key}: {value!r} must be a number")
-    if hint is str and not isinstance(value, str):
-        raise ConfigError(f"search.{key}: {value!r} must be a string")
-    if meta["choices"] is not None and value not in meta["choices"]:
-        raise ConfigError(f"search.{key}: {value!r} is not one of {', '.join(meta['choices'])}")
-    if meta["minimum"] is not None and value < meta["minimum"]:
-        raise ConfigError(f"search.{key}: {value!r} must be an integer >= {meta['minimum']}")
-    if meta["above"] is not None and value <= meta["above"]:
-        raise ConfigError(f"search.{key}: {value!r} must be > {meta['above']}")
-    if key == "quantile_fraction" and value > 0.5:
-        raise ConfigError(f"search.{key}: {value!r} must be at most 0.5 (the bottom copies the top)")
-    if key == "gpus_per_trial" and value > 1:
-        raise ConfigError(f"search.{key}: {value!r} must be at most 1 (a trial trains in one process, on one GPU; "
-                          "for more, set base.num_workers)")
+SEARCH = Schema(Search, prefix="search.")
+POPULATION_SETTINGS = tuple(key for key, f in SEARCH.fields.items() if f.metadata.get("population"))
 
 
 @dataclass
@@ -188,63 +153,18 @@ def _pair(entry: Any, index: int) -> Pair:
     return Pair(str(name), entry.get("dataroot"), entry.get("builtin"))
 
 
-def targets(key: str) -> list[str]:
-    """The training options a searched key sets."""
-    return ["lambda_A", "lambda_B"] if key == TIED_LAMBDA else [key]
-
-
-def _check_value(key: str, value: Any, base: dict, what: str) -> None:
-    try:
-        from_dict({**base, **{k: value for k in targets(key)}}, source="experiment")
-    except ConfigError as e:
-        raise ConfigError(f"space.{key}: {what} {value!r} is rejected: {e}") from None
-
-
-def _space_entry(key: str, spec: Any, base: dict) -> tuple[str, list]:
-    if key not in FIELDS and key != TIED_LAMBDA:
-        close = difflib.get_close_matches(key, list(FIELDS) + [TIED_LAMBDA], n=1)
-        raise ConfigError(f"space.{key}: unknown option" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    if key in NOT_SEARCHABLE:
-        raise ConfigError(f"space.{key}: not searchable (the sweep sets it per pair and trial)")
-    if isinstance(spec, list):
-        spec = {"choice": spec}
-    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise ConfigError(f"space.{key}: {spec!r} must be a list of choices or one of "
-                          f"{{choice: [...]}}, {{uniform: [low, high]}}, {{loguniform: [low, high]}}, "
-                          f"{{randint: [low, high]}}")
-    kind, args = next(iter(spec.items()))
-    if not isinstance(args, list) or not args:
-        raise ConfigError(f"space.{key}: {kind} needs a non-empty list, got {args!r}")
-    if kind == "choice":
-        for value in args:
-            _check_value(key, value, base, "choice")
-        return kind, args
-    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-        raise ConfigError(f"space.{key}: {kind} needs [low, high] numbers, got {args!r}")
-    low, high = args
-    if not low < high and not (kind == "randint" and low == high):
-        raise ConfigError(f"space.{key}: empty range [{low}, {high}] (low must be below high)")
-    field_type = "float" if key == TIED_LAMBDA else FIELDS[key].type
-    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
-        raise ConfigError(f"space.{key}: randint needs integer bounds, got {args!r}")
-    if kind in ("uniform", "loguniform") and "int" in str(field_type):
-        raise ConfigError(f"space.{key}: an integer option: use randint or choice, not {kind}")
-    if kind == "loguniform" and low <= 0:
-        raise ConfigError(f"space.{key}: loguniform needs low > 0, got {low}")
-    for value in (low, high):
-        _check_value(key, value, base, "bound")
-    return kind, [low, high]
-
-
-def parse_search(values: dict, pairs: list[Pair], space: Optional[dict] = None, base: Optional[dict] = None) -> Search:
-    for key in sorted(values):
-        if key not in SEARCH_FIELDS:
-            raise _unknown(key, SEARCH_FIELDS, f"search.{key}")
-    search = Search(**values)
-    for key in SEARCH_FIELDS:
-        _check_setting(key, getattr(search, key))
+def parse_search(values: Any, pairs: list[Pair], space: Optional[dict] = None, base: Optional[dict] = None) -> Search:
+    if not isinstance(values, dict):
+        raise ConfigError("search: must be a mapping of settings")
+    search = SEARCH.build(dict(sorted(values.items())))
+    if search.quantile_fraction > 0.5:
+        raise ConfigError(f"search.quantile_fraction: {search.quantile_fraction!r} must be at most 0.5 (the bottom "
+                          "copies the top)")
+    if search.gpus_per_trial > 1:
+        raise ConfigError(f"search.gpus_per_trial: {search.gpus_per_trial!r} must be at most 1 (a trial trains in one "
+                          "process, on one GPU; for more, set base.num_workers)")
     if space is not None:
-        _check_points(search, space, base or {})
+        check_points(search.points_to_evaluate or [], space, base or {})
         _check_population(search, values, space, base or {})
     if search.metric in ("l1", "psnr"):
         for pair in pairs:
@@ -252,32 +172,6 @@ def parse_search(values: dict, pairs: list[Pair], space: Optional[dict] = None, 
                 raise ConfigError(f"search.metric: {search.metric} needs ideal translations, which only "
                                   f"built-in pairs have ({pair.name} is not one); use fid or kid")
     return search
-
-
-def _check_points(search: Search, space: dict, base: dict) -> None:
-    for i, point in enumerate(search.points_to_evaluate or []):
-        where = f"search.points_to_evaluate[{i}]"
-        if not isinstance(point, dict) or not point:
-            raise ConfigError(f"{where}: {point!r} must be a mapping of space keys to values")
-        missing = [key for key in space if key not in point]
-        if missing:  # Optuna's warm start takes whole points
-            raise ConfigError(f"{where}: no value for space.{missing[0]} (a point gives every key of the space)")
-        for key, value in point.items():
-            if key not in space:
-                raise ConfigError(f"{where}.{key}: not a key of space ({', '.join(space)})")
-            kind, args = space[key]
-            inside = value in args if kind == "choice" else (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and args[0] <= value <= args[1])
-            if not inside:
-                raise ConfigError(f"{where}.{key}: {value!r} is outside space.{key} ({kind} {args})")
-            _check_value(key, value, base, where + " value")
-
-
-def mutations(search: Search, space: dict) -> list[str]:
-    """The space keys population-based training changes mid-run."""
-    if search.hyperparam_mutations is not None:
-        return list(search.hyperparam_mutations)
-    return [key for key in space if key in MUTABLE]
 
 
 def _check_population(search: Search, values: dict, space: dict, base: dict) -> None:
@@ -311,7 +205,7 @@ def _check_population(search: Search, values: dict, space: dict, base: dict) -> 
     cfg = from_dict(base, source="experiment base")
     if not any(key in space for key in ("n_epochs", "n_epochs_decay")) and \
             search.perturbation_interval >= cfg.total_epochs:
-        raise ConfigError(f"search.perturbation_interval: {search.perturbation_interval!r} epochs is not within a "
+        raise ConfigError(f"search.perturbation_interval: {search.perturbation_interval:g} epochs is not within a "
                           f"trial's {cfg.total_epochs} (n_epochs + n_epochs_decay): no trial would be perturbed")
     if cfg.keep_checkpoints < 3:
         raise ConfigError(f"base.keep_checkpoints: {cfg.keep_checkpoints} is too few for {search.algorithm}: a "
@@ -362,12 +256,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     names = [p.name for p in pairs]
     if len(set(names)) != len(names):
         raise ConfigError(f"datasets: two pairs share a name ({names}); give them distinct 'name's")
-    space_in = data.get("space") or {}
-    if not isinstance(space_in, dict) or not space_in:
-        raise ConfigError("space: needs at least one option to search, e.g. lambda_cycle: {loguniform: [3, 30]}")
-    if TIED_LAMBDA in space_in and ({"lambda_A", "lambda_B"} & set(space_in)):
-        raise ConfigError(f"space.{TIED_LAMBDA}: sets lambda_A and lambda_B together; do not also search them")
-    space = {key: _space_entry(key, spec, base) for key, spec in space_in.items()}
+    space = parse_space(data.get("space") or {}, base)
     search = parse_search(data.get("search") or {}, pairs, space, base)
     if base_cfg.max_workers > 0 and not search.max_concurrent_trials and search.algorithm not in POPULATION_ALGORITHMS:
         # A Train-inside-Tune trial's own bundle is almost empty (its workers ask for theirs), so without a

@@ -7,7 +7,8 @@ process or on Ray) and sweep, said in each command's first lines of output.
   picks up where the first left off, and a finished one ends at once.
 - Other options: refused before anything is written, naming each difference. Options that change only
   how a run is carried out (workers, devices, logging, save intervals ...) may differ; those that decide
-  what is trained (data, networks, objective, schedule, seed, numerics) may not.
+  what is trained (data, networks, objective, schedule, seed, numerics) may not: ``config.RUN_KEYS``, the
+  options whose declared role says a rerun must keep them.
 """
 from __future__ import annotations
 
@@ -16,20 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import Config, ConfigError, shown
+from .config import RUN_KEYS, Config, ConfigError, shown
 from .storage import is_remote
 
 log = logging.getLogger("cyclegan")
-
-# The options that decide what a run trains: a run continued with other values would be another run.
-RUN_KEYS = (
-    "dataroot", "builtin", "builtin_size", "builtin_count", "direction", "serial_batches", "batch_size",
-    "load_size", "crop_size", "max_dataset_size", "preprocess", "no_flip", "input_nc", "output_nc",
-    "netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "init_type", "init_gain", "no_dropout",
-    "gan_mode", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
-    "lr", "beta1", "lr_policy", "n_epochs", "n_epochs_decay", "lr_decay_iters", "epoch_count", "seed",
-    "amp", "grad_compression", "data_ingest",
-)
 
 
 def _dataroot(value: Optional[str]) -> Optional[str]:

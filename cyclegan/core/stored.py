@@ -2,7 +2,7 @@
 
 A run's or a sweep's folder in a shared bucket may have been written by anyone who can write the bucket,
 so its small files are read as data from outside: no more bytes than such a file can have, YAML without
-anchors or aliases (core.config.parse_yaml), JSON without unbounded nesting, and the expected kind of
+anchors or aliases (core.schema.parse_yaml), JSON without unbounded nesting, and the expected kind of
 value, or an error naming the file. What a caller then takes from them is its own decision (see
 ``run_options``)."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from .config import FIELDS, MAX_YAML_BYTES, ConfigError, parse_yaml
+from .config import FIELDS, PROCESS_KEYS
 from .errors import DataError
+from .schema import MAX_YAML_BYTES, parse_yaml
 from .storage import Storage
 
 MAX_JSON_BYTES = 1 << 20  # a record, a result or a pointer: kilobytes
@@ -19,10 +20,7 @@ MAX_JSON_BYTES = 1 << 20  # a record, a result or a pointer: kilobytes
 
 def read_yaml(store: Storage, uri: str, kind: Optional[type] = dict, listed: Optional[str] = None) -> Any:
     """The YAML document at ``uri``, bounded and alias-free; ``kind``: what it must be (None: anything)."""
-    value = parse_yaml(store.read_bytes(uri, listed, limit=MAX_YAML_BYTES).decode("utf-8", errors="replace"), uri)
-    if kind is not None and not isinstance(value, kind):
-        raise ConfigError(f"{uri}: holds a {type(value).__name__}, not a {kind.__name__}")
-    return value
+    return parse_yaml(store.read_bytes(uri, listed, limit=MAX_YAML_BYTES), uri, kind)
 
 
 def read_json(store: Storage, uri: str, kind: Optional[type] = dict, listed: Optional[str] = None,
@@ -39,11 +37,6 @@ def parse_json(data: bytes | str, source: str, kind: Optional[type] = dict) -> A
     if kind is not None and not isinstance(value, kind):
         raise DataError(f"{source}: holds a {type(value).__name__}, not a {kind.__name__}")
     return value
-
-
-# Options of the process that runs a command, never of a run: where it connects, its local folders, how it
-# reaches the store. A stored run's options file never sets them.
-PROCESS_KEYS = frozenset(name for name, f in FIELDS.items() if f.metadata.get("process"))
 
 
 def run_options(saved: dict) -> dict:

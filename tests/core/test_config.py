@@ -201,3 +201,32 @@ def test_a_name_that_would_leave_its_folder_is_refused_before_anything_is_writte
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: ") and "is not a folder name" in last, last
     assert not any(tmp_path.iterdir())  # nothing written, not even the checkpoints folder
+
+
+# ---------------------------------------------------------------- one schema for options and search settings
+def sweep_file(**search):
+    return {"name": "sw", "datasets": ["seasons"], "space": {"lr": [0.0001, 0.0002]}, "search": search}
+
+
+def test_the_search_settings_are_read_and_checked_as_the_options_are():
+    """The experiment file's search settings took no "yes" for true and refused "8" for 8, while the
+    options took both: the same machinery reads both now, with the same messages."""
+    from cyclegan.core.experiment import parse_experiment
+    assert from_dict({"no_flip": "yes", "ngf": "8"}).no_flip is True
+    search = parse_experiment(sweep_file(synch="yes", algorithm="pbt", num_samples="8", grace_period=2)).search
+    assert (search.synch, search.num_samples) == (True, 8)
+    for options, setting, message in [
+        ({"no_flip": "maybe"}, {"synch": "maybe"}, "'maybe' is not a valid bool"),
+        ({"ngf": "wide"}, {"num_samples": "wide"}, "'wide' is not a valid int"),
+        ({"ngf": 0}, {"num_samples": 0}, "0 is below the minimum 1"),
+        ({"lr": float("nan")}, {"time_budget_s": float("nan")}, "NaN is not allowed"),
+        ({"netG": "huge"}, {"metric": "huge"}, "'huge' is not one of"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{next(iter(options))}: {message}"):
+            from_dict(options)
+        with pytest.raises(ConfigError, match=rf"^search\.{next(iter(setting))}: {message}"):
+            parse_experiment(sweep_file(**setting))
+    with pytest.raises(ConfigError, match=r"^search\.grace_period: 0\.0 is not above 0$"):
+        parse_experiment(sweep_file(grace_period=0))
+    with pytest.raises(ConfigError, match=r"^search\.hyperparam_mutations: 'lr' is not a valid list$"):
+        parse_experiment(sweep_file(algorithm="pbt", hyperparam_mutations="lr"))

@@ -51,7 +51,7 @@ def bench_step(cfg: Config, warmup: int = 3, iters: int = 10, verbose: bool = Tr
     return {"sec_per_iter": sec, "images_per_sec": cfg.batch_size / sec, "netG": cfg.netG, "netD": cfg.netD,
             "ngf": cfg.ngf, "crop_size": cfg.crop_size, "batch_size": cfg.batch_size, "device": str(device),
             "amp": cfg.amp, "compile": cfg.compile, "channels_last": cfg.channels_last,
-            "fused_adam": cfg.fused_adam, "cudnn_benchmark": cfg.cudnn_benchmark, "cuda_graphs": cfg.cuda_graphs,
+            "fused_adam": cfg.fused_adam, "cudnn_benchmark": cfg.cudnn_benchmark,
             "torch_threads": torch.get_num_threads(), "warmup": warmup, "iters": iters,
             "min_sec_per_iter": min(times), "first_iter_sec": first, "losses_finite": finite,
             "peak_gpu_mem_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
