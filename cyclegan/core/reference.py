@@ -24,13 +24,21 @@ import typing
 from typing import Any
 
 from . import config, experiment
+from . import roles as roles_module
 
 COMMAND = "python -m cyclegan.core.reference > docs/configuration.md"
 HEADING = re.compile(r"#\s*---\s*(.+?)\s*---\s*$")  # a group of fields in a schema class
-SHOWN_APART = ("help", "commands", "choices", "minimum", "maximum", "above")  # their own columns
-ROLES = {  # what a role in the "Roles" column means, for the keys known when this was written
+SHOWN_APART = ("help", "commands", "choices", "minimum", "maximum", "above", "test")  # their own columns
+ROLES = {  # what a word in the "Roles" column means, for the keys known when this was written
+    "rerun": "a rerun of the same run must keep it (another value is refused): it decides what is trained",
+    "search": "a sweep may search it",
+    "fixed": "a sweep sets it itself, for each pair or trial",
+    "base": "not searched, but a sweep's base options may set it for every trial",
     "process": "of the process that runs the command (where it connects, its local folders, how it reaches "
                "the store), not of a run: a stored run's options never set it",
+    "shapes": "the networks whose shape it sets (G: the generators, D: the discriminators)",
+    "scheduled": "population-based training may change it in a running trial",
+    "population": "read only by population-based training (algorithm pbt or pb2)",
 }
 
 INTRO = f"""\
@@ -110,10 +118,18 @@ def allowed(meta: dict) -> str:
     return "; ".join(parts)
 
 
+def role_words(role: roles_module.Role) -> list[str]:
+    """A Role as the words the legend explains."""
+    return (["`rerun`"] if role.rerun else []) + [f"`{role.sweep}`"] + (["`process`"] if role.process else [])
+
+
 def roles(meta: dict) -> str:
     shown = []
     for key, v in meta.items():
-        if key in SHOWN_APART or v is None or v is False:
+        if isinstance(v, roles_module.Role):
+            shown += role_words(v)
+            continue
+        if key in SHOWN_APART or v is None or v is False or v == "":
             continue
         shown.append(f"`{key}`" if v is True else f"`{key}`: {value(v)}")
     return ", ".join(shown)
@@ -156,9 +172,8 @@ def section(cls: type, level: str, test_defaults: dict) -> list[str]:
 
 
 def legend(classes: tuple[type, ...]) -> list[str]:
-    used = {key for cls in classes for f in dataclasses.fields(cls) for key, v in f.metadata.items()
-            if key not in SHOWN_APART and v is not None and v is not False}
-    lines = [f"- `{key}`: {ROLES[key]}." for key in sorted(used) if key in ROLES]
+    shown = " ".join(roles(f.metadata) for cls in classes for f in dataclasses.fields(cls))
+    lines = [f"- `{word}`: {meaning}." for word, meaning in ROLES.items() if f"`{word}`" in shown]
     return ["Roles:", "", *lines, ""] if lines else []
 
 
