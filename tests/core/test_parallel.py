@@ -1,4 +1,5 @@
-"""Gradient averaging across processes (two gloo processes on this machine, rendezvous through a file)."""
+"""Gradient averaging across processes (two gloo processes on this machine, rendezvous through a file); the
+benchmark of it over a slow link: tests/commands/test_bench.py."""
 from __future__ import annotations
 
 import torch
@@ -49,32 +50,3 @@ def test_gradients_are_averaged_bucket_by_bucket_during_backward(tmp_path):
             assert results[rank]["unused"] == [None, None]
         for a, b in zip(results[0]["synced"], results[1]["synced"]):
             assert torch.equal(a, b)  # every process steps with the same gradient
-
-
-def test_the_slow_link_benchmark_sends_every_gradient_once_per_step(capsys):
-    """`cyclegan bench --link_gbps`: the simulated link carries each optimizer's gradients once a step,
-    and a step that sends them after backward waits at least their time on the link."""
-    import json
-
-    from cyclegan.commands.bench.link import bench_link
-    from cyclegan.core.config import from_dict
-    from cyclegan.core.model import CycleGAN
-    cfg = from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=24, load_size=24, device="cpu"))
-    rows = bench_link(cfg, [0.05], warmup=0, iters=1)
-    params = sum(p.numel() for p in CycleGAN(cfg).parameters())
-    assert [(r["gbps"], r["overlap"]) for r in rows] == [(0.0, True), (0.0, False), (0.05, True), (0.05, False)]
-    slow = [r for r in rows if r["gbps"]]
-    assert all(r["bytes_per_iter"] == 4 * params for r in slow)  # fp32, all four networks
-    assert slow[1]["sec_per_iter"] >= 4 * params * 8 / 0.05e9
-    assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == rows
-
-
-def test_the_link_model_queues_buckets_from_when_they_were_sent():
-    from cyclegan.commands.bench.link import modelled_exposure
-    mb = 125_000_000  # 0.1 s at 10 Gb/s
-    # Sent 0.15 s and 0 s before backward's end: the first is through before the end, the second is not.
-    assert abs(modelled_exposure([[(0.15, mb), (0.0, mb)]], 10, passes_per_iter=1) - 0.1) < 1e-9
-    # Both sent early but queued: the second waits for the first (0.2 s of transfers from 0.15 s before).
-    assert abs(modelled_exposure([[(0.15, mb), (0.14, mb)]], 10, passes_per_iter=1) - 0.05) < 1e-9
-    # Two passes an iteration (generators, then discriminators), averaged over the passes recorded.
-    assert abs(modelled_exposure([[(0.0, mb)], [(0.0, mb)]], 10) - 0.2) < 1e-9
