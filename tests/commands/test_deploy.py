@@ -25,11 +25,12 @@ from tests.helpers.s3 import put_bad_objects
 @pytest.fixture(scope="module")
 def trained(tiny_pair, tmp_path_factory) -> Path:
     """A run folder of a tiny model trained for two epochs."""
-    from cyclegan.core.trainer import train
+    from cyclegan.core.trainer import Trainer
     checkpoints = tmp_path_factory.mktemp("deploy")
-    train(from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0,
-                         n_epochs=1, n_epochs_decay=1, seed=3, dataroot=str(tiny_pair), checkpoints_dir=str(checkpoints),
-                         name="g", tensorboard=False, eval_at_end=False)), progress_bar=False)
+    Trainer(from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, load_size=28, crop_size=24, num_threads=0,
+                           n_epochs=1, n_epochs_decay=1, seed=3, dataroot=str(tiny_pair),
+                           checkpoints_dir=str(checkpoints), name="g", tensorboard=False, eval_at_end=False)),
+            progress_bar=False).run()
     return checkpoints / "g"
 
 
@@ -122,7 +123,9 @@ def test_translate_on_ray_from_and_to_s3_with_bad_objects_as_in_this_process(ray
     here = translate(from_dict(dict(TEST_DEFAULTS, crop_size=24, load_size=24)), str(trained), "s3://deploy/in",
                      str(tmp_path / "here"), store=store, progress_bar=False)
     assert here["translated"] == 6
-    for p in (tmp_path / "here").glob("*.png"):
+    written = sorted((tmp_path / "here").glob("*.png"))
+    assert len(written) == 6  # what the loop below compares
+    for p in written:
         assert s3.cat(f"deploy/out/{p.name}") == p.read_bytes(), p.name
     assert json.loads(s3.cat("deploy/out/_translate_report.json"))["translated"] == 6
 

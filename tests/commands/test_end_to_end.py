@@ -71,7 +71,9 @@ def test_train_test_gallery_and_tensorboard(tiny_pair, tmp_path):
     assert len(images) == 3 * 6
     for visual in ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"):
         assert f"0000_{visual}.png" in images
-    for src in re.findall(r'src="([^"]+)"', page):
+    shown = re.findall(r'src="([^"]+)"', page)
+    assert sorted(src.rsplit("/", 1)[-1] for src in shown) == images  # each image on the page once
+    for src in shown:
         assert (web / src).exists()
     assert Image.open(web / "images" / "0000_fake_B.png").size == (24, 24)
 
