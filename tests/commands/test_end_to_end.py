@@ -1,4 +1,6 @@
-"""End to end through the real ``cyclegan`` command: train, test, gallery, TensorBoard, eval, bench."""
+"""End to end through the real ``cyclegan`` command: train, test, gallery, TensorBoard, eval, bench (each a
+process, as a user runs it), and the test and synth commands on published and built-in data (in this
+process: the same command function, without another interpreter importing torch)."""
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cyclegan.cli import main
 from cyclegan.core.config import from_dict
 from cyclegan.core.evaluate import score_translation
 from cyclegan.core.networks import define_G
@@ -20,11 +23,11 @@ from cyclegan.core.trainer import Trainer
 CLI = [sys.executable, "-m", "cyclegan.cli"]
 
 
-def run(args, cwd, check=True):
+def run(args, cwd):
     env = dict(os.environ, PYTHONWARNINGS="default")
     proc = subprocess.run(CLI + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=env,
                           timeout=600)
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         raise AssertionError(f"cyclegan {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
@@ -71,7 +74,9 @@ def test_train_test_gallery_and_tensorboard(tiny_pair, tmp_path):
     assert len(images) == 3 * 6
     for visual in ("real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"):
         assert f"0000_{visual}.png" in images
-    for src in re.findall(r'src="([^"]+)"', page):
+    shown = re.findall(r'src="([^"]+)"', page)
+    assert sorted(src.rsplit("/", 1)[-1] for src in shown) == images  # each image on the page once
+    for src in shown:
         assert (web / src).exists()
     assert Image.open(web / "images" / "0000_fake_B.png").size == (24, 24)
 
@@ -83,7 +88,8 @@ def test_train_test_gallery_and_tensorboard(tiny_pair, tmp_path):
     assert fid_scores["fid"] > 0 and {"fid_AtoB", "fid_BtoA", "kid_AtoB", "kid_BtoA"} <= set(fid_scores)
 
 
-def test_a_reference_pretrained_generator_translates_as_is(tiny_pair, tmp_path):
+def test_a_reference_pretrained_generator_translates_as_is(tiny_pair, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a user would run it: nothing lands in the repository
     # A file as the reference publishes it: plain state_dict, here saved from DataParallel ('module.')
     # by an older PyTorch that stored InstanceNorm running stats.
     torch.manual_seed(0)
@@ -96,9 +102,9 @@ def test_a_reference_pretrained_generator_translates_as_is(tiny_pair, tmp_path):
     folder.mkdir(parents=True)
     torch.save(sd, folder / "latest_net_G.pth")
 
-    run(["test", "--dataroot", Path(tiny_pair) / "testA", "--name", "seasons_pretrained", "--model", "test",
-         "--no_dropout", "--netG", "resnet_6blocks", "--ngf", 8, "--crop_size", 24,
-         "--checkpoints_dir", tmp_path / "checkpoints", "--results_dir", tmp_path / "results"], cwd=tmp_path)
+    assert main(["test", "--dataroot", str(Path(tiny_pair) / "testA"), "--name", "seasons_pretrained", "--model",
+                 "test", "--no_dropout", "--netG", "resnet_6blocks", "--ngf", "8", "--crop_size", "24",
+                 "--checkpoints_dir", str(tmp_path / "checkpoints"), "--results_dir", str(tmp_path / "results")]) == 0
     images = tmp_path / "results" / "seasons_pretrained" / "test_latest" / "images"
     assert sorted(p.name for p in images.iterdir())[:2] == ["0000_fake.png", "0000_real.png"]
     real = np.asarray(Image.open(Path(tiny_pair) / "testA" / "0000.png"), dtype=np.float32) / 127.5 - 1
@@ -109,14 +115,14 @@ def test_a_reference_pretrained_generator_translates_as_is(tiny_pair, tmp_path):
     assert np.abs(got - expected).max() <= 1
 
 
-def test_a_wrong_architecture_gives_a_clear_error(tiny_pair, tmp_path):
+def test_a_wrong_architecture_gives_a_clear_error(tiny_pair, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "checkpoints" / "x_pretrained"
     folder.mkdir(parents=True)
     torch.save(define_G(3, 3, 8, "resnet_6blocks").state_dict(), folder / "latest_net_G.pth")
-    proc = run(["test", "--dataroot", tiny_pair, "--name", "x_pretrained", "--model", "test",
-                "--checkpoints_dir", tmp_path / "checkpoints", "--results_dir", tmp_path / "r"], tmp_path, False)
-    assert proc.returncode == 2
-    assert "latest_net_G.pth: does not fit this network" in proc.stderr
+    assert main(["test", "--dataroot", str(tiny_pair), "--name", "x_pretrained", "--model", "test",
+                 "--checkpoints_dir", str(tmp_path / "checkpoints"), "--results_dir", str(tmp_path / "r")]) == 2
+    assert "latest_net_G.pth: does not fit this network" in capsys.readouterr().err
 
 
 def test_builtin_pairs_are_deterministic_and_paired():
@@ -130,8 +136,10 @@ def test_builtin_pairs_are_deterministic_and_paired():
     assert np.asarray(render("fruit", 0, "testA", 0, 80, "A")).shape == (80, 80, 3)
 
 
-def test_synth_command_writes_the_unaligned_layout(tmp_path):
-    run(["data", "synth", "zebra", "--out", tmp_path / "z", "--size", 16, "--n_train", 3, "--n_test", 2], tmp_path)
+def test_synth_command_writes_the_unaligned_layout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "synth", "zebra", "--out", str(tmp_path / "z"), "--size", "16", "--n_train", "3",
+                 "--n_test", "2"]) == 0
     for split, n in (("trainA", 3), ("trainB", 3), ("testA", 2), ("testB", 2), ("ideal/testA", 2)):
         assert len(list((tmp_path / "z" / split).glob("*.png"))) == n
     assert json.loads((tmp_path / "z" / "pair.json").read_text())["pair"] == "zebra"
@@ -172,7 +180,6 @@ def test_a_name_with_a_run_continues_with_the_same_options_and_refuses_others(ti
     trained is refused, naming it, unless --continue_train says to continue with it."""
     import logging
 
-    from cyclegan.cli import main
     flags = ["--dataroot", str(tiny_pair), "--name", "again", "--checkpoints_dir", str(tmp_path), "--netG",
              "resnet_6blocks", "--ngf", "4", "--ndf", "4", "--load_size", "28", "--crop_size", "24",
              "--num_threads", "0", "--n_epochs", "1", "--n_epochs_decay", "0"]

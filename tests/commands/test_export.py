@@ -100,12 +100,12 @@ def test_exports_compute_what_cyclegan_test_computes_at_any_batch_and_allowed_si
 @pytest.fixture(scope="module")
 def batch_norm_run(tiny_pair, tmp_path_factory) -> Path:
     """A run folder of a tiny batch-norm model, trained for two epochs."""
-    from cyclegan.core.trainer import train
+    from cyclegan.core.trainer import Trainer
     checkpoints = tmp_path_factory.mktemp("export")
-    train(from_dict(dict(netG="resnet_6blocks", norm="batch", ngf=4, ndf=4, load_size=28, crop_size=24,
-                         num_threads=0, n_epochs=1, n_epochs_decay=1, seed=5, dataroot=str(tiny_pair),
-                         checkpoints_dir=str(checkpoints), name="bn", tensorboard=False, eval_at_end=False)),
-          progress_bar=False)
+    Trainer(from_dict(dict(netG="resnet_6blocks", norm="batch", ngf=4, ndf=4, load_size=28, crop_size=24,
+                           num_threads=0, n_epochs=1, n_epochs_decay=1, seed=5, dataroot=str(tiny_pair),
+                           checkpoints_dir=str(checkpoints), name="bn", tensorboard=False, eval_at_end=False)),
+            progress_bar=False).run()
     return checkpoints / "bn"
 
 

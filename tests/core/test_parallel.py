@@ -1,4 +1,5 @@
-"""Gradient averaging across processes (two gloo processes on this machine, rendezvous through a file)."""
+"""Gradient averaging across processes (two gloo processes on this machine, rendezvous through a file); the
+benchmark of it over a slow link: tests/commands/test_bench.py."""
 from __future__ import annotations
 
 import torch
@@ -9,34 +10,36 @@ from torch import nn
 from cyclegan.core.parallel import GradientSync
 
 
-def _average_in_two_processes(rank: int, world: int, store: str, out: str, compress) -> None:
+def _average_in_two_processes(rank: int, world: int, store: str, out: str, modes: tuple[str, ...]) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        used = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 4))
-        unused = nn.Linear(4, 4)  # no gradient in this backward, as a frozen or skipped part
-        params = list(used.parameters()) + list(unused.parameters())
-        sync = GradientSync(params, world, bucket_mb=0.0005, compress=compress)  # 1 KB: several buckets
-        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(rank))  # each process its own data
-        used(used(x)).square().sum().backward()  # used twice: each gradient accumulated once
-        local = [p.grad.clone() for p in used.parameters()]
-        sync.finish()
-        everyone = []
-        for grad in local:
-            parts = [torch.zeros_like(grad) for _ in range(world)]
-            dist.all_gather(parts, grad)
-            everyone.append(torch.stack(parts))
-        torch.save({"synced": [p.grad for p in used.parameters()], "everyone": everyone,
-                    "unused": [p.grad for p in unused.parameters()], "buckets": len(sync.buckets)}, f"{out}.{rank}")
+        for compress in modes:  # one process group for every mode: a spawn is a fresh interpreter importing torch
+            torch.manual_seed(0)
+            used = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 4))
+            unused = nn.Linear(4, 4)  # no gradient in this backward, as a frozen or skipped part
+            params = list(used.parameters()) + list(unused.parameters())
+            sync = GradientSync(params, world, bucket_mb=0.0005, compress=compress)  # 1 KB: several buckets
+            x = torch.randn(8, 4, generator=torch.Generator().manual_seed(rank))  # each process its own data
+            used(used(x)).square().sum().backward()  # used twice: each gradient accumulated once
+            local = [p.grad.clone() for p in used.parameters()]
+            sync.finish()
+            everyone = []
+            for grad in local:
+                parts = [torch.zeros_like(grad) for _ in range(world)]
+                dist.all_gather(parts, grad)
+                everyone.append(torch.stack(parts))
+            torch.save({"synced": [p.grad for p in used.parameters()], "everyone": everyone,
+                        "unused": [p.grad for p in unused.parameters()], "buckets": len(sync.buckets)},
+                       f"{out}-{compress}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 def test_gradients_are_averaged_bucket_by_bucket_during_backward(tmp_path):
-    for compress in ("none", "bf16"):
-        out = str(tmp_path / f"out-{compress}")
-        mp.spawn(_average_in_two_processes, args=(2, str(tmp_path / f"store-{compress}"), out, compress), nprocs=2)
-        results = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+    modes = ("none", "bf16")
+    mp.spawn(_average_in_two_processes, args=(2, str(tmp_path / "store"), str(tmp_path / "out"), modes), nprocs=2)
+    for compress in modes:
+        results = [torch.load(tmp_path / f"out-{compress}.{rank}", weights_only=True) for rank in range(2)]
         assert results[0]["buckets"] >= 2
         for rank in range(2):
             for synced, everyone in zip(results[rank]["synced"], results[rank]["everyone"]):
@@ -49,32 +52,3 @@ def test_gradients_are_averaged_bucket_by_bucket_during_backward(tmp_path):
             assert results[rank]["unused"] == [None, None]
         for a, b in zip(results[0]["synced"], results[1]["synced"]):
             assert torch.equal(a, b)  # every process steps with the same gradient
-
-
-def test_the_slow_link_benchmark_sends_every_gradient_once_per_step(capsys):
-    """`cyclegan bench --link_gbps`: the simulated link carries each optimizer's gradients once a step,
-    and a step that sends them after backward waits at least their time on the link."""
-    import json
-
-    from cyclegan.commands.bench.link import bench_link
-    from cyclegan.core.config import from_dict
-    from cyclegan.core.model import CycleGAN
-    cfg = from_dict(dict(netG="resnet_6blocks", ngf=4, ndf=4, crop_size=24, load_size=24, device="cpu"))
-    rows = bench_link(cfg, [0.05], warmup=0, iters=1)
-    params = sum(p.numel() for p in CycleGAN(cfg).parameters())
-    assert [(r["gbps"], r["overlap"]) for r in rows] == [(0.0, True), (0.0, False), (0.05, True), (0.05, False)]
-    slow = [r for r in rows if r["gbps"]]
-    assert all(r["bytes_per_iter"] == 4 * params for r in slow)  # fp32, all four networks
-    assert slow[1]["sec_per_iter"] >= 4 * params * 8 / 0.05e9
-    assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == rows
-
-
-def test_the_link_model_queues_buckets_from_when_they_were_sent():
-    from cyclegan.commands.bench.link import modelled_exposure
-    mb = 125_000_000  # 0.1 s at 10 Gb/s
-    # Sent 0.15 s and 0 s before backward's end: the first is through before the end, the second is not.
-    assert abs(modelled_exposure([[(0.15, mb), (0.0, mb)]], 10, passes_per_iter=1) - 0.1) < 1e-9
-    # Both sent early but queued: the second waits for the first (0.2 s of transfers from 0.15 s before).
-    assert abs(modelled_exposure([[(0.15, mb), (0.14, mb)]], 10, passes_per_iter=1) - 0.05) < 1e-9
-    # Two passes an iteration (generators, then discriminators), averaged over the passes recorded.
-    assert abs(modelled_exposure([[(0.0, mb)], [(0.0, mb)]], 10) - 0.2) < 1e-9

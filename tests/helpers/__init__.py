@@ -8,5 +8,6 @@
 - ``leaks``: the credential-leak search (files, buckets, Ray's and Ray Train's state)
 - ``metadata``: a fake cloud instance metadata service (spot notices)
 - ``events``: TensorBoard event files read back
+- ``images``: small image folders, alone or mixed with files that are no images
 
 No module keeps state: a server, node or secret is an object its fixture (or test) owns and passes on."""

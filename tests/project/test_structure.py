@@ -1,9 +1,10 @@
 """The shape of the code: three layers by folder, imports one way (core <- distributed <- commands <- cli.py),
-Ray only in distributed/, no module reaching into another's private names, and ruff (pyflakes and import
-order) passing."""
+Ray only in distributed/, no module reaching into another's private names, each layer's tests using no
+higher layer but for a listed reason, and ruff (pyflakes and import order) passing."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 PACKAGE = ROOT / "cyclegan"
+TESTS = ROOT / "tests"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -183,6 +185,111 @@ def test_the_import_check_finds_each_kind_of_problem(tmp_path):
     assert "pkg/distributed/run.py:" not in problems
     assert "pkg/commands/train.py:" not in problems
     assert "pkg/cli.py:" not in problems
+
+
+# ---------------------------------------------------------------- the tests' layers
+# tests/core/ tests the core alone, tests/distributed/ the Ray layer on the core; tests/commands/ and
+# tests/project/ may use everything. A module run as ``python -m cyclegan....`` counts as imported.
+TEST_MAY_USE = {"core": {"core"}, "distributed": {"core", "distributed"}}
+SCHEMA_WORK = "moved by issue 33's schema/trainer work"
+DRIVER = "the scenario is a driver process as a user starts one (the CLI), beside the Ray it joins"
+REPORT = "the sweep's scenario ends in the report a user reads of it"
+# (test file, module it uses from a higher layer): why it may. An entry nothing matches any more is an error.
+TESTS_MAY_USE_HIGHER = {
+    ("tests/core/test_config.py", "cyclegan.cli"): SCHEMA_WORK,
+    ("tests/core/test_config.py", "cyclegan.commands.options"): SCHEMA_WORK,
+    ("tests/core/test_training.py", "cyclegan.cli"): SCHEMA_WORK,
+    ("tests/distributed/test_distributed.py", "cyclegan.cli"): DRIVER,
+    ("tests/distributed/test_multinode.py", "cyclegan.cli"): DRIVER,
+    ("tests/distributed/cluster_scenarios.py", "cyclegan.cli"):
+        "the preemption watcher is a process the cluster file starts on each node (cyclegan cluster ...)",
+    ("tests/distributed/test_writers.py", "cyclegan.cli"): DRIVER,
+    ("tests/distributed/test_stored_files.py", "cyclegan.cli"): DRIVER,
+    ("tests/distributed/test_stored_files.py", "cyclegan.commands.report"):
+        "a bucket's planted experiment file must not steer the report's reading of it",
+    ("tests/distributed/test_sweep.py", "cyclegan.cli"): REPORT + ", and a sweep resumed as a user resumes one",
+    ("tests/distributed/test_sweep.py", "cyclegan.commands.report"): REPORT,
+}
+
+
+def used_modules(path: Path) -> list[tuple[str, int]]:
+    """(module, line) for every import in a test file, at any depth, and every module it runs with ``-m``
+    (a string naming a module of the package)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.module, node.lineno))
+            if node.module == "cyclegan":  # from cyclegan import cli
+                found += [(f"cyclegan.{alias.name}", node.lineno) for alias in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                re.fullmatch(r"cyclegan(\.\w+)+", node.value):
+            found.append((node.value, node.lineno))
+    return found
+
+
+def layer_of_used(module: str) -> str:
+    """The package's layer a module belongs to (Ray and Optuna: the Ray layer's), else ''."""
+    parts = module.split(".")
+    if parts[0] in RAY_ONLY:
+        return "distributed"
+    if parts[0] != "cyclegan" or len(parts) == 1:
+        return ""
+    return "cli" if parts[1] == "cli" else parts[1] if parts[1] in LAYERS else ""
+
+
+def higher_layer_uses(tests: Path, allowed: dict) -> list[str]:
+    """Each use of a higher layer by a test below ``tests``/<layer>/ that ``allowed`` gives no reason for,
+    and each entry of ``allowed`` that no test needs any more."""
+    problems, used = [], set()
+    for layer, may in TEST_MAY_USE.items():
+        for path in sorted((tests / layer).rglob("*.py")):
+            name = path.relative_to(tests.parent).as_posix()
+            for module, line in used_modules(path):
+                other = layer_of_used(module)
+                if not other or other in may:
+                    continue
+                if (name, module) in allowed:
+                    used.add((name, module))
+                    continue
+                problems.append(f"{name}:{line}: a test of the {layer} layer uses {module} ({other}): move it to "
+                                f"tests/{other if other != 'cli' else 'commands'}/, or give the reason in "
+                                f"TESTS_MAY_USE_HIGHER")
+    problems += [f"TESTS_MAY_USE_HIGHER: {name} no longer uses {module}: drop the entry"
+                 for name, module in sorted(set(allowed) - used)]
+    return problems
+
+
+def test_each_layers_tests_use_no_higher_layer_but_for_a_listed_reason():
+    problems = higher_layer_uses(TESTS, TESTS_MAY_USE_HIGHER)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_tests_layer_check_finds_each_kind_of_use(tmp_path):
+    tests = tmp_path / "tests"
+    for folder in ("core", "distributed", "commands"):
+        (tests / folder).mkdir(parents=True)
+    (tests / "core" / "test_a.py").write_text(
+        "from cyclegan.core import config\nimport ray\n\ndef test():\n    from cyclegan.cli import main\n"
+        "    run([sys.executable, '-m', 'cyclegan.commands.train'])\nfrom cyclegan import distributed\n")
+    (tests / "distributed" / "test_b.py").write_text(
+        "from cyclegan.distributed.streams import scan\nimport ray\nfrom cyclegan.commands.report import table\n"
+        "from cyclegan.cli import main\n")
+    (tests / "commands" / "test_c.py").write_text("from cyclegan.cli import main\nimport ray\n")
+    allowed = {("tests/distributed/test_b.py", "cyclegan.cli"): "why", ("tests/core/test_gone.py", "ray"): "why"}
+    problems = "\n".join(higher_layer_uses(tests, allowed))
+    assert "tests/core/test_a.py:2: a test of the core layer uses ray (distributed): move it to tests/distributed/" \
+        in problems
+    assert "tests/core/test_a.py:5: a test of the core layer uses cyclegan.cli (cli): move it to tests/commands/" \
+        in problems
+    assert "tests/core/test_a.py:6: a test of the core layer uses cyclegan.commands.train (commands)" in problems
+    assert "tests/core/test_a.py:7: a test of the core layer uses cyclegan.distributed (distributed)" in problems
+    assert "tests/distributed/test_b.py:3: a test of the distributed layer uses cyclegan.commands.report" in problems
+    assert "TESTS_MAY_USE_HIGHER: tests/core/test_gone.py no longer uses ray: drop the entry" in problems
+    # What is allowed: a layer's own and lower modules, a listed reason, and anything in tests/commands/.
+    assert "test_a.py:1:" not in problems and "test_b.py:1:" not in problems and "test_b.py:2:" not in problems
+    assert "test_b.py:4:" not in problems and "test_c.py" not in problems
 
 
 def test_ruff_finds_nothing():
