@@ -17,6 +17,8 @@ import functools
 import os
 from typing import Optional
 
+from .ray_internals import default_utilization_scorer, last_launch_worked
+
 SCORER = f"{__name__}.spot_first_scorer"  # what RAY_AUTOSCALER_UTILIZATION_SCORER names
 CONFIG_VARIABLE = "CYCLEGAN_AUTOSCALING_CONFIG"  # default: where `ray up` puts the cluster config on the head
 DEFAULT_CONFIG = "~/ray_bootstrap_config.yaml"
@@ -38,12 +40,10 @@ def spot_first_scorer(node_resources: dict, resources: list, node_type: str, *, 
                       ) -> Optional[tuple]:
     """Ray's score of ``node_type`` for ``resources``, put behind every type whose launches work when its
     last launch was refused, and ahead of equals when its priority is higher."""
-    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer
-    score = _default_utilization_scorer(node_resources, resources, node_type,
-                                        node_availability_summary=node_availability_summary)
+    score = default_utilization_scorer(node_resources, resources, node_type,
+                                       node_availability_summary=node_availability_summary)
     if score is None:
         return None
-    record = node_availability_summary.node_availabilities.get(node_type)
-    launches = record is None or record.is_available
+    launches = last_launch_worked(node_availability_summary, node_type)
     priority = node_priorities(os.environ.get(CONFIG_VARIABLE, DEFAULT_CONFIG)).get(node_type, 0)
     return (launches, *score, priority)

@@ -67,15 +67,17 @@ def take_start(store: Storage, start_uri: str) -> dict:
 
 def check_taken(store: Storage, start_uri: str, nonce: str) -> None:
     """After the first worker's shard request: the split was made from the start it wrote. Ray Train V2
-    calls DataConfig.configure lazily, on that request; if it ever calls it earlier, the split would
-    come from an older group's position, which this refuses."""
+    calls DataConfig.configure lazily, on that request (a behaviour of Ray's this module relies on: see
+    ray_internals.DATA_CONFIGURE_CALLER, checked by tests/distributed/test_ray_internals.py); if it ever
+    calls it earlier, the split would come from an older group's position, which this refuses."""
     if _taken(store, start_uri) != nonce:
         raise RuntimeError(f"{start_uri}: the data was split from another start than this worker group's "
                            f"(Ray Train configured the dataset before the first worker wrote where it resumes)")
 
 
 class RemainingSamples(ray.train.DataConfig):
-    """Ray Train's split of the run's data, positioned where the starting worker group resumes."""
+    """Ray Train's split of the run's data, positioned where the starting worker group resumes: ``configure``
+    runs when the first worker asks for its shard, after it wrote where the group starts (see check_taken)."""
 
     def __init__(self, cfg: Config, domains: RemoteDomains, store: Storage, run_uri: str):
         super().__init__(datasets_to_split="all", enable_shard_locality=True)

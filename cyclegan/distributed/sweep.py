@@ -4,8 +4,8 @@ domain pairs, all searched at once so the cluster stays busy.
 One Tune run holds every trial of every pair: trials of all pairs share the cluster and the sweep's
 ``max_concurrent_trials`` (the cluster-wide limit), so no GPU waits for one pair's last trials while
 another pair has trials queued. Scores of different pairs are not comparable, so each pair has its own
-Optuna searcher (``PairSearch``) and its own ASHA brackets (``PairScheduler``); a trial's config names
-its pair.
+Optuna searcher and its own ASHA brackets or population (``pair_search``); a trial's config names its
+pair.
 
 Layout of a sweep (local folder or s3://): ``<storage_path>/<sweep>/experiment.yaml`` (the file it was
 started from), Tune's experiment state, and per trial a folder ``<pair>_<trial id>/`` with Tune's
@@ -17,7 +17,8 @@ On a cluster, trials that drive a Ray Train run ask for a little of the ``driver
 cluster defines one (the cluster files put it on the on-demand head): a spot reclaim then never takes a
 trial's driver with its workers.
 
-The experiment file is ``cyclegan/experiment.py``; one trial is ``trial.py``; this is the driver.
+The experiment file is read by ``core/experiment.py``; one trial is ``trial.py``; the per-pair searchers
+and schedulers are ``pair_search.py``; this is the driver.
 """
 from __future__ import annotations
 
@@ -25,14 +26,12 @@ import contextlib
 import dataclasses
 import logging
 import os
-import pickle
-import tempfile
 from typing import Any, Optional
 
-from ray.tune.schedulers import FIFOScheduler, PopulationBasedTraining, TrialScheduler
-from ray.tune.search import Searcher
+from ray.tune import Callback
+from ray.tune.schedulers import PopulationBasedTraining
 
-from ..core.config import Config, from_dict
+from ..core.config import Config
 from ..core.evaluate import METRICS
 from ..core.experiment import (
     EXPERIMENT_FILE,
@@ -44,12 +43,13 @@ from ..core.experiment import (
     mutations,
     pair_config,
     save_experiment,
-    trial_values,
 )
 from ..core.lease import Lease
 from ..core.rerun import check_rerun, experiment_differences
 from ..core.storage import Storage
 from ..core.stored import read_yaml
+from .pair_search import InSpace, PairScheduler, PairSearch, SchedulerState
+from .ray_internals import trial_storage, tune_propagating_none_of
 from .runtime import check_cluster, init_ray, quiet_data
 from .scratch import remove_stale_scratch_everywhere
 from .train import check_before_ray
@@ -63,9 +63,6 @@ DRIVER_SHARE = 0.01  # of it per trial driver: a head with driver: 1 takes 100 o
 # and Ray Data's split coordinator beside that (207 MB), peak resident sizes measured on a tiny run
 # (2026-12-04; both ask Ray for no CPU and no memory themselves).
 TRIAL_DRIVER_MEMORY = 1600 * 2**20
-# A population's per-trial state kept across --resume (fields of Tune's PBT trial state), and PB2's observations.
-POPULATION_CLOCK = ("last_perturbation_time", "last_train_time", "last_score")
-PB2_STATE = ("data", "last_exploration_time")
 
 
 def tune_space(space: dict[str, tuple[str, list]]) -> dict:
@@ -83,225 +80,23 @@ def tune_space(space: dict[str, tuple[str, list]]) -> dict:
     return out
 
 
-class PairSearch(Searcher):
-    """One searcher per pair behind Tune's single search interface. Suggestions take the pairs in turn
-    (the pair with the fewest trials so far goes next), each from its own searcher, with the pair's name
-    added to the config; a trial's results reach only its pair's searcher."""
-
-    def __init__(self, searchers: dict, samples_per_pair: int):
-        super().__init__()
-        self.by_pair, self.samples_per_pair = searchers, samples_per_pair
-        self.suggested = {pair: 0 for pair in searchers}
-        self.pair_of: dict[str, str] = {}
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return True  # every pair's searcher already has its metric, mode and space
-
-    def suggest(self, trial_id: str):
-        open_pairs = [p for p in self.by_pair if self.suggested[p] < self.samples_per_pair]
-        if not open_pairs:
-            return self.FINISHED
-        pair = min(open_pairs, key=lambda p: self.suggested[p])
-        config = self.by_pair[pair].suggest(trial_id)
-        if config is None or config == self.FINISHED:
-            return config
-        self.suggested[pair] += 1
-        self.pair_of[trial_id] = pair
-        return {**config, PAIR_KEY: pair}
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        searcher = self.by_pair.get(self.pair_of.get(trial_id, ""))
-        if searcher is not None and searcher.metric in result:  # a notice's report has no score
-            searcher.on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if trial_id in self.pair_of:
-            self.by_pair[self.pair_of[trial_id]].on_trial_complete(trial_id, result=result, error=error)
-
-    def save(self, checkpoint_path: str) -> None:  # Tune saves the searchers with its experiment state
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
-class PairTrials:
-    """What one pair's scheduler sees of Tune's controller: the trials of its pair only (population-based
-    training draws its population, and the trials to pause for, from ``get_trials``); the rest is Tune's."""
+class ResultsKept(Callback):
+    """A trial that starts again (a population's paused trial, a restarted one) has Tune's logger copy its
+    ``result.json``/``progress.csv`` back from storage over the driver's own copy, which is newer by whatever
+    arrived since the last sync: those reports were lost from the record. Before the loggers (this
+    callback comes first), the driver's copy goes to storage, so what comes back is complete."""
 
-    def __init__(self, controller, pair: str):
-        self._controller, self._pair = controller, pair
-
-    def get_trials(self) -> list:
-        return [t for t in self._controller.get_trials() if t.config.get(PAIR_KEY) == self._pair]
-
-    def get_live_trials(self) -> list:
-        return [t for t in self._controller.get_live_trials() if t.config.get(PAIR_KEY) == self._pair]
-
-    def __getattr__(self, name):
-        return getattr(self._controller, name)
-
-
-class PairScheduler(FIFOScheduler):
-    """One scheduler per pair (ASHA, or a population-based trainer, compares a trial only with trials of its
-    own pair, and a trial never copies another pair's trial); each sees Tune's controller through its pair's
-    ``PairTrials``. With ASHA, trials start in the order Tune queues them, whatever their pair."""
-
-    def __init__(self, schedulers: dict, exp: Optional[Experiment] = None):
-        super().__init__()
-        self.by_pair, self.exp = schedulers, exp
-        self.resumed: dict[str, dict] = {}  # per pair, per trial id: a population's state saved with the sweep
-        self.ends: dict[str, float] = {}  # per trial id: its epochs (a population's)
-
-    def _of(self, trial):
-        return self.by_pair[trial.config[PAIR_KEY]]
-
-    def _view(self, controller, trial):
-        return PairTrials(controller, trial.config[PAIR_KEY])
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return True
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        scheduler = self._of(trial)
-        scheduler.on_trial_add(self._view(tune_controller, trial), trial)
-        saved = self.resumed.get(trial.config[PAIR_KEY], {}).get(trial.trial_id)
-        if saved and isinstance(scheduler, PopulationBasedTraining):  # where it was in its perturbations
-            for name in POPULATION_CLOCK:
-                if name in saved:
-                    setattr(scheduler._trial_state[trial], name, saved[name])
-
-    def on_trial_error(self, tune_controller, trial) -> None:
-        self._of(trial).on_trial_error(self._view(tune_controller, trial), trial)
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        scheduler = self._of(trial)
-        if isinstance(scheduler, PopulationBasedTraining) and result.get("epochs", 0) >= self._end(trial):
-            # A trial's last report: nothing is left to train with explored values, and a clone now would only
-            # replace its result with the donor's.
-            return TrialScheduler.CONTINUE
-        return scheduler.on_trial_result(self._view(tune_controller, trial), trial, result)
-
-    def _end(self, trial) -> float:
-        if self.exp is None:
-            return float("inf")
-        if trial.trial_id not in self.ends:
-            pair = next(p for p in self.exp.pairs if p.name == trial.config[PAIR_KEY])
-            sampled = {k: v for k, v in trial.config.items() if k != PAIR_KEY}
-            self.ends[trial.trial_id] = from_dict(trial_values(self.exp, pair, sampled), source="experiment").total_epochs
-        return self.ends[trial.trial_id]
-
-    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self._of(trial).on_trial_complete(self._view(tune_controller, trial), trial, result)
-
-    def on_trial_remove(self, tune_controller, trial) -> None:
-        self._of(trial).on_trial_remove(self._view(tune_controller, trial), trial)
-
-    def choose_trial_to_run(self, tune_controller):
-        if not any(isinstance(s, PopulationBasedTraining) for s in self.by_pair.values()):
-            return super().choose_trial_to_run(tune_controller)
-        # Each population picks its own next trial (the one furthest behind); of those, Tune's queue order.
-        order = {t: i for i, t in enumerate(tune_controller.get_trials())}
-        chosen = [s.choose_trial_to_run(PairTrials(tune_controller, pair)) for pair, s in self.by_pair.items()]
-        chosen = [t for t in chosen if t is not None]
-        return min(chosen, key=lambda t: order.get(t, 0), default=None)
-
-    def state(self) -> dict:
-        """Each pair's scheduler, for a resumed sweep: ASHA's rungs (its own save), a population's per-trial
-        perturbation clock and last score (and PB2's observations), by trial id."""
-        saved = {}
-        with tempfile.TemporaryDirectory(prefix="cyclegan-scheduler-") as folder:
-            for index, (pair, scheduler) in enumerate(self.by_pair.items()):
-                if isinstance(scheduler, PopulationBasedTraining):
-                    saved[pair] = {"trials": {trial.trial_id: {name: getattr(state, name) for name in POPULATION_CLOCK}
-                                              for trial, state in scheduler._trial_state.items()},
-                                   **{name: getattr(scheduler, name) for name in PB2_STATE if hasattr(scheduler, name)}}
-                    continue
-                path = os.path.join(folder, str(index))
-                scheduler.save(path)
-                with open(path, "rb") as f:
-                    saved[pair] = f.read()
-        return saved
-
-    def set_state(self, saved: dict) -> None:
-        with tempfile.TemporaryDirectory(prefix="cyclegan-scheduler-") as folder:
-            for index, (pair, data) in enumerate(saved.items()):
-                scheduler = self.by_pair.get(pair)
-                if scheduler is None:
-                    continue
-                if isinstance(data, dict):  # a population: applied to each trial as Tune adds it back
-                    self.resumed[pair] = data.get("trials", {})
-                    for name in PB2_STATE:
-                        if name in data and hasattr(scheduler, name):
-                            setattr(scheduler, name, data[name])
-                    continue
-                path = os.path.join(folder, str(index))
-                with open(path, "wb") as f:
-                    f.write(data)
-                scheduler.restore(path)
-
-    def debug_string(self) -> str:
-        return "; ".join(f"{pair}: {s.debug_string()}" for pair, s in self.by_pair.items())
-
-
-class InSpace:
-    """After a population's explore step: ranges stay within the space's bounds (a rate multiplied by 1.2 at
-    every perturbation would leave them), integers stay integers."""
-
-    def __init__(self, space: dict[str, tuple[str, list]]):
-        self.space = space
-
-    def __call__(self, config: dict) -> dict:
-        for key, (kind, args) in self.space.items():
-            if key in config and kind != "choice":
-                value = min(max(config[key], args[0]), args[1])
-                config[key] = int(round(value)) if kind == "randint" else float(value)
-        return config
-
-
-def _scheduler_state_callback():
-    from ray.tune import Callback
-
-    class SchedulerState(Callback):
-        """Tune saves its searchers with the experiment's state, but not its scheduler (its controller leaves
-        the scheduler out of what it saves): on --resume every pair's ASHA forgot its rungs and started
-        halving over, and a population forgot when each trial was last perturbed. A callback's state is
-        saved and restored by Tune with the experiment's (``Callback.get_state``/``set_state``), so each
-        pair's scheduler travels in it (``PairScheduler.state``)."""
-
-        def __init__(self, scheduler: PairScheduler):
-            self.scheduler = scheduler
-
-        def get_state(self) -> Optional[dict]:
-            saved = self.scheduler.state()
-            return {"schedulers": saved} if saved else None
-
-        def set_state(self, state: dict) -> None:
-            self.scheduler.set_state(state.get("schedulers", {}))
-    return SchedulerState
-
-
-def _results_kept_callback():
-    from ray.tune import Callback
-
-    class ResultsKept(Callback):
-        """A trial that starts again (a population's paused trial, a restarted one) has Tune's logger copy its
-        ``result.json``/``progress.csv`` back from storage over the driver's own copy, which is newer by whatever
-        arrived since the last sync: those reports were lost from the record. Before the loggers (this
-        callback comes first), the driver's copy goes to storage, so what comes back is complete."""
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            import pyarrow.fs
-            if not trial.checkpoint:
-                return
-            for name in ("result.json", "progress.csv"):
-                local = os.path.join(trial.local_path, name)
-                if os.path.exists(local):
-                    pyarrow.fs.copy_files(local, f"{trial.storage.trial_fs_path}/{name}",
-                                          destination_filesystem=trial.storage.storage_filesystem)
-    return ResultsKept
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        import pyarrow.fs
+        if not trial.checkpoint:
+            return
+        filesystem, folder = trial_storage(trial)
+        for name in ("result.json", "progress.csv"):
+            local = os.path.join(trial.local_path, name)
+            if os.path.exists(local):
+                pyarrow.fs.copy_files(local, f"{folder}/{name}", destination_filesystem=filesystem)
 
 
 @contextlib.contextmanager
@@ -369,8 +164,8 @@ def _run_config(exp: Experiment, store: Storage, scheduler: Optional[PairSchedul
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pair_config(exp, exp.pairs[0]).keep_checkpoints,
                                                 checkpoint_score_attribute=OBJECTIVE, checkpoint_score_order="min"),
         failure_config=tune.FailureConfig(max_failures=exp.search.max_trial_failures),
-        callbacks=[_results_kept_callback()(), JsonLoggerCallback(), CSVLoggerCallback(),
-                   *([_scheduler_state_callback()(scheduler)] if scheduler else [])], verbose=1)
+        callbacks=[ResultsKept(), JsonLoggerCallback(), CSVLoggerCallback(),
+                   *([SchedulerState(scheduler)] if scheduler else [])], verbose=1)
 
 
 def _tuner(exp: Experiment, store: Storage):
@@ -546,12 +341,5 @@ def credentials_stay_on_their_node():
     Ray's state API and the runtime-env agent's log show them, and a token frozen there expires mid-sweep.
     Trials find their own node's credentials (see storage.py), so those names come off Tune's list while
     the sweep runs."""
-    from ray.tune.execution import class_cache
-    names = {name for name in class_cache.ENV_VARS_TO_PROPAGATE if name.startswith("AWS_")}
-    class_cache.ENV_VARS_TO_PROPAGATE -= names
-    try:
+    with tune_propagating_none_of(lambda name: name.startswith("AWS_")):
         yield
-    finally:
-        class_cache.ENV_VARS_TO_PROPAGATE |= names
-
-

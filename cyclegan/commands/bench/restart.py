@@ -23,14 +23,12 @@ import yaml
 
 from ...core.config import Config, ConfigError
 from ...core.errors import UserError
+from ...distributed.ray_internals import TRAIN_CHECKPOINT_LINE, TRAIN_PROCESS_GROUP_LINE, TRAIN_WORKER_PREFIX
 from ...distributed.scratch import remove_stale_scratch
 
 # What the run prints, the marks are taken from: Ray's prefix of a worker's lines (with the node's address
 # when it is not the driver's), Ray Train's line for each worker's registered checkpoint and for a group's
-# process group, and the worker's own line on its restore.
-WORKER = re.compile(r"\(RayTrainWorker pid=(\d+)(?:, ip=([^)\s]+))?\)")
-SAVED = "Checkpoint successfully created"
-GROUP = "Setting up process group"
+# process group (Ray's own lines: see ray_internals), and the worker's own line on its restore.
 RESTORED = re.compile(r"worker \d+ resumed at epoch")
 KILL_AFTER = 3  # checkpoints
 
@@ -44,17 +42,17 @@ def watch(lines: Iterable[tuple[float, str]], workers: int, kill: Callable[[int,
     saved, marks = 0, {}
     for now, line in lines:
         if killed is None:
-            worker = WORKER.search(line)
-            if SAVED in line and worker:
+            worker = TRAIN_WORKER_PREFIX.search(line)
+            if TRAIN_CHECKPOINT_LINE in line and worker:
                 saved += 1
                 if saved >= KILL_AFTER * workers:
                     killed = kill(int(worker.group(1)), worker.group(2))
             continue
-        if GROUP in line:
+        if TRAIN_PROCESS_GROUP_LINE in line:
             marks.setdefault("process_group_s", round(now - killed, 2))
         elif "process_group_s" in marks and RESTORED.search(line):
             marks.setdefault("restored_s", round(now - killed, 2))
-        elif "process_group_s" in marks and SAVED in line:
+        elif "process_group_s" in marks and TRAIN_CHECKPOINT_LINE in line:
             marks["first_checkpoint_s"] = round(now - killed, 2)
             break
     return marks
