@@ -9,26 +9,28 @@ result back from storage. Credentials never travel: each process finds its node'
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from ..core.config import MAX_YAML_BYTES, Config, ConfigError, check_device_options, from_dict
+from ..core.config import MAX_YAML_BYTES, Config, ConfigError, check_device_options, from_dict, parse_yaml
 from ..core.data import resolve_dataroot
 from ..core.errors import DataError
 from ..core.lease import Lease
 from ..core.rerun import rerun_run
 from ..core.storage import Storage, is_remote
-from ..core.stored import read_json, read_yaml, run_options
+from ..core.stored import read_json, run_options
 from ..core.trainer import Hooks
 from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
 from .scratch import node_scratch
 from .streams import scan_domains
-from .worker import USER_ERROR_FILE, worker_loop
+from .worker import JOB, USER_ERROR_FILE, WorkerJob, worker_loop
 
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
@@ -36,16 +38,61 @@ POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 MAX_MESSAGE = 2000  # characters of a worker's error shown
 
 
-def resumed_config(cfg: Config, given: set[str], store: Storage) -> Config:
-    """--resume RUN: what the run trains and how, from its stored options, with the flags given now on top.
-    Where to connect, local folders and the store (``address``, ``checkpoints_dir`` ...) are this process's:
-    whoever can write the bucket must not choose the Ray cluster the driver joins."""
+@dataclass(frozen=True)
+class OptionsFile:
+    """A run's options file (``CONFIG_FILE``) as the driver read it, once a run: ``data`` None when the
+    run has none yet."""
+    uri: str
+    data: Optional[bytes]
+
+    @classmethod
+    def read(cls, store: Storage, run_uri: str) -> "OptionsFile":
+        uri = f"{run_uri}/{CONFIG_FILE}"
+        try:
+            return cls(uri, store.read_bytes(uri, limit=MAX_YAML_BYTES))
+        except FileNotFoundError:
+            return cls(uri, None)
+
+    def parsed(self) -> Any:
+        """What it holds (bounded, alias-free YAML); None without a file."""
+        return None if self.data is None else parse_yaml(self.data.decode("utf-8", errors="replace"), self.uri)
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """Where a sweep trial's Ray Train run goes and what the trial adds to it (without one, ``fit`` runs
+    a run of its own). ``storage_path``/``run_name`` place it in the trial's folder; ``callbacks`` forward
+    its reports to Tune; ``hooks``: a picklable factory of a ``Hooks`` that every worker calls and adds to
+    its trainer (the trial's score); ``events_uri``: where TensorBoard events go (default
+    ``<run>/tensorboard``); ``run_files`` False: the run's own files (weights, result.json) stay on the
+    node; ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``:
+    where the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials);
+    ``start_from``: a Ray checkpoint (of another run: a population-based sweep's donor) a new run starts
+    from, Train V2's way (its own checkpoints win once it has some)."""
+    storage_path: str
+    run_name: str
+    callbacks: list = field(default_factory=list)
+    hooks: Optional[Callable[[], Hooks]] = None
+    events_uri: Optional[str] = None
+    run_files: bool = True
+    score: Optional[tuple[str, str]] = None
+    scans: Optional[str] = None
+    start_from: Optional[Any] = None
+
+
+def resumed_config(cfg: Config, given: set[str], options: OptionsFile) -> Config:
+    """--resume RUN: what the run trains and how, from its stored options (``options``, read from RUN),
+    with the flags given now on top. Where to connect, local folders and the store (``address``,
+    ``checkpoints_dir`` ...) are this process's: whoever can write the bucket must not choose the Ray
+    cluster the driver joins."""
     run = cfg.resume.rstrip("/")
-    try:
-        saved = run_options(read_yaml(store, f"{run}/{CONFIG_FILE}"))
-    except FileNotFoundError:
+    if options.data is None:
         raise FileNotFoundError(f"{run}/{CONFIG_FILE}: not found; --resume takes <storage_path>/<name> "
-                                f"of a Ray run") from None
+                                f"of a Ray run")
+    stored = options.parsed()
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{options.uri}: holds a {type(stored).__name__}, not a dict")
+    saved = run_options(stored)
     now = cfg.to_dict()
     merged = {**now, **saved, **{k: now[k] for k in given}, "storage_options": cfg.storage_options,
               "storage_path": run.rsplit("/", 1)[0], "name": run.rsplit("/", 1)[1], "resume": None}
@@ -70,10 +117,19 @@ def elastic_saves(cfg: Config) -> Config:
     return cfg
 
 
-def set_controller_poll(cfg: Config) -> None:
-    """--poll_secs for the controller Ray Train starts next: a variable it carries from the driver to the
-    controller and the workers (its ENV_VARS_TO_PROPAGATE); one the user set wins."""
-    os.environ.setdefault(POLL_VARIABLE, str(cfg.poll_secs))
+@contextlib.contextmanager
+def controller_poll(cfg: Config) -> Iterator[None]:
+    """--poll_secs for the controllers Ray Train starts meanwhile: a variable it carries from the driver to
+    the controller and the workers (its ENV_VARS_TO_PROPAGATE); one the user set wins. Set for the run
+    only: gone again when it ends."""
+    if POLL_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[POLL_VARIABLE] = str(cfg.poll_secs)
+    try:
+        yield
+    finally:
+        os.environ.pop(POLL_VARIABLE, None)
 
 
 def worker_bundle(cfg: Config) -> dict:
@@ -90,28 +146,28 @@ def run_storage(cfg: Config, storage_path: Optional[str] = None) -> str:
 def run(cfg: Config, given: Optional[set[str]] = None, progress_bar: bool = True) -> dict:
     """``cyclegan train`` on Ray: returns the run's result (result.json, read back from its storage)."""
     store = Storage.from_options(cfg.storage_options)  # resolved once, handed down to every reader
+    options: Optional[OptionsFile] = None  # the run's options file, read once and handed down
     if cfg.resume:
-        cfg = resumed_config(cfg, given or set(), store)
+        options = OptionsFile.read(store, cfg.resume.rstrip("/"))
+        cfg = resumed_config(cfg, given or set(), options)
     check_before_ray(cfg, store)  # before anything is written
     run_uri = f"{run_storage(cfg)}/{cfg.name}"
-    rerun_on_ray(cfg, store, run_uri)
+    options = options or OptionsFile.read(store, run_uri)
+    rerun_on_ray(cfg, run_uri, options)
     # One driver per run: its workers on other machines write into storage, where nothing else locks.
     with Lease(store, run_uri, "run", retry="wait for it to end, or give another --name or --storage_path"):
-        fit(cfg, store, progress_bar=progress_bar)
+        fit(cfg, store, progress_bar=progress_bar, options=options)
     try:
         return read_json(store, f"{run_uri}/result.json")
     except FileNotFoundError:
         return {}
 
 
-def rerun_on_ray(cfg: Config, store: Storage, run_uri: str) -> None:
+def rerun_on_ray(cfg: Config, run_uri: str, options: OptionsFile) -> None:
     """The rerun rule (core/rerun.py) for a Ray run: Ray Train continues a run whose name and storage it
-    finds; that is said, and refused when the options differ (--resume and --continue_train take the
-    options given now)."""
-    try:
-        saved = read_yaml(store, f"{run_uri}/{CONFIG_FILE}", kind=None)
-    except FileNotFoundError:
-        saved = None
+    finds (``options``: its options file); that is said, and refused when the options differ (--resume and
+    --continue_train take the options given now)."""
+    saved = options.parsed()
     saved = None if saved is None else saved if isinstance(saved, dict) else {}
     rerun_run(cfg, run_uri, saved, explicit=bool(cfg.resume or cfg.continue_train))
 
@@ -133,72 +189,73 @@ def shared_dataroot(cfg: Config, storage_path: str, store: Storage) -> str:
     return uri
 
 
-def fit(cfg: Config, store: Optional[Storage] = None, storage_path: Optional[str] = None,
-        run_name: Optional[str] = None, callbacks: Optional[list] = None,
-        hooks: Optional[Callable[[], Hooks]] = None, events_uri: Optional[str] = None, run_files: bool = True,
-        score: Optional[tuple[str, str]] = None,
-        progress_bar: bool = True, scans: Optional[str] = None, in_memory: bool = False,
-        start_from: Optional[Any] = None):
+def fit(cfg: Config, store: Optional[Storage] = None, trial: Optional[TrialRun] = None,
+        progress_bar: bool = True, in_memory: bool = False, options: Optional[OptionsFile] = None):
     """Run (or, with the same name and storage, resume) a training run on Ray Train, as ``cfg`` says
     (workers, GPUs, resources, failures). ``num_workers`` MIN-MAX is elastic: Ray Train runs on what it
     can get and grows the group back when capacity returns; the epoch's remaining samples are re-split.
-    ``store``: the run's storage settings (default: the AWS_* location variables). Inside a sweep trial,
-    ``storage_path``/``run_name``/``callbacks``/``hooks`` place the run in the trial's folder, forward its
-    reports to Tune and add the trial's score; ``hooks`` is a picklable factory of a ``Hooks`` that every
-    worker calls and adds to its trainer; ``events_uri``: where TensorBoard events go (default
-    ``<run>/tensorboard``); ``run_files`` False: the run's own files (weights, result.json) stay on the node;
-    ``score`` (metric, mode) ranks the checkpoints kept (the latest is always kept too); ``scans``: where
-    the data's scan manifests are kept (default: ``storage_path``; a sweep's, for all its trials);
-    ``in_memory`` (benchmarks): each worker loads all its batches before it trains; ``start_from``: a Ray
-    checkpoint (of another run: a population-based sweep's donor) a new run starts from, Train V2's way
-    (its own checkpoints win once it has some)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    ``store``: the run's storage settings (default: the AWS_* location variables); ``trial``: a sweep
+    trial's run (where it goes, what the trial adds); ``in_memory`` (benchmarks): each worker loads all its
+    batches before it trains; ``options``: the run's options file as the caller read it (default: read
+    here)."""
     store = store or Storage.from_options()
+    cfg, job = prepared_run(cfg, store, trial, progress_bar, in_memory)
+    # The options the run was last continued with: put back if the workers refuse these.
+    previous = (options or OptionsFile.read(store, job.run_uri)).data
+    store.write_text(f"{job.run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    with controller_poll(cfg):
+        store.remove(f"{job.run_uri}/{USER_ERROR_FILE}")  # one of an earlier start is no error of this one
+        result = ray_trainer(cfg, job, store, trial).fit()
+    raise_user_error(store, job.run_uri, previous)
+    return result
+
+
+def prepared_run(cfg: Config, store: Storage, trial: Optional[TrialRun], progress_bar: bool,
+                 in_memory: bool) -> tuple[Config, WorkerJob]:
+    """Checks, Ray, the run's options as the workers take them and what each worker is handed: the
+    dataset where every node reads it, scanned once."""
     check_before_ray(cfg, store)
     init_ray(cfg.address)
     quiet_data()
-    storage_path = run_storage(cfg, storage_path)
+    storage_path = run_storage(cfg, trial.storage_path if trial else None)
     check_cluster(cfg, store, {"dataroot": cfg.dataroot, "storage_path": storage_path})
     check_data_room(cfg)
     cfg = elastic_saves(cfg)
     cfg = dataclasses.replace(cfg, dataroot=shared_dataroot(cfg, storage_path, store), storage_path=storage_path)
-    domains = scan_domains(cfg, store, scans or storage_path)
-    run_name = run_name or cfg.name
-    run_uri = f"{storage_path}/{run_name}"
-    try:  # the options the run was last continued with: put back if the workers refuse these
-        previous: Optional[bytes] = store.read_bytes(f"{run_uri}/{CONFIG_FILE}", limit=MAX_YAML_BYTES)
-    except FileNotFoundError:
-        previous = None
-    store.write_text(f"{run_uri}/{CONFIG_FILE}", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    fs, path = store.ray_storage(storage_path)
-    set_controller_poll(cfg)
+    domains = scan_domains(cfg, store, (trial.scans if trial else None) or storage_path)
+    run_uri = f"{storage_path}/{trial.run_name if trial else cfg.name}"
+    extra = dict(hooks=trial.hooks, events_uri=trial.events_uri, run_files=trial.run_files,
+                 start_from=trial.start_from) if trial else {}
+    return cfg, WorkerJob(cfg, domains, store, run_uri, progress_bar=progress_bar, in_memory=in_memory, **extra)
+
+
+def ray_trainer(cfg: Config, job: WorkerJob, store: Storage, trial: Optional[TrialRun]):
+    """Ray Train's trainer of the run: its workers, data ingest, storage, checkpoints kept and failures."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    fs, path = store.ray_storage(cfg.storage_path)
     low, high = max(1, cfg.min_workers), max(1, cfg.max_workers)
+    score = trial.score if trial else None
     ranked = {"checkpoint_score_attribute": score[0], "checkpoint_score_order": score[1]} if score else {}
     ingest = {}
     if cfg.data_ingest == "train":
         from .ingest import PAIRS, RemainingSamples, run_epochs
-        ingest = {"datasets": {PAIRS: run_epochs(cfg)}, "dataset_config": RemainingSamples(cfg, domains, store, run_uri)}
-    store.remove(f"{run_uri}/{USER_ERROR_FILE}")  # one of an earlier start is no error of this one
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "domains": domains, "store": store, "run_uri": run_uri,
-                           "progress_bar": progress_bar, "hooks": hooks, "in_memory": in_memory,
-                           "events_uri": events_uri, "run_files": run_files, "start_from": start_from},
+        ingest = {"datasets": {PAIRS: run_epochs(cfg)},
+                  "dataset_config": RemainingSamples(cfg, job.domains, store, job.run_uri)}
+    return TorchTrainer(
+        worker_loop, train_loop_config={JOB: job},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"), **ingest,
         scaling_config=ray.train.ScalingConfig(
             num_workers=high if low == high else (low, high), use_gpu=cfg.use_gpu,
             resources_per_worker=worker_bundle(cfg)),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=path, storage_filesystem=fs, callbacks=callbacks,
+            name=trial.run_name if trial else cfg.name, storage_path=path, storage_filesystem=fs,
+            callbacks=trial.callbacks if trial else None,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints, **ranked),
             # Worker and node failures count against max_failures; preemptions announced by the cloud
             # (a drained node) have their own budget, without limit: a spot run is never given up.
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures, max_preemption_failures=-1)),
     )
-    result = trainer.fit()
-    raise_user_error(store, run_uri, previous)
-    return result
 
 
 def check_before_ray(cfg: Config, store: Storage) -> None:

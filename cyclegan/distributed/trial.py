@@ -18,12 +18,13 @@ from typing import Optional
 from ..core.config import NAME, from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
 from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, TRAIN_RUN, TRAIN_RUNS, trial_values
+from ..core.schedules import set_lr
 from ..core.storage import FolderMirror, Storage
 from ..core.stored import parse_json
 from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
 from .scratch import node_scratch
-from .train import fit, shared_dataroot
+from .train import TrialRun, fit, shared_dataroot
 from .worker import Report, restore_from
 
 log = logging.getLogger("cyclegan")
@@ -81,7 +82,7 @@ class SweepHooks(Hooks):
         p = trainer.progress
         epochs = p.epoch - trainer.cfg.epoch_count + p.epoch_iter / max(1, trainer.epoch_length())
         self.unscored = None
-        if trainer.preemption_saved:
+        if trainer.saves.preemption_saved:
             # The node goes within the notice: its checkpoint comes first, and a score (FID: Inception over the
             # test images) would spend the time the upload needs. Reported without the metric (ASHA and Optuna
             # take the next score); ranked below every scored checkpoint (NaN), kept as the latest to resume.
@@ -156,6 +157,21 @@ class SweepHooks(Hooks):
             elif saved.get("reported"):  # a trial restored at its last image reports that score, not a new one
                 self.scored = (saved["total_iters"], saved["reported"])
 
+    def restored(self, trainer, state: dict) -> None:
+        take_hyperparameters(trainer, state["config"])
+
+
+def take_hyperparameters(trainer: Trainer, saved: dict) -> None:
+    """A population-based sweep's clone goes on from another trial's state (its options ``saved``) with its
+    own hyperparameters, from its first step: the pools take its size now, a plateau schedule's rate follows
+    its base rate (the stateless policies are computed from it at every epoch); the objective's weights are
+    read at every step. A trial restored from its own state changes nothing."""
+    model, cfg = trainer.model, trainer.cfg
+    for pool in (model.fake_A_pool, model.fake_B_pool):
+        pool.resize(cfg.pool_size)
+    if model.plateau is not None and saved.get("lr") and saved["lr"] != cfg.lr:
+        set_lr((model.optimizer_G, model.optimizer_D), model.optimizer_G.param_groups[0]["lr"] * cfg.lr / saved["lr"])
+
 
 def trial_folder(trial) -> str:
     """A trial's name and folder in the sweep: ``<pair>_<trial id>``."""
@@ -195,10 +211,10 @@ def run_trial(params: dict, setup: dict) -> None:
             run_name, start_from = train_run(store, trial_uri, tune.get_checkpoint())
             # One TensorBoard run per trial, beside Tune's files; a trial's record is its checkpoints and
             # events (the report exports its weights), so the run's own files stay on the node.
-            reported_to_tune(lambda callback: fit(
-                cfg, store, storage_path=trial_uri, run_name=run_name, callbacks=[callback],
+            reported_to_tune(lambda callback: fit(cfg, store, progress_bar=False, trial=TrialRun(
+                storage_path=trial_uri, run_name=run_name, callbacks=[callback],
                 hooks=functools.partial(SweepHooks, spec), events_uri=trial_uri, run_files=False,
-                score=(OBJECTIVE, "min"), progress_bar=False, scans=exp.uri, start_from=start_from))
+                score=(OBJECTIVE, "min"), scans=exp.uri, start_from=start_from)))
             return
         quiet_data()
         import torch

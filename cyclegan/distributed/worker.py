@@ -9,17 +9,19 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
 from ..core import checkpoint as ckpt
-from ..core.config import Config, from_dict
+from ..core.config import Config
 from ..core.errors import UserError
 from ..core.parallel import process_group
+from ..core.progress import resumed_position
 from ..core.storage import FolderMirror, Storage
-from ..core.trainer import Hooks, Trainer, resumed_position
+from ..core.trainer import Hooks, Trainer
 from .runtime import quiet_data
 from .scratch import node_scratch
 from .streams import RemoteDomains, samples_per_worker, worker_batches
@@ -183,11 +185,14 @@ def read_checkpoint(checkpoint, rank: int) -> tuple[dict, Optional[dict], Callab
 
 def restore_from(trainer: Trainer, checkpoint, saved: Optional[tuple] = None) -> None:
     """Continue from a Ray checkpoint (``saved``: what ``read_checkpoint`` read of it already): the shared
-    state, this worker's own part, and whatever the trainer's hooks added to it."""
+    state, this worker's own part, and whatever the trainer's hooks added to it; then the hooks hear of
+    it (``Hooks.restored``)."""
     state, own, read = saved or read_checkpoint(checkpoint, trainer.rank)
     trainer.restore(state, own)
     for hook in trainer.hooks:
         hook.restore_files(read)
+    for hook in trainer.hooks:
+        hook.restored(trainer, state)
     log.info("worker %d resumed at epoch %d, image %d", trainer.rank, trainer.progress.epoch,
              trainer.progress.epoch_iter)
 
@@ -215,7 +220,7 @@ class Report(Hooks):
                    # Which attempt this is (where it picked the run up; -1: from the start), and whether a
                    # preemption notice had arrived: the run's history says what each failure cost.
                    "resumed_from_iters": trainer.resumed_from["total_iters"] if trainer.resumed_from else -1,
-                   "preemption_notice": int(trainer.preemption_saved),
+                   "preemption_notice": int(trainer.saves.preemption_saved),
                    **{f"loss_{name}": float(value) for name, value in trainer.last_losses.items()},
                    **trainer.hook_metrics()}
         self._sync_mirrors()
@@ -280,31 +285,54 @@ def run_mirrors(store: Storage, run_dir: Path, run_uri: str, tensorboard_dir: Pa
 
 
 USER_ERROR_FILE = "_user_error.json"  # in the run's storage: an error in what the user gave, found by workers
+JOB = "job"  # the one key of Ray Train's train_loop_config: the WorkerJob
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the driver hands each Ray Train worker (pickled by Ray, as ``train_loop_config[JOB]``): the
+    run's options, its data (the scanned domains), storage and folder there, and what the caller adds.
+    ``hooks``: a picklable factory of a ``Hooks`` that each worker calls and adds to its trainer (a sweep
+    trial's score); ``events_uri``: where TensorBoard events go (default ``<run_uri>/tensorboard``);
+    ``run_files`` False: the run's own files (weights, result.json) stay on the node; ``in_memory``
+    (benchmarks): all of a worker's batches loaded before it trains; ``start_from``: a Ray checkpoint of
+    another run that a new run starts from (its own checkpoints win once it has some). What Ray shows of
+    it (its run state) leaves out the data, the store and the callables."""
+    cfg: Config
+    domains: RemoteDomains = field(repr=False)
+    store: Storage = field(repr=False)
+    run_uri: str
+    progress_bar: bool = True
+    hooks: Optional[Callable[[], Hooks]] = field(default=None, repr=False)
+    events_uri: Optional[str] = None
+    run_files: bool = True
+    in_memory: bool = False
+    start_from: Optional[Any] = field(default=None, repr=False)
 
 
 def worker_loop(config: dict) -> None:
     """A Ray Train worker: the core trainer with this worker's stream, Ray checkpoints, the preemption
-    notice and reports (and the caller's hooks: ``config["hooks"]``, a factory each worker calls)."""
+    notice and reports (and the caller's hooks), as the driver's ``WorkerJob`` (``config[JOB]``) says."""
     import ray.train
     import ray.train.torch
     quiet_data()
-    cfg, store, run_uri = from_dict(config["cfg"]), config["store"], config["run_uri"]
+    job: WorkerJob = config[JOB]
+    cfg, store, run_uri = job.cfg, job.store, job.run_uri
     with node_scratch("run") as scratch:
         run_dir, tensorboard_dir = scratch / "run", scratch / "tensorboard"
         publisher = Publisher()
         mirrors = ()
         if process_group()[0] == 0:  # the first worker writes the run's files
-            mirrors = run_mirrors(store, run_dir, run_uri, tensorboard_dir, config.get("events_uri"),
-                                  config.get("run_files", True))
-        hooks = [config["hooks"]()] if config.get("hooks") else []
+            mirrors = run_mirrors(store, run_dir, run_uri, tensorboard_dir, job.events_uri, job.run_files)
+        hooks = [job.hooks()] if job.hooks else []
         hooks += [PreemptionNotice(), Report(mirrors=mirrors, publisher=publisher)]
-        data = StreamBatches(cfg, config["domains"], store, run_uri)
+        data = StreamBatches(cfg, job.domains, store, run_uri)
         try:  # every worker checks the same options and checkpoint, so they all end here alike
-            checkpoint = ray.train.get_checkpoint() or config.get("start_from")
+            checkpoint = ray.train.get_checkpoint() or job.start_from
             saved = read_checkpoint(checkpoint, data.rank) if checkpoint is not None else None
-            if not (config.get("in_memory") or cfg.continue_train):  # where the trainer will go on: known now
+            if not (job.in_memory or cfg.continue_train):  # where the trainer will go on: known now
                 data.start(*(resumed_position(saved[0], data.world_size) if saved else (cfg.epoch_count, 0)))
-            trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=config.get("progress_bar", True),
+            trainer = Trainer(cfg, device=ray.train.torch.get_device(), progress_bar=job.progress_bar,
                               data=data, checkpoints=CheckpointFolders(publisher), hooks=hooks, run_dir=run_dir,
                               tensorboard_dir=tensorboard_dir)
             if saved is not None:
@@ -315,6 +343,6 @@ def worker_loop(config: dict) -> None:
             # as a Ray traceback.
             store.write_text(f"{run_uri}/{USER_ERROR_FILE}", json.dumps({"kind": type(e).__name__, "message": str(e)}))
             return
-        if config.get("in_memory"):
+        if job.in_memory:
             data.hold_in_memory(trainer.progress.epoch, trainer.progress.epoch_iter)
         trainer.run()

@@ -79,8 +79,9 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
 def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(bucket):
     """The newcomer's command on this 2-core machine (`cyclegan train --dataroot s3://... --num_workers 2`,
     1 CPU per worker by default) used to start both workers and wait for data forever."""
-    from ray._private.utils import get_num_cpus
-    cpus = get_num_cpus()  # what a Ray instance of its own gets here: 2 on the 2-core machine
+    # What a Ray instance of its own gets here (the machine's CPUs, as multiprocessing counts them): 2 on
+    # the 2-core machine.
+    cpus = os.cpu_count()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", f"s3://{bucket}/seasons",
                           "--num_workers", str(cpus)], env=env, capture_output=True, text=True, timeout=300)
@@ -305,6 +306,30 @@ def test_a_state_from_two_workers_resumes_on_one(tiny_cfg):
     assert trainer.progress.epoch_iter == 6
 
 
+def test_a_population_based_sweeps_clone_takes_its_own_hyperparameters_at_once(tiny_cfg):
+    """A clone goes on from another trial's state with its own base rate and pool size: the core restores the
+    state as saved, then the sweep's hook gives it the clone's (a plateau schedule's reduced rate follows the
+    new base rate; the pools keep at most the new size)."""
+    from cyclegan.core.trainer import Trainer
+    from cyclegan.distributed.trial import SweepHooks
+    from cyclegan.distributed.worker import restore_from
+    donor = Trainer(tiny_cfg(name="donor", lr_policy="plateau", pool_size=4), progress_bar=False)
+    donor.run()
+    state = donor.state()
+    for name in ("optimizer_G", "optimizer_D"):
+        for group in state["model"][name]["param_groups"]:
+            group["lr"] = donor.cfg.lr * 0.2  # as after one plateau step
+    assert len(donor.model.fake_B_pool.images) == 4
+    clone = Trainer(tiny_cfg(name="clone", lr_policy="plateau", pool_size=1, lr=donor.cfg.lr * 3), progress_bar=False,
+                    hooks=[SweepHooks({"metric": "l1", "store": Storage.from_options()})])
+    restore_from(clone, None, (state, None, lambda name: None))  # a checkpoint without the trial's files
+    assert clone.model.optimizer_G.param_groups[0]["lr"] == pytest.approx(donor.cfg.lr * 0.2 * 3)
+    assert clone.model.optimizer_D.param_groups[0]["lr"] == pytest.approx(donor.cfg.lr * 0.2 * 3)
+    assert clone.model.fake_B_pool.pool_size == 1 and len(clone.model.fake_B_pool.images) == 1
+    assert torch.equal(clone.model.fake_B_pool.images[0], donor.model.fake_B_pool.images[0])
+    clone.lock.release()
+
+
 def test_scratch_of_an_ended_process_is_removed_and_a_live_ones_kept():
     # Ray ends stopped trials and failed workers without their cleanup; the next process on the node,
     # or the sweep's end, removes what they left, and never a folder whose process still runs.
@@ -368,12 +393,18 @@ def test_poll_secs_reaches_ray_trains_controller_through_its_own_variable(monkey
     run sets the interval through the variable Ray Train carries from the driver to its controller."""
     from ray.train.v2._internal.constants import get_env_vars_to_propagate
 
-    from cyclegan.distributed.train import set_controller_poll
+    from cyclegan.distributed.train import controller_poll
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
-    set_controller_poll(tiny_cfg(poll_secs=0.3))
-    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
-    set_controller_poll(tiny_cfg(poll_secs=1.0))  # a value already set (the user's) is kept
-    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
+    with controller_poll(tiny_cfg(poll_secs=0.3)):
+        assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
+        with controller_poll(tiny_cfg(poll_secs=1.0)):  # a value already set (the user's) is kept
+            assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.3"  # and left as it was found
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ  # the run's own value goes when it ends
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "5")
+    with controller_poll(tiny_cfg(poll_secs=0.3)):
+        assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "5"
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "5"
 
 
 def test_the_ingest_start_is_used_once_and_only_by_the_group_that_wrote_it(tmp_path):
