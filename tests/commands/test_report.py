@@ -168,3 +168,13 @@ def test_the_page_shows_each_pairs_trials_ranked_its_best_exported_and_their_tra
     lines = table(str(sweep)).splitlines()
     assert lines[0] == "seasons: 3 trials" and lines[1].split()[:2] == ["1.", "seasons_b"]
     assert "at epoch 1 went on from seasons_b: lambda_cycle 3 → 10" in lines[4] and lines[-2] == "fruit: 1 trials"
+    # The command itself, where Ray cannot be imported (the report reads files; it needs no Ray): the same page.
+    import subprocess
+    import sys
+    again = tmp_path / "again"
+    code = "import sys; sys.modules['ray'] = None; from cyclegan.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "report", str(sweep), "--out", str(again), "--top", "2",
+                           "--images", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "seasons: 3 trials" and f"report: {again / 'index.html'}" in done.stdout
+    assert (again / "index.html").read_text() == text
