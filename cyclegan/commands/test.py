@@ -18,7 +18,7 @@ from PIL import Image
 from ..core.config import TEST_DEFAULTS, Config
 from ..core.data import resolve_dataroot
 from ..core.datasets import SingleDataset, UnalignedDataset
-from ..core.inference import load_weights, tensor_to_image
+from ..core.inference import load_weights, tensor_to_image, translate_batch
 from ..core.model import CycleGAN
 from ..core.networks import define_G
 from . import COMMANDS
@@ -61,6 +61,19 @@ def results_folder(cfg: Config) -> str:
     return f"{folder}_iter{cfg.load_iter}" if cfg.load_iter > 0 else folder
 
 
+def cycle_visuals(model: CycleGAN, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One image of each domain, its translation and its reconstruction, in the reference's order: real_A
+    fake_B rec_A real_B fake_A rec_B; with the run's --amp and memory format."""
+    def through(net, image):
+        out, = translate_batch(net, [image], model.device, amp=model.amp_dtype, channels_last=model.cfg.channels_last)
+        return out
+    out = {"real_A": real_A, "fake_B": through(model.G_A, real_A)}
+    out["rec_A"] = through(model.G_B, out["fake_B"])  # in this order: dropout, where on, draws in it
+    out.update(real_B=real_B, fake_A=through(model.G_B, real_B))
+    out["rec_B"] = through(model.G_A, out["fake_A"])
+    return out
+
+
 def run_test(cfg: Config) -> Path:
     """Translate up to ``num_test`` images and write the gallery; returns the page's path."""
     from ..core.parallel import resolve_device
@@ -80,9 +93,9 @@ def run_test(cfg: Config) -> Path:
         dataset = SingleDataset(cfg, folder, cfg.input_nc)
 
         def visuals(batch):
-            real = batch["A"].to(device)
-            with torch.no_grad():
-                return {"real": real, "fake": G(real)}, batch["A_paths"]
+            real, = batch["A"]  # one image a batch
+            fake, = translate_batch(G, [real], device)
+            return {"real": real, "fake": fake}, batch["A_paths"]
     else:
         model = CycleGAN(cfg, device=device, train=False)
         for name in ("G_A", "G_B"):
@@ -90,7 +103,7 @@ def run_test(cfg: Config) -> Path:
         dataset = UnalignedDataset(cfg)
 
         def visuals(batch):
-            return model.translate(batch["A"], batch["B"]), batch["A_paths"]
+            return cycle_visuals(model, batch["A"][0], batch["B"][0]), batch["A_paths"]
 
     total = len(dataset)
     if cfg.num_test < total:
@@ -106,7 +119,7 @@ def run_test(cfg: Config) -> Path:
         files = []
         for label, tensor in images.items():
             name = f"{stem}_{label}.png"
-            save_image(tensor[0], image_dir / name, cfg.aspect_ratio)
+            save_image(tensor, image_dir / name, cfg.aspect_ratio)
             files.append(name)
         rows.append((stem, files))
         if i % 5 == 0:

@@ -24,11 +24,11 @@ from .data import (
     first_images,
     list_files,
     load_image,
-    normalize,
     to_chw_uint8,
     to_uint8,
     transform,
 )
+from .inference import translate_batch
 from .storage import Storage, is_remote
 
 
@@ -77,14 +77,14 @@ def score_direction(generator: nn.Module, inputs: ImageFolder, ideals: ImageFold
     count = 0
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
-        real = torch.stack([tensor(inputs, p, in_nc) for p, _ in chunk]).to(device)
+        reals = [tensor(inputs, p, in_nc) for p, _ in chunk]
         ideal = torch.stack([tensor(ideals, q, out_nc) for _, q in chunk]).to(device)
-        fake = generator(real).float().clamp(-1, 1)
+        fake = torch.stack(translate_batch(generator, reals, device)).clamp(-1, 1)
         diff = (fake - ideal) / 2  # [-1, 1] images: halve for [0, 1] units
         abs_err += diff.abs().sum().item()
         sq_err += (diff ** 2).sum().item()
         if in_nc == out_nc:
-            base = (real - ideal) / 2
+            base = (torch.stack(reals).to(device) - ideal) / 2
             id_abs += base.abs().sum().item()
             id_sq += (base ** 2).sum().item()
         count += ideal.numel()
@@ -143,19 +143,14 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-@torch.no_grad()
 def translate_images(generator: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
-    """uint8 HxWxC images through a generator, one at a time (test images may differ in size)."""
-    device = next(generator.parameters()).device
+    """uint8 HxWxC images through a generator in eval mode, one a forward (the memory of one image however many
+    are scored), rounded to uint8 HxWxC: what the scores, the image grids and a sweep's report compare."""
     was_training = generator.training
     generator.eval()  # no dropout draws, no batch-norm statistics updated: training is not disturbed
     try:
-        out = []
-        for image in images:
-            x = normalize(torch.from_numpy(image.transpose(2, 0, 1).copy()))[None].to(device)
-            y = generator(x)[0]
-            out.append(to_uint8(y).permute(1, 2, 0).cpu().numpy())  # rounded: a score, not a saved image
-        return out
+        outputs = translate_batch(generator, [image.transpose(2, 0, 1) for image in images], batch_size=1)
+        return [to_uint8(y).permute(1, 2, 0).cpu().numpy() for y in outputs]  # rounded: a score, not a saved image
     finally:
         generator.train(was_training)
 
@@ -165,7 +160,7 @@ class Scorer:
 
     ``l1``/``psnr``: distance to the ideal translations (built-in pairs). ``fid``/``kid``: G_A(testA)
     against testB and G_B(testB) against testA, averaged over the two directions (``*_AtoB``/``*_BtoA``
-    are reported too), with the extractor of ``cyclegan.metrics`` (``inception`` by default).
+    are reported too), with an extractor of ``metrics.py`` (``inception`` by default).
     """
 
     def __init__(self, cfg: Config, metric: str, extractor: str = "inception", max_images: int = 100,

@@ -2,16 +2,18 @@
 use it: found in a run folder, a sweep report's ``best/`` folder (``train_opt.yaml`` says the architecture;
 ``<epoch>_net_G_A.pth`` or ``G_B`` by --direction) or a weights file such as a published
 ``<name>_pretrained/latest_net_G.pth`` (the architecture from the flags); set up in test-time mode; its
-inputs preprocessed and its outputs encoded and named as ``cyclegan test`` does.
+inputs preprocessed and its outputs encoded and named as ``cyclegan test`` does. ``translate_batch`` is the
+one way images go through a trained generator, for every command and a sweep's scores.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -173,19 +175,39 @@ def encode_output(image: torch.Tensor, cfg: Config) -> bytes:
     return out.getvalue()
 
 
-def translate_batch(net: torch.nn.Module, images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
-    """Outputs of a list of uint8 inputs, those of one size run together (sizes differ with --preprocess
-    none), each in [-1, 1] as the generator sees it at training."""
+@torch.no_grad()
+def translate_batch(net: nn.Module, images: Sequence[np.ndarray | torch.Tensor], device: Optional[torch.device] = None,
+                    batch_size: Optional[int] = None, amp: Optional[torch.dtype] = None,
+                    channels_last: bool = False) -> list[torch.Tensor]:
+    """The one way images go through a trained generator (``cyclegan test``, ``eval``, ``translate``, a sweep's
+    scores and its report): ``images`` CHW, each uint8 in [0, 255] (as ``load_input`` makes them) or a float
+    tensor in [-1, 1] (as the datasets do). Those of one size run together (sizes differ with --preprocess
+    none), at most ``batch_size`` a forward (all of them by default); no gradients; under autocast to ``amp``
+    and in channels-last memory when the run trained so. ``net`` runs in the mode it is in (``test_time`` sets
+    up ``cyclegan test``'s). Returns each output, float32 CHW in [-1, 1] as at training, on ``device`` (the
+    generator's by default), in the order of ``images``."""
+    device = device or next(net.parameters()).device
+    memory = torch.channels_last if channels_last else torch.contiguous_format
     outputs: list[Optional[torch.Tensor]] = [None] * len(images)
     by_shape: dict[tuple, list[int]] = {}
     for i, img in enumerate(images):
-        by_shape.setdefault(img.shape, []).append(i)
-    with torch.no_grad():
-        for indices in by_shape.values():
-            batch = normalize(torch.from_numpy(np.stack([images[i] for i in indices]))).to(device)
-            for i, out in zip(indices, net(batch).cpu()):
+        by_shape.setdefault(tuple(img.shape), []).append(i)
+    for indices in by_shape.values():
+        step = batch_size or len(indices)
+        for start in range(0, len(indices), step):
+            chunk = indices[start:start + step]
+            batch = _stacked([images[i] for i in chunk]).to(device, memory_format=memory)
+            with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
+                result = net(batch)
+            for i, out in zip(chunk, result.float()):
                 outputs[i] = out
     return outputs
+
+
+def _stacked(images: list) -> torch.Tensor:
+    """Images of one size as one batch in [-1, 1]."""
+    batch = torch.from_numpy(np.stack(images)) if isinstance(images[0], np.ndarray) else torch.stack(images)
+    return normalize(batch) if batch.dtype == torch.uint8 else batch
 
 
 def tensor_to_image(t: torch.Tensor) -> Image.Image:

@@ -159,21 +159,6 @@ class CycleGAN(nn.Module):
         parts = {**parts_G, **parts_D}
         return {name: parts[name].detach() for name in LOSS_NAMES}
 
-    @torch.no_grad()
-    def translate(self, real_A: Optional[torch.Tensor] = None, real_B: Optional[torch.Tensor] = None) -> dict:
-        """Test-time visuals in the reference order: real_A fake_B rec_A real_B fake_A rec_B."""
-        out = {}
-        with self.autocast():
-            if real_A is not None:
-                real_A = self.prepare(real_A)
-                fake_B = self.G_A(real_A)
-                out.update(real_A=real_A, fake_B=fake_B, rec_A=self.G_B(fake_B))
-            if real_B is not None:
-                real_B = self.prepare(real_B)
-                fake_A = self.G_B(real_B)
-                out.update(real_B=real_B, fake_A=fake_A, rec_B=self.G_A(fake_A))
-        return {k: v.float() for k, v in out.items()}
-
     # ------------------------------------------------------------------ state
     def training_state(self) -> dict:
         """Everything a training run needs besides the data position: nets, optimizers, schedule, pools."""
