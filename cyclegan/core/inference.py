@@ -23,13 +23,12 @@ from PIL import Image
 from torch import nn
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, from_dict, parse_yaml
+from .config import GENERATOR_SHAPE_KEYS, Config, ConfigError, from_dict, parse_yaml
 from .data import decode_image, is_image_name, normalize, preprocess_uint8, sample_rng, to_uint8
 from .networks import define_G
 from .storage import Storage
 
 log = logging.getLogger("cyclegan")
-SHAPE_KEYS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc", "init_type", "init_gain")
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 
 
@@ -97,7 +96,7 @@ def generator_spec(source: str, cfg: Config, store: Storage, given: set[str]) ->
         if not isinstance(saved, dict):
             raise ConfigError(f"generator: {source}/train_opt.yaml must hold a mapping of option: value")
         # The folder's options are data: validated as flags are, errors naming the file and the key.
-        shape = {k: saved[k] for k in SHAPE_KEYS if k in saved and k not in given}
+        shape = {k: saved[k] for k in GENERATOR_SHAPE_KEYS if k in saved and k not in given}
         try:
             checked = from_dict(shape, base={**cfg.to_dict(), "storage_options": None})
         except ConfigError as e:

@@ -24,7 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, check_trainable
+from .config import ARCHITECTURE_KEYS, Config, ConfigError, check_trainable
 from .data import resolve_dataroot
 from .datasets import UnalignedDataset
 from .evaluate import has_ideal, score_translation
@@ -39,7 +39,6 @@ from .storage import Storage
 log = logging.getLogger("cyclegan")
 
 # Options that change the shape of the networks: a checkpoint only resumes a run that agrees on them.
-ARCHITECTURE_KEYS = ("netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "input_nc", "output_nc", "no_dropout")
 
 
 class Batches(Protocol):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..core.config import NAME, from_dict
+from ..core.config import NAME, SCHEDULED_KEYS, from_dict
 from ..core.evaluate import METRICS, Scorer, test_images, translate_images
 from ..core.experiment import EXPLOITS, OBJECTIVE, PAIR_KEY, SCORE_FILE, TRAIN_RUN, TRAIN_RUNS, trial_values
 from ..core.schedules import set_lr
@@ -29,7 +29,6 @@ from .worker import Report, restore_from
 
 log = logging.getLogger("cyclegan")
 # The training options a population-based sweep may change mid-run, logged with every score.
-SCHEDULED = ("lr", "lambda_A", "lambda_B", "lambda_identity", "pool_size")
 
 
 class SweepHooks(Hooks):
@@ -103,7 +102,7 @@ class SweepHooks(Hooks):
             step = p.total_iters
             writer.add_scalar(f"hparams/{self.metric}", value, step)
             writer.add_scalar(f"hparams/best_{self.metric}", self.best, step)
-            for key in SCHEDULED:  # what a population-based sweep changes mid-run: its schedule, as curves
+            for key in SCHEDULED_KEYS:  # what a population-based sweep changes mid-run: its schedule, as curves
                 writer.add_scalar(f"schedule/{key}", getattr(trainer.cfg, key), step)
             for key, v in scores.items():
                 writer.add_scalar(f"score/{key}", v, step)
