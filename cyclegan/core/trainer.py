@@ -368,7 +368,3 @@ class Trainer:
         if self.is_main:
             ckpt.atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
         return result
-
-
-def train(cfg: Config, **kwargs) -> dict:
-    return Trainer(cfg, **kwargs).run()

@@ -287,12 +287,6 @@ def remaining_spans(domains: RemoteDomains, epochs: list[int], epoch: int, start
     return [span for span in spans if span[1] < span[2]]
 
 
-def epoch_batches(domains: RemoteDomains, cfg: Config, store: Storage, epoch: int, start: int, rank: int,
-                  world_size: int) -> Iterator[dict]:
-    """This worker's batches of ``epoch`` alone, from its sample ``start`` on."""
-    for _, batch in worker_batches(domains, cfg, store, epoch, start, rank, world_size, last_epoch=epoch):
-        yield batch
-
 
 def _preprocess_batch(batch: dict, cfg_dict: dict, root: str, store: Storage) -> dict:
     cfg = from_dict(cfg_dict)
