@@ -32,7 +32,7 @@ def test_images_of_any_sizes_come_back_in_order_each_as_its_own_forward_gives_it
         with torch.no_grad():
             alone = net(torch.from_numpy(image)[None].float() / 127.5 - 1)[0]
         assert out.dtype == torch.float32 and out.shape == alone.shape
-        torch.testing.assert_close(out, alone, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out, alone, rtol=0, atol=1e-5)  # a batch of two may sum in another order than one image
         assert not out.requires_grad
 
 

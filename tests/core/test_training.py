@@ -140,7 +140,10 @@ def test_resuming_with_other_networks_is_refused(tiny_cfg):
 # The CPU kernels the golden run may use, fixed so that every x86-64 machine computes the same numbers:
 # ATen's and oneDNN's kernels are picked per CPU (AVX2, AVX-512 ...) and sum in different orders, and
 # this tiny GAN amplifies a 1e-7 difference to 1e-3 within a few steps (seen between two machines).
-GOLDEN_ENV = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"}
+# MKL, torch's BLAS, picks its code path by CPU too (by vendor as well as by ISA): its COMPATIBLE branch is
+# the one that gives the same results on every x86-64 CPU (an Intel and an AMD CI machine parted at step 7).
+GOLDEN_ENV = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
+              "OMP_NUM_THREADS": "1"}
 GOLDEN_RUN = """
 import json, sys
 import torch
