@@ -27,6 +27,7 @@ from ..core.rerun import rerun_run
 from ..core.storage import Storage, is_remote
 from ..core.stored import read_json, run_options
 from ..core.trainer import Hooks
+from .ray_internals import TRAIN_HEALTH_CHECK_VARIABLE as POLL_VARIABLE
 from .runtime import check_cluster, check_data_room, check_no_secrets, init_ray, parse_resources, quiet_data
 from .scratch import node_scratch
 from .streams import scan_domains
@@ -34,7 +35,6 @@ from .worker import JOB, USER_ERROR_FILE, WorkerJob, worker_loop
 
 log = logging.getLogger("cyclegan")
 CONFIG_FILE = "cyclegan_config.yaml"
-POLL_VARIABLE = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 MAX_MESSAGE = 2000  # characters of a worker's error shown
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from cyclegan.core.data import DataError
 
+from tests.helpers import ray_autoscaler
 from tests.helpers.metadata import FakeInstanceMetadata
 from tests.helpers.ray_nodes import DRAIN_S
 
@@ -26,15 +27,10 @@ def kuberay_documents(name: str) -> list[dict]:
     return list(yaml.safe_load_all((CLUSTER / "kuberay" / name).read_text()))
 
 
-def launcher_errors(config: dict) -> None:
-    from ray.autoscaler._private.util import prepare_config, validate_config
-    validate_config(prepare_config(copy.deepcopy(config)))
-
-
 @pytest.mark.parametrize("name", ["aws-spot.yaml", "gcp-spot.yaml"])
 def test_launcher_configs_pass_rays_cluster_schema(name):
     config = yaml.safe_load((CLUSTER / name).read_text())
-    launcher_errors(config)  # raises on a schema violation
+    ray_autoscaler.validate(config)  # raises on a schema violation
     types = config["available_node_types"]
     assert config["head_node_type"] in types
     assert {"gpu_spot", "gpu_ondemand"} <= set(types), "a spot worker type and its on-demand fallback"
@@ -43,10 +39,10 @@ def test_launcher_configs_pass_rays_cluster_schema(name):
     broken = copy.deepcopy(config)
     broken["available_node_types"]["head"]["resources"] = {"CPU": 0.5}  # the schema wants whole numbers
     with pytest.raises(Exception):
-        launcher_errors(broken)
+        ray_autoscaler.validate(broken)
     broken = dict(config, max_worker=3)  # a typo at the top level
     with pytest.raises(Exception):
-        launcher_errors(broken)
+        ray_autoscaler.validate(broken)
 
 
 def test_aws_node_configs_are_valid_run_instances_parameters():
@@ -150,38 +146,6 @@ def shipped_bundles() -> dict[str, dict]:
     return bundles
 
 
-def launched(config: dict, bundle: dict, monitor=None) -> list[str]:
-    """The node types Ray's autoscaler (v2, what `ray up` runs) launches for one pending ``bundle``."""
-    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
-    from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
-    from ray.autoscaler.v2.utils import ResourceRequestUtil
-    autoscaling = AutoscalingConfig(copy.deepcopy(config), skip_content_hash=True)
-    request = SchedulingRequest(
-        disable_launch_config_check=True, node_type_configs=autoscaling.get_node_type_configs(),
-        max_num_nodes=autoscaling.get_max_num_worker_nodes(),
-        resource_requests=ResourceRequestUtil.group_by_count([ResourceRequestUtil.make(bundle)]),
-        cloud_resource_availabilities=monitor.get_resource_availabilities() if monitor else {},
-        recoverable_resource_availabilities=monitor.get_recoverable_resource_availabilities() if monitor else {})
-    return [launch.instance_type for launch in ResourceDemandScheduler().schedule(request).to_launch
-            for _ in range(launch.count)]
-
-
-def launched_v1(config: dict, bundle: dict, summary) -> dict:
-    """The node types Ray's v1 autoscaler launches for one pending ``bundle``, with the scorer that the
-    head's start command names (Ray loads it from RAY_AUTOSCALER_UTILIZATION_SCORER) and Ray's record of
-    failed launches (``summary``)."""
-    import functools
-
-    from ray.autoscaler._private.resource_demand_scheduler import ResourceDemandScheduler, get_nodes_for
-    from ray.autoscaler._private.util import prepare_config
-    prepared = prepare_config(copy.deepcopy(config))
-    scheduler = ResourceDemandScheduler(None, prepared["available_node_types"], prepared["max_workers"],
-                                        prepared["head_node_type"], prepared["upscaling_speed"])
-    scorer = functools.partial(scheduler.utilization_scorer, node_availability_summary=summary)
-    added, _ = get_nodes_for(prepared["available_node_types"], {}, prepared["head_node_type"], 10, [bundle], scorer)
-    return dict(added)
-
-
 @pytest.mark.parametrize("name", ["aws-spot.yaml", "gcp-spot.yaml"])
 def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_launches_are_refused(name, monkeypatch):
     """Ray's own scheduling code, with the shipped node types and every shipped experiment's worker bundle:
@@ -191,7 +155,6 @@ def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_launches_are_r
     spot forever, so the head runs v1 with the project's scorer (cyclegan/distributed/autoscaling.py)."""
     import time
 
-    from ray.autoscaler._private.node_provider_availability_tracker import NodeProviderAvailabilityTracker
     from ray.autoscaler.node_launch_exception import NodeLaunchException
 
     from cyclegan.distributed import autoscaling
@@ -206,16 +169,17 @@ def test_the_autoscaler_starts_spot_first_and_on_demand_when_spot_launches_are_r
     bundles = shipped_bundles()
     assert any(b.get("GPU") for b in bundles.values()) and len(bundles) >= 6, bundles
     now = [time.time()]
-    tracker = NodeProviderAvailabilityTracker(timer=lambda: now[0], ttl=60)
+    tracker = ray_autoscaler.availability_tracker(timer=lambda: now[0], ttl=60)
     for what, bundle in bundles.items():
-        assert launched_v1(config, bundle, tracker.summary()) == {"gpu_spot": 1}, (name, what, bundle)
-        assert launched(config, bundle) == ["gpu_spot"], (name, what, bundle)  # v2 too: spot first
+        assert ray_autoscaler.launched_v1(config, bundle, tracker.summary()) == {"gpu_spot": 1}, (name, what)
+        assert ray_autoscaler.launched_v2(config, bundle) == ["gpu_spot"], (name, what)  # v2 too: spot first
     refused = NodeLaunchException("InsufficientInstanceCapacity", "no spot capacity in the zone", None)
     tracker.update_node_availability("gpu_spot", int(now[0]), refused)
     for what, bundle in bundles.items():
-        assert launched_v1(config, bundle, tracker.summary()) == {"gpu_ondemand": 1}, (name, what, bundle)
+        assert ray_autoscaler.launched_v1(config, bundle, tracker.summary()) == {"gpu_ondemand": 1}, (name, what)
     now[0] += 120  # the refusal's record has expired: spot is tried again
-    assert launched_v1(config, bundles["sweep_s3.yaml:horse2zebra"], tracker.summary()) == {"gpu_spot": 1}
+    again = ray_autoscaler.launched_v1(config, bundles["sweep_s3.yaml:horse2zebra"], tracker.summary())
+    assert again == {"gpu_spot": 1}
     on_demand = config["available_node_types"]["gpu_ondemand"]["node_config"]
     assert "InstanceMarketOptions" not in on_demand and on_demand.get("scheduling", {}).get(
         "provisioningModel", "STANDARD") == "STANDARD", name

@@ -165,3 +165,12 @@ def test_what_the_tests_ask_of_ray(tmp_path):
         packed = {info.filename for info in z.infolist() if not info.is_dir()}
     assert "kept.py" in packed and not any(name.startswith("runs") for name in packed), packed
     assert limit > 1 << 20
+
+
+def test_the_autoscaler_code_the_cluster_tests_drive_is_there():
+    """tests/helpers/ray_autoscaler.py: Ray's autoscaler functions that the cluster-file tests call."""
+    from tests.helpers import ray_autoscaler
+    for module, names in ray_autoscaler.NAMES.items():
+        found = ray_module(module)
+        missing = [n for n in names if not hasattr(found, n)]
+        assert not missing, f"{module}: {missing} moved or removed in this Ray; update tests/helpers/ray_autoscaler.py"

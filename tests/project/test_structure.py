@@ -191,14 +191,10 @@ def test_the_import_check_finds_each_kind_of_problem(tmp_path):
 # tests/core/ tests the core alone, tests/distributed/ the Ray layer on the core; tests/commands/ and
 # tests/project/ may use everything. A module run as ``python -m cyclegan....`` counts as imported.
 TEST_MAY_USE = {"core": {"core"}, "distributed": {"core", "distributed"}}
-SCHEMA_WORK = "moved by issue 33's schema/trainer work"
 DRIVER = "the scenario is a driver process as a user starts one (the CLI), beside the Ray it joins"
 REPORT = "the sweep's scenario ends in the report a user reads of it"
 # (test file, module it uses from a higher layer): why it may. An entry nothing matches any more is an error.
 TESTS_MAY_USE_HIGHER = {
-    ("tests/core/test_config.py", "cyclegan.cli"): SCHEMA_WORK,
-    ("tests/core/test_config.py", "cyclegan.commands.options"): SCHEMA_WORK,
-    ("tests/core/test_training.py", "cyclegan.cli"): SCHEMA_WORK,
     ("tests/distributed/test_distributed.py", "cyclegan.cli"): DRIVER,
     ("tests/distributed/test_multinode.py", "cyclegan.cli"): DRIVER,
     ("tests/distributed/cluster_scenarios.py", "cyclegan.cli"):
