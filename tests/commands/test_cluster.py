@@ -109,6 +109,7 @@ def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
     of each cluster file; a GPU experiment asks for GPUs explicitly, so an autoscaler starts GPU nodes."""
     from cyclegan.core.experiment import load_experiment
     nodes = node_types()
+    checked = []
     for path in sorted((ROOT / "experiments").glob("sweep*.yaml")):
         exp = load_experiment(path)
         base = exp.base
@@ -116,6 +117,7 @@ def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
         cpus = float(base.get("cpus_per_worker", 1))
         if not any(str(p.dataroot or "").startswith(("s3://", "gs://")) for p in exp.pairs):
             continue  # a laptop sweep
+        checked.append(path.name)
         assert need_gpu, f"{path.name}: a cluster sweep that does not ask for GPUs trains on CPUs"
         for cluster in {key.split(":")[0] for key in nodes}:
             workers = [n for key, n in nodes.items() if key.startswith(cluster + ":") and not n["head"]]
@@ -123,6 +125,7 @@ def test_every_experiment_fits_the_gpu_nodes_of_every_cluster():
                 (path.name, cluster, cpus, workers)
             heads = [n for key, n in nodes.items() if key.startswith(cluster + ":") and n["head"]]
             assert heads and all(n.get("driver", 0) >= 1 and n["CPU"] == 0 for n in heads), (cluster, heads)
+    assert checked, "no cluster sweep in experiments/ to check"
 
 
 def shipped_bundles() -> dict[str, dict]:
