@@ -1,6 +1,6 @@
-"""The ``cyclegan`` subcommands, one module each (``bench`` a package, one module per mode). Each module
-builds its own parser (``add_parser``) and runs (``run``, set as the parser's default); ``cli.py`` imports
-only the one asked for, so that a command starts without the others' imports."""
+"""The ``cyclegan`` subcommands, one module each (``bench`` and ``report`` are packages, one module per
+part). Each module builds its own parser (``add_parser``) and runs (``run``, set as the parser's default);
+``cli.py`` imports only the one asked for, so that a command starts without the others' imports."""
 
 COMMANDS = {  # name: the line `cyclegan --help` shows for it
     'train': 'train a CycleGAN (reference train.py flags)',

@@ -339,7 +339,7 @@ def credentials_stay_on_their_node():
     """Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens of the driver's
     environment into every trial actor's runtime environment (ray.tune.execution.class_cache), where
     Ray's state API and the runtime-env agent's log show them, and a token frozen there expires mid-sweep.
-    Trials find their own node's credentials (see storage.py), so those names come off Tune's list while
+    Trials find their own node's credentials (see core/filesystems.py), so those names come off Tune's list while
     the sweep runs."""
     with tune_propagating_none_of(lambda name: name.startswith("AWS_")):
         yield

@@ -149,6 +149,40 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60  # past these, a module or function is doing two jobs
+
+
+def size_problems(package: Path) -> list[str]:
+    """Each module of ``package`` over MAX_MODULE_LINES lines and each function over MAX_FUNCTION_LINES."""
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        name = path.relative_to(package.parent).as_posix()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            problems.append(f"{name}: {len(source.splitlines())} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(source, name)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    problems.append(f"{name}:{node.lineno}: {node.name} is {length} lines (at most "
+                                    f"{MAX_FUNCTION_LINES})")
+    return problems
+
+
+def test_no_module_or_function_is_over_its_size():
+    problems = size_problems(PACKAGE)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (tmp_path / "pkg" / "fn.py").write_text("def f():\n" + "    pass\n" * MAX_FUNCTION_LINES)
+    (tmp_path / "pkg" / "ok.py").write_text("def g():\n" + "    pass\n" * (MAX_FUNCTION_LINES - 1))
+    assert size_problems(tmp_path / "pkg") == [f"pkg/fn.py:1: f is {MAX_FUNCTION_LINES + 1} lines (at most 60)",
+                                               f"pkg/long.py: {MAX_MODULE_LINES + 1} lines (at most 400)"]
+
+
 def test_imports_go_one_way_without_cycles_or_private_names():
     problems = import_problems(PACKAGE)
     assert not problems, "\n".join(problems)
