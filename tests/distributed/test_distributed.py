@@ -76,19 +76,22 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
         list_objects("s3://no-such-bucket/data", Storage.from_options())
 
 
-def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(bucket):
+def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(ray_session, bucket, tmp_path,
+                                                                           monkeypatch, capsys):
     """The newcomer's command on this 2-core machine (`cyclegan train --dataroot s3://... --num_workers 2`,
     1 CPU per worker by default) used to start both workers and wait for data forever."""
-    # What a Ray instance of its own gets here (the machine's CPUs, as multiprocessing counts them): 2 on
-    # the 2-core machine.
-    cpus = os.cpu_count()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", f"s3://{bucket}/seasons",
-                          "--num_workers", str(cpus)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stderr[-3000:]
+    from cyclegan.cli import main
+    # The command in this process, on the session's Ray: like the local Ray the command starts without
+    # --address (2 CPUs on the 2-core machine), one of this process's own, so the check refuses.
+    cpus = int(ray_session.cluster_resources()["CPU"])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = main(["train", "--dataroot", f"s3://{bucket}/seasons", "--num_workers", str(cpus),
+                 "--checkpoints_dir", str(tmp_path)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
     assert (f"{cpus} workers x cpus_per_worker 1 = {cpus} of the cluster's {cpus} CPUs leave 0 for the data tasks"
-            in run.stderr), run.stderr[-3000:]
-    assert f"give --cpus_per_worker {(cpus - 0.25) / cpus * 4 // 1 / 4:g}" in run.stderr
+            in stderr), stderr[-3000:]
+    assert f"give --cpus_per_worker {(cpus - 0.25) / cpus * 4 // 1 / 4:g}" in stderr
 
 
 # ---------------------------------------------------------------- fault tolerance
@@ -156,7 +159,6 @@ def test_a_ray_run_started_again_with_other_options_is_refused_naming_them(unint
         run(from_dict({**uninterrupted_run.to_dict(), "lr": 0.001, "num_workers": "1"}), progress_bar=False)
 
 
-@pytest.mark.slow  # end-to-end command runs
 @pytest.mark.parametrize("flags, message", [
     (["--amp", "fp16"], "amp: 'fp16' needs a CUDA device (device 'auto' is cpu); use amp bf16 or none; on Ray "
                         "workers, --use_gpu gives each a GPU"),
@@ -165,14 +167,22 @@ def test_a_ray_run_started_again_with_other_options_is_refused_naming_them(unint
     (["--storage_options", '{"secret_key": "s3cr3t-k3y"}'], "storage_options: access_key, secret_key and "
                                                             "session_token are used by this process only"),
 ])
-def test_what_the_workers_could_not_do_is_refused_before_ray_starts(tiny_pair, tmp_path, flags, message):
-    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", str(tiny_pair), "--name", "x",
-                          "--checkpoints_dir", str(tmp_path), "--num_workers", "2", *flags],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stderr[-3000:]
-    lines = run.stderr.strip().splitlines()  # one line, before a Ray instance was started (it logs its start)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), run.stderr[-3000:]
-    assert not run.stdout and "s3cr3t" not in run.stderr
+def test_what_the_workers_could_not_do_is_refused_before_ray_starts(tiny_pair, tmp_path, flags, message,
+                                                                    monkeypatch, capsys, caplog):
+    import cyclegan.distributed.train
+    from cyclegan.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started or joined before the refusal")
+    monkeypatch.setattr(cyclegan.distributed.train, "init_ray", no_ray)  # a training run's one way into Ray
+    code = main(["train", "--dataroot", str(tiny_pair), "--name", "x", "--checkpoints_dir", str(tmp_path),
+                 "--num_workers", "2", *flags])
+    out, err = capsys.readouterr()
+    assert code == 2, err[-3000:]
+    lines = err.strip().splitlines()  # one line, and no log record: nothing started before it
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), err[-3000:]
+    assert not caplog.records, caplog.text[-3000:]
+    assert not out and "s3cr3t" not in err
     assert not list(tmp_path.iterdir())  # nothing written
 
 
