@@ -208,6 +208,8 @@ def worker_killed_and_replaced(storage_run: Path, killed: dict, after: int = 2) 
             killed["worker"] = workers[-1].pid
         return False
     attempts = {c["metrics"]["resumed_from_iters"] for c in registered_results(storage_run)}
+    if not attempts:  # the snapshot read while Ray Train rewrote it: asked again at the next poll
+        return False
     killed["resumed"] = max(attempts)
     return max(attempts) > 0
 
