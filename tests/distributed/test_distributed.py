@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,19 +77,22 @@ def test_an_empty_prefix_and_a_missing_bucket_fail_naming_the_uri(ray_session, s
         list_objects("s3://no-such-bucket/data", Storage.from_options())
 
 
-def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(bucket):
+def test_workers_that_would_take_every_cpu_fail_at_start_naming_the_numbers(ray_session, bucket, tmp_path,
+                                                                           monkeypatch, capsys):
     """The newcomer's command on this 2-core machine (`cyclegan train --dataroot s3://... --num_workers 2`,
     1 CPU per worker by default) used to start both workers and wait for data forever."""
-    # What a Ray instance of its own gets here (the machine's CPUs, as multiprocessing counts them): 2 on
-    # the 2-core machine.
-    cpus = os.cpu_count()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", f"s3://{bucket}/seasons",
-                          "--num_workers", str(cpus)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stderr[-3000:]
+    from cyclegan.cli import main
+    # The command in this process, on the session's Ray: like the local Ray the command starts without
+    # --address (2 CPUs on the 2-core machine), one of this process's own, so the check refuses.
+    cpus = int(ray_session.cluster_resources()["CPU"])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = main(["train", "--dataroot", f"s3://{bucket}/seasons", "--num_workers", str(cpus),
+                 "--checkpoints_dir", str(tmp_path)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
     assert (f"{cpus} workers x cpus_per_worker 1 = {cpus} of the cluster's {cpus} CPUs leave 0 for the data tasks"
-            in run.stderr), run.stderr[-3000:]
-    assert f"give --cpus_per_worker {(cpus - 0.25) / cpus * 4 // 1 / 4:g}" in run.stderr
+            in stderr), stderr[-3000:]
+    assert f"give --cpus_per_worker {(cpus - 0.25) / cpus * 4 // 1 / 4:g}" in stderr
 
 
 # ---------------------------------------------------------------- fault tolerance
@@ -120,7 +124,9 @@ def assert_same_weights(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted_run(ray_session, tiny_pair, tmp_path_factory):
     from cyclegan.distributed.train import run
-    cfg = ft_cfg(tiny_pair, tmp_path_factory.mktemp("uninterrupted"), "whole")
+    # Saved at epoch ends only: how often a run saves leaves its weights as they are (the runs compared with
+    # this one save at other steps, and at other counts of steps), and each save costs a report to Ray Train.
+    cfg = ft_cfg(tiny_pair, tmp_path_factory.mktemp("uninterrupted"), "whole", save_latest_freq=1000)
     result = run(cfg, progress_bar=False)
     assert result["resumed_from"] is None and result["total_iters"] == 30  # 6 epochs x 5 samples per worker
     return cfg
@@ -156,7 +162,6 @@ def test_a_ray_run_started_again_with_other_options_is_refused_naming_them(unint
         run(from_dict({**uninterrupted_run.to_dict(), "lr": 0.001, "num_workers": "1"}), progress_bar=False)
 
 
-@pytest.mark.slow  # end-to-end command runs
 @pytest.mark.parametrize("flags, message", [
     (["--amp", "fp16"], "amp: 'fp16' needs a CUDA device (device 'auto' is cpu); use amp bf16 or none; on Ray "
                         "workers, --use_gpu gives each a GPU"),
@@ -165,14 +170,22 @@ def test_a_ray_run_started_again_with_other_options_is_refused_naming_them(unint
     (["--storage_options", '{"secret_key": "s3cr3t-k3y"}'], "storage_options: access_key, secret_key and "
                                                             "session_token are used by this process only"),
 ])
-def test_what_the_workers_could_not_do_is_refused_before_ray_starts(tiny_pair, tmp_path, flags, message):
-    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", str(tiny_pair), "--name", "x",
-                          "--checkpoints_dir", str(tmp_path), "--num_workers", "2", *flags],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stderr[-3000:]
-    lines = run.stderr.strip().splitlines()  # one line, before a Ray instance was started (it logs its start)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), run.stderr[-3000:]
-    assert not run.stdout and "s3cr3t" not in run.stderr
+def test_what_the_workers_could_not_do_is_refused_before_ray_starts(tiny_pair, tmp_path, flags, message,
+                                                                    monkeypatch, capsys, caplog):
+    import cyclegan.distributed.train
+    from cyclegan.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started or joined before the refusal")
+    monkeypatch.setattr(cyclegan.distributed.train, "init_ray", no_ray)  # a training run's one way into Ray
+    code = main(["train", "--dataroot", str(tiny_pair), "--name", "x", "--checkpoints_dir", str(tmp_path),
+                 "--num_workers", "2", *flags])
+    out, err = capsys.readouterr()
+    assert code == 2, err[-3000:]
+    lines = err.strip().splitlines()  # one line, and no log record: nothing started before it
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), err[-3000:]
+    assert not caplog.records, caplog.text[-3000:]
+    assert not out and "s3cr3t" not in err
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -195,6 +208,8 @@ def worker_killed_and_replaced(storage_run: Path, killed: dict, after: int = 2) 
             killed["worker"] = workers[-1].pid
         return False
     attempts = {c["metrics"]["resumed_from_iters"] for c in registered_results(storage_run)}
+    if not attempts:  # the snapshot read while Ray Train rewrote it: asked again at the next poll
+        return False
     killed["resumed"] = max(attempts)
     return max(attempts) > 0
 
@@ -235,6 +250,9 @@ def test_a_spot_reclaim_then_a_node_lost_without_notice_and_the_run_ends_with_th
     ray_tmp = tempfile.mkdtemp(prefix="cg-ray-")  # short: Ray's socket paths must stay under 108 bytes
     env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).parents[2]))  # tests.helpers
     env.pop("RAY_TRAIN_ENABLE_STATE_TRACKING", None)  # the session's Ray keeps run state; this cluster has no dashboard
+    # Ray Train looks for drained nodes every 5 s by default: the notice would reach the workers up to 5 s late
+    # (and late in a short run). Its own variable, carried from the driver to the controller.
+    env["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"] = "0.2"
     try:
         proc = subprocess.run([sys.executable, str(script), str(tmp_path / "config.json"), str(tmp_path / "out.json")],
                               env=env, capture_output=True, text=True, timeout=800)
@@ -266,25 +284,24 @@ def test_a_spot_reclaim_then_a_node_lost_without_notice_and_the_run_ends_with_th
 def test_after_a_killed_worker_ray_trains_split_resumes_at_the_checkpoints_count(ray_session, tiny_pair, tmp_path):
     """--data_ingest train: the replaced group's first worker says where it starts (the checkpoint's
     position), Ray Train splits only what is left, and every worker takes its steps to the run's end."""
-    address = ray_session.get_runtime_context().gcs_address
+    from cyclegan.distributed.train import run
     storage_run = tmp_path / "storage" / "split"
-    flags = ["--dataroot", str(tiny_pair), "--name", "split", "--checkpoints_dir", str(tmp_path / "ck"),
-             "--storage_path", str(tmp_path / "storage"), "--address", address]
-    for key, value in dict(FT, data_ingest="train", n_epochs=2, n_epochs_decay=1).items():
-        flags += [f"--{key}", str(value)] if key != "tensorboard" else ["--no-tensorboard"]
-    flags.append("--no-eval_at_end")
-    env = dict(os.environ, RAY_AUTH_MODE="token")
-    driver = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", *flags], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cfg = ft_cfg(tiny_pair, tmp_path, "split", data_ingest="train", n_epochs=2, n_epochs_decay=1, eval_at_end=False)
+    # The driver in this process (nothing kills it), on the session's Ray; the test's thread kills a worker.
+    outcome: dict = {}
+
+    def drive():
+        try:
+            outcome["result"] = run(cfg, progress_bar=False)
+        except BaseException as e:  # said by the assertion below
+            outcome["error"] = e
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
     killed: dict = {}
-    try:
-        wait_for(lambda: worker_killed_and_replaced(storage_run, killed, after=1) or driver.poll() is not None, 300,
-                 "a killed worker's run to go on")
-        _, stderr = driver.communicate(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 0 and "worker" in killed, stderr[-3000:]
+    wait_for(lambda: worker_killed_and_replaced(storage_run, killed, after=1) or not driver.is_alive(), 300,
+             "a killed worker's run to go on")
+    driver.join(timeout=300)
+    assert not driver.is_alive() and "error" not in outcome and "worker" in killed, outcome
     result = json.loads((storage_run / "result.json").read_text())
     resumed = result["resumed_from"]
     assert result["total_iters"] == 15 and resumed["total_iters"] >= killed["resumed"] > 0
