@@ -326,7 +326,7 @@ def test_a_sweep_with_its_results_in_s3(ray_session, s3, tmp_path):
     from cyclegan.cli import main
     s3.mkdir("sweep-results")
     data = experiment(tmp_path, datasets=["seasons"], storage_path="s3://sweep-results/sweeps",
-                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), n_epochs=1, n_epochs_decay=1),
+                      base=dict(BASE, checkpoints_dir=str(tmp_path / "ck"), n_epochs=1, n_epochs_decay=0),
                       search={"num_samples": 2, "scheduler": "none", "eval_images": 4, "grid_images": 1})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
     assert main(["sweep", str(tmp_path / "exp.yaml")]) == 0
