@@ -507,7 +507,7 @@ def test_a_fid_sweep_puts_the_inception_weights_in_its_storage_or_fails_before_a
     stage_inception_weights(exp, store)  # with its copy: already there, the same file, nothing to upload
 
 
-POPULATION_BASE = dict(BASE, builtin_count=16, n_epochs=2, n_epochs_decay=1, cpus_per_worker=2.0)
+POPULATION_BASE = dict(BASE, builtin_count=16, n_epochs=2, n_epochs_decay=0, cpus_per_worker=2.0)
 
 
 def same_state(a, b, where: str = "state") -> list[str]:
@@ -541,6 +541,8 @@ def test_a_crippled_trial_is_cloned_from_a_better_one_at_its_first_perturbation_
     from cyclegan.distributed.worker import restore_from
     # One trial at a time (each asks the session's 2 CPUs): the first to reach epoch 1 waits, paused, for the
     # others; the crippled one, third, is compared with both and clones the better one, which saved its state.
+    # Two epochs at a constant rate: the perturbation at epoch 1, and one epoch after it to follow the clone
+    # (a trial's last report is never perturbed).
     exp = parse_experiment(experiment(tmp_path, datasets=["seasons"],
                                       base=dict(POPULATION_BASE, checkpoints_dir=str(tmp_path / "ck")),
                                       space={"lr": {"loguniform": [1e-8, 3e-3]}, "netG": ["resnet_6blocks"]},
@@ -578,9 +580,8 @@ def test_a_crippled_trial_is_cloned_from_a_better_one_at_its_first_perturbation_
     resumed = next(r for r in trials[crippled]["results"] if r.get("epochs") == 2.0)
     assert resumed["resumed_from_iters"] == 16 and resumed["config"]["lr"] == new_lr
     own = score(crippled, 1.0)
-    for epochs in (2.0, 3.0):
-        now, theirs = score(crippled, epochs), score(donor, epochs)
-        assert abs(now - theirs) < abs(now - own) and now < own - 0.05, (epochs, own, theirs, now)
+    now, theirs = score(crippled, 2.0), score(donor, 2.0)
+    assert abs(now - theirs) < abs(now - own) and now < own - 0.05, (own, theirs, now)
 
     # Exact: the donor's checkpoint at epoch 1 restored with the clone's hyperparameters, as its trial did.
     donor_checkpoint = checkpoints(donor)[16]
