@@ -6,6 +6,7 @@ from cyclegan.core.experiment import PAIR_KEY, parse_experiment
 from cyclegan.distributed.ray_internals import SCHEDULER_CONTROLLER_NAMES, population_trial_states
 
 from tests.distributed.test_sweep import METRIC, experiment
+from tests.distributed.tune_functions import epochs_at_score
 
 
 class Searcher:
@@ -89,12 +90,6 @@ def test_a_populations_explored_values_stay_in_the_space():
     assert keep({"lr": 1e-6, "pool_size": -2}) == {"lr": 1e-5, "pool_size": 0}
 
 
-def _epochs_at_score(config):
-    from ray import tune
-    for epoch in range(1, 5):
-        tune.report({"epochs": epoch, "score": float(config["x"])})
-
-
 def test_a_resumed_sweep_goes_on_halving_with_the_rungs_it_had(ray_session, tmp_path):
     """Tune saves no scheduler state: after --resume each pair's ASHA had empty rungs, so a weak trial was
     compared with nothing and ran to the end. The sweep's callback saves them with Tune's state. Two
@@ -119,7 +114,7 @@ def test_a_resumed_sweep_goes_on_halving_with_the_rungs_it_had(ray_session, tmp_
 
     def tuner(scheduler, callbacks):
         return tune.Tuner(
-            tune.with_resources(_epochs_at_score, {"cpu": 0.1}),
+            tune.with_resources(epochs_at_score, {"cpu": 0.1}),
             param_space={"x": tune.grid_search([1, 2, 3]), PAIR_KEY: "p"},
             tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
             run_config=tune.RunConfig(name="halving", storage_path=str(tmp_path), verbose=0,
@@ -129,7 +124,7 @@ def test_a_resumed_sweep_goes_on_halving_with_the_rungs_it_had(ray_session, tmp_
     first = tuner(scheduler, [InterruptAfterTwo(), SchedulerState(scheduler)]).fit()
     ran = {r.config["x"]: r.metrics["epochs"] for r in first if r.metrics}
     assert ran == {1: 4, 2: 1}, ran  # the second halved at the first rung; the third never ran
-    restored = tune.Tuner.restore(str(tmp_path / "halving"), trainable=tune.with_resources(_epochs_at_score,
+    restored = tune.Tuner.restore(str(tmp_path / "halving"), trainable=tune.with_resources(epochs_at_score,
                                                                                             {"cpu": 0.1}),
                                   resume_unfinished=True).fit()
     last = {r.config["x"]: r.metrics["epochs"] for r in restored}
