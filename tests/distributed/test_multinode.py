@@ -10,10 +10,12 @@ refused on several nodes, that --use_gpu asks the cluster for GPUs, and that no 
 through Ray (state, logs, files)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,18 +60,55 @@ def cluster(s3_server, tmp_path_factory):
     finally:
         for temp in (node and node.temp, head.temp):
             if temp:
-                stop_processes_mentioning(temp)
+                stop_ray_node(temp)
                 shutil.rmtree(temp, ignore_errors=True)
                 assert not processes_mentioning(temp)
         shutil.rmtree(root, ignore_errors=True)
 
 
+def stop_ray_node(temp: str) -> None:
+    """Every process of the node whose temp folder is ``temp``, in `ray stop`'s order: the raylet, then the
+    other processes, the GCS last. A head's processes stopped all at once outlive their SIGTERM (its
+    raylet and autoscaler wait for the GCS that went with them), and were only SIGKILLed 10 s later."""
+    def program(pid: int) -> str:
+        try:
+            return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+        except OSError:
+            return ""
+    for stage in (lambda name: name == "raylet", lambda name: name != "gcs_server"):
+        pids = [pid for pid in processes_mentioning(temp) if stage(program(pid))]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not set(pids) & set(processes_mentioning(temp)), 10, f"processes of {temp} to end")
+    stop_processes_mentioning(temp)  # the GCS, and whatever is left (SIGKILLed after 10 s)
+
+
 def driver(cluster, *args, timeout=600):
     """``cyclegan ARGS`` as a driver process in its own folder, joined to the cluster."""
+    return drivers(cluster, args, timeout=timeout)[0]
+
+
+def drivers(cluster, *runs, timeout=600) -> list[subprocess.CompletedProcess]:
+    """``driver`` for each of ``runs`` (argument lists), as processes running at the same time."""
+    procs = [start_driver(cluster, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in runs]
+    try:
+        outputs = [proc.communicate(timeout=timeout) for proc in procs]
+        return [subprocess.CompletedProcess(proc.args, proc.returncode, *output) for proc, output in zip(procs, outputs)]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def start_driver(cluster, *args, stdout, stderr) -> subprocess.Popen:
+    """``driver`` started: its output (text) goes to ``stdout`` and ``stderr``."""
     env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]),
                RAY_TRAIN_ENABLE_STATE_TRACKING="1", TORCHINDUCTOR_CACHE_DIR=str(cluster["caches"]))
-    return subprocess.run([sys.executable, "-m", "cyclegan.cli", *args, "--address", cluster["gcs"]],
-                          cwd=cluster["driver_work"], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, "-m", "cyclegan.cli", *args, "--address", cluster["gcs"]],
+                            cwd=cluster["driver_work"], env=env, stdout=stdout, stderr=stderr, text=True)
 
 
 def left_on(folder: Path) -> list[str]:
@@ -79,6 +118,11 @@ def left_on(folder: Path) -> list[str]:
 def submit_job(cluster, job_id: str, *args) -> str:
     """``ray job submit`` of ``cyclegan ARGS`` with the project as the job's working dir (as the README's
     `ray job submit --working-dir .`), followed to its end; returns its logs (asserted successful)."""
+    return follow_job(cluster, start_job(cluster, job_id, *args))
+
+
+def start_job(cluster, job_id: str, *args) -> str:
+    """``submit_job`` without following it: returns the job's id."""
     ray = str(Path(sys.executable).parent / "ray")
     env = dict(os.environ, RAY_ADDRESS=cluster["dashboard"], TMPDIR=str(cluster["driver_tmp"]))
     runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", ".git", "checkpoints", "results", "sweeps",
@@ -87,10 +131,22 @@ def submit_job(cluster, job_id: str, *args) -> str:
                              json.dumps(runtime_env), "--", sys.executable, "-m", "cyclegan.cli", *args],
                             env=env, cwd=cluster["driver_work"], capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0, submit.stderr[-2000:]
-    logs = subprocess.run([ray, "job", "logs", "--follow", job_id], env=env, capture_output=True, text=True,
-                          timeout=600).stdout  # returns when the job ends
-    status = subprocess.run([ray, "job", "status", job_id], env=env, capture_output=True, text=True, timeout=60)
-    assert "succeeded" in status.stdout.lower(), (status.stdout, logs[-3000:])
+    return job_id
+
+
+def follow_job(cluster, job_id: str) -> str:
+    """A submitted job followed to its end, as `ray job logs --follow` and `ray job status` do (with their
+    SDK client, in this process: no CLI processes importing Ray); returns its logs (asserted successful)."""
+    import asyncio
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    client = JobSubmissionClient(cluster["dashboard"])
+
+    async def follow() -> str:
+        return "".join([lines async for lines in client.tail_job_logs(job_id)])  # ends when the job ends
+    logs = asyncio.run(asyncio.wait_for(follow(), 600))
+    status = client.get_job_status(job_id)
+    assert status == JobStatus.SUCCEEDED, (status, logs[-3000:])
     return logs
 
 
@@ -99,29 +155,34 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     upload_pair(s3, tiny_pair, "mn-bucket/seasons")
     put_bad_objects(s3, "mn-bucket/seasons/trainA")
 
-    # A local dataroot: every node has its own disk, so it is refused before anything starts.
-    refused = driver(cluster, "train", "--dataroot", str(tiny_pair), "--name", "local", "--num_workers", "1",
-                     "--storage_path", "s3://mn-bucket/runs", *TINY)
+    # Training as a job (its driver on the head): 1 to 3 workers, of which the worker node's 2 CPUs hold
+    # 2 (0.75 each) beside the data tasks, so the run goes ahead with 2; data with unreadable objects in
+    # the bucket, everything the run writes to the bucket. Followed once the refusals below are checked.
+    job = start_job(cluster, f"cyclegan-mn-{os.getpid()}", "train", "--dataroot", "s3://mn-bucket/seasons",
+                    "--name", "run", "--num_workers", "1-3", "--worker_resources", '{"trainnode": 1}',
+                    "--n_epochs", "1", "--n_epochs_decay", "0", "--save_latest_freq", "4",
+                    "--storage_path", "s3://mn-bucket/runs", *TINY, "--cpus_per_worker", "0.75")
+
+    # Meanwhile, a local dataroot: every node has its own disk, so it is refused before anything starts. So
+    # is a local folder of images to translate on the cluster (tasks on the other node read them). Two
+    # drivers at once.
+    refused, refused_translate = drivers(
+        cluster, ["train", "--dataroot", str(tiny_pair), "--name", "local", "--num_workers", "1",
+                  "--storage_path", "s3://mn-bucket/runs", *TINY],
+        ["translate", "--generator", "s3://mn-bucket/none/latest_net_G.pth", "--input", str(tiny_pair / "testA"),
+         "--output", "s3://mn-bucket/translated", "--num_workers", "1", *GENERATOR])
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert f"dataroot: '{tiny_pair}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
     assert "cyclegan data upload" in refused.stderr and "--shared_filesystem" in refused.stderr
-    # So is a local folder of images to translate on the cluster (tasks on the other node read them).
-    refused = driver(cluster, "translate", "--generator", "s3://mn-bucket/none/latest_net_G.pth", "--input",
-                     str(tiny_pair / "testA"), "--output", "s3://mn-bucket/translated", "--num_workers", "1", *GENERATOR)
+    refused = refused_translate
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert f"input: '{tiny_pair / 'testA'}' is a local folder, and this Ray cluster has 2 nodes" in refused.stderr
 
-    # Training as a job (its driver on the head): 1 to 3 workers, of which the worker node's 2 CPUs hold
-    # 2 (0.75 each) beside the data tasks, so the run goes ahead with 2; data with unreadable objects in
-    # the bucket, everything the run writes to the bucket.
-    logs = submit_job(cluster, f"cyclegan-mn-{os.getpid()}", "train", "--dataroot", "s3://mn-bucket/seasons",
-                      "--name", "run", "--num_workers", "1-3", "--worker_resources", '{"trainnode": 1}',
-                      "--n_epochs", "1", "--n_epochs_decay", "1", "--save_latest_freq", "4",
-                      "--storage_path", "s3://mn-bucket/runs", *TINY, "--cpus_per_worker", "0.75")
+    logs = follow_job(cluster, job)
     assert "skipped 3 unreadable file(s)" in logs
     result = json.loads([line for line in logs.splitlines() if line.startswith('{"epochs"')][-1])
-    # 12 A images (10 + RGBA + 16-bit) and 10 B: epochs of 12 samples, 6 per worker; read from the bucket.
-    assert result["skipped_images"] == 3 and result["total_iters"] == 12 and result["world_size"] == 2
+    # 12 A images (10 + RGBA + 16-bit) and 10 B: an epoch of 12 samples, 6 per worker; read from the bucket.
+    assert result["skipped_images"] == 3 and result["total_iters"] == 6 and result["world_size"] == 2
     run = "mn-bucket/runs/run"
     for name in ("train_opt.yaml", "result.json", "latest_net_G_A.pth", "latest_net_D_B.pth", "cyclegan_config.yaml"):
         assert s3.exists(f"{run}/{name}"), name
@@ -131,7 +192,7 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert 1 <= len(states) <= 3  # keep_checkpoints
     state = torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)
     # Each worker saved its own image pools and random streams beside the shared state.
-    assert state["progress"]["epoch"] == 3 and "ranks" not in state
+    assert state["progress"]["epoch"] == 2 and "ranks" not in state
     for rank in (0, 1):
         own = torch.load(io.BytesIO(s3.cat(states[-1].replace("state.pt", f"rank_{rank}.pt"))), weights_only=True)
         assert set(own) == {"pools", "gp_rng", "rng"}
@@ -144,14 +205,35 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     # node with "driver"), their workers on the worker node; a built-in pair, results in the bucket.
     experiment = {"name": "mnsweep", "storage_path": "s3://mn-bucket/sweeps", "datasets": ["fruit"],
                   "base": {"netG": "resnet_6blocks", "ngf": 4, "ndf": 4, "builtin_size": 24, "builtin_count": 8,
-                           "load_size": 28, "crop_size": 24, "n_epochs": 1, "n_epochs_decay": 1,
+                           "load_size": 28, "crop_size": 24, "n_epochs": 1, "n_epochs_decay": 0,
                            "num_threads": 0, "num_workers": "1", "cpus_per_worker": 0.5,
                            "worker_resources": '{"trainnode": 1}'},
                   "space": {"lambda_cycle": {"loguniform": [1, 30]}},
                   "search": {"num_samples": 1, "max_concurrent_trials": 1, "scheduler": "none", "eval_images": 4,
                              "grid_images": 1}}
     (cluster["driver_tmp"] / "exp.yaml").write_text(yaml.safe_dump(experiment))
-    swept = driver(cluster, "sweep", str(cluster["driver_tmp"] / "exp.yaml"))
+
+    # Meanwhile --use_gpu asks the cluster for GPUs (an autoscaler would start GPU nodes): the demand is
+    # visible. (The sweep asks for no GPU, and a pending demand holds no resources.)
+    env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]))
+    gpu_run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", "s3://mn-bucket/seasons",
+                                "--name", "gpu", "--num_workers", "1", "--use_gpu", "--storage_path",
+                                "s3://mn-bucket/runs", "--address", cluster["gcs"], *TINY],
+                               cwd=cluster["driver_work"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        sweep_run = start_driver(cluster, "sweep", str(cluster["driver_tmp"] / "exp.yaml"), stdout=out, stderr=err)
+        try:
+            try:
+                wait_for(lambda: gpu_demand(cluster["gcs"]), 180, "a pending demand for a GPU")
+            finally:
+                stop(gpu_run)
+            sweep_run.wait(timeout=600)
+        finally:
+            if sweep_run.poll() is None:
+                sweep_run.kill()
+                sweep_run.wait()
+        err.seek(0)
+        swept = subprocess.CompletedProcess(sweep_run.args, sweep_run.returncode, "", err.read())
     assert swept.returncode == 0, swept.stderr[-3000:]
     assert "sweep 'mnsweep': starting in s3://mn-bucket/sweeps/mnsweep" in swept.stderr
     sweep = "mn-bucket/sweeps/mnsweep"
@@ -159,7 +241,7 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert len(trials) == 1
     trial = trials[0]
     results = [json.loads(line) for line in s3.cat(f"{trial}/result.json").decode().splitlines() if line.strip()]
-    assert results[-1]["total_iters"] == 16 and "l1" in results[-1]  # reported through Train to Tune
+    assert results[-1]["total_iters"] == 8 and "l1" in results[-1]  # reported through Train to Tune
     assert json.loads(s3.cat(f"{trial}/params.json"))["pair"] == "fruit"
     # The trial's TensorBoard run, written by the Train worker on the worker node, read back from the bucket.
     events = cluster["driver_tmp"] / "events"
@@ -171,7 +253,7 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
     assert "hparams/l1" in found["scalars"] and {"test/AtoB", "test/BtoA"} <= found["images"] and found["hparams"]
     states = s3.glob(f"{trial}/train/checkpoint_*/state.pt")
     assert states and all(s3.exists(state.replace("state.pt", "sweep.json")) for state in states)
-    assert torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)["progress"]["total_iters"] == 16
+    assert torch.load(io.BytesIO(s3.cat(states[-1])), weights_only=True)["progress"]["total_iters"] == 8
     assert s3.exists(f"{sweep}/experiment.yaml") and s3.glob(f"{sweep}/_builtin/fruit_24px_8/pair.json")
     # A RayJob's retry (backoffLimit) submits the same entrypoint again: the sweep continues, nothing of
     # the finished trial is run or reported again.
@@ -183,17 +265,6 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
         == results
     for folder in ("node_work", "node_tmp", "driver_work"):
         assert left_on(cluster[folder]) == [], folder
-
-    # --use_gpu asks the cluster for GPUs (an autoscaler would start GPU nodes): the demand is visible.
-    env = dict(os.environ, RAY_AUTH_MODE="token", TMPDIR=str(cluster["driver_tmp"]))
-    gpu_run = subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--dataroot", "s3://mn-bucket/seasons",
-                                "--name", "gpu", "--num_workers", "1", "--use_gpu", "--storage_path",
-                                "s3://mn-bucket/runs", "--address", cluster["gcs"], *TINY],
-                               cwd=cluster["driver_work"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: gpu_demand(cluster["gcs"]), 180, "a pending demand for a GPU")
-    finally:
-        stop(gpu_run)
 
     # `cyclegan cluster watch-preemption --provider kubernetes` (a preStop hook, for pods whose container
     # does not run `ray start --block`) drains the node through Ray (reason preemption): the node is
@@ -220,12 +291,16 @@ def test_runs_and_sweeps_keep_everything_in_storage_and_nothing_on_the_nodes(clu
 
 
 def gpu_demand(gcs: str) -> bool:
-    """Whether the cluster has a pending resource demand that asks for a GPU (what an autoscaler serves)."""
-    ray = str(Path(sys.executable).parent / "ray")
-    status = subprocess.run([ray, "status", "--address", gcs, "-v"], capture_output=True, text=True, timeout=60,
-                            env=dict(os.environ, RAY_AUTH_MODE="token"))
-    demands = status.stdout.split("Demands:", 1)[-1]
-    return "GPU" in demands
+    """Whether the cluster has a pending resource demand that asks for a GPU (what an autoscaler serves):
+    the "Demands:" of `ray status` (the autoscaler's last report in the GCS, formatted by the function
+    `ray status` uses), read in this process: a `ray status` process per poll would take the CPUs from
+    the sweep running meanwhile."""
+    from ray._private import ray_constants
+    from ray._raylet import GcsClient
+    from ray.autoscaler._private.util import LoadMetricsSummary, get_demand_report
+    status = GcsClient(address=gcs).internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), None)
+    report = json.loads(status).get("load_metrics_report") if status else None
+    return bool(report) and "GPU" in get_demand_report(LoadMetricsSummary(**report))
 
 
 
@@ -236,7 +311,6 @@ def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(c
     RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S. Ray Train's workers see that drain as a preemption notice:
     they write a checkpoint at once, registered before the node goes. So the manifests need no preStop
     hook, only a drain timeout and a termination grace period that fit a checkpoint."""
-    import signal
     import time
 
     s3.mkdir("mn-pod")
@@ -270,8 +344,11 @@ def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(c
         print(f"SIGTERM -> notice checkpoint registered {checkpointed:.1f} s (drain timeout {DRAIN_S} s)")
         assert checkpointed < DRAIN_S
         # Ray then holds the node until the drain times out (Ray Train keeps the group on a preempted node
-        # until it goes: BENCHMARKS.md); Kubernetes' SIGKILL at the grace period's end is all that is left.
-        pod.kill()
+        # until it goes: BENCHMARKS.md); Kubernetes' SIGKILL at the grace period's end is all that is left,
+        # to every process of the container (`ray start --block`, the raylet, the workers).
+        for pid in processes_mentioning(temp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     finally:
         stop(run)
         stop(pod)
