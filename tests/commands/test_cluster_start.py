@@ -2,7 +2,6 @@
 machine (its own PID and mount namespaces, one shared network namespace: tests/helpers/namespaces.py),
 every command wrapped by Ray's own command runner (tests/helpers/launcher.py), all of it twice (a rerun
 of `ray up` on live nodes). The files' text is checked in test_cluster.py; here the commands run."""
-import copy
 import json
 import shutil
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import namespaces
+from tests.helpers import namespaces, ray_autoscaler
 from tests.helpers.launcher import node_runner, prepare_machine, run_node_commands
 from tests.helpers.processes import wait_for
 
@@ -67,26 +66,20 @@ def write_bootstrap_config(config: dict, home: Path) -> None:
     """~/ray_bootstrap_config.yaml, which the head's `--autoscaling-config` names, as `ray up` writes it
     (Ray's own function) but for Ray's read-only provider: the autoscaler runs, with the project's scorer
     and this file's node types, and cannot reach a cloud."""
-    from ray.autoscaler._private.commands import _set_up_config_for_head_node
-    from ray.autoscaler._private.readonly.node_provider import ReadOnlyNodeProvider
-    local = dict(copy.deepcopy(config), provider={"type": "readonly"})
-    _, written = _set_up_config_for_head_node(local, ReadOnlyNodeProvider(local["provider"], "cyclegan"), False)
-    with written:
+    with ray_autoscaler.head_bootstrap_config(config) as written:
         shutil.copy(written.name, home / "ray_bootstrap_config.yaml")
 
 
 def start_node(config: dict, shell, kind: str) -> list:
     """One node's start commands, with the environment `NodeUpdater` gives a cloud node's (its node type's
     resources); a worker's also get the head's address (RAY_HEAD_IP), as the autoscaler runs them."""
-    from ray.autoscaler._private.constants import RESOURCES_ENVIRONMENT_VARIABLE
-    from ray.autoscaler._private.util import with_head_node_ip
     if kind == "head":
         start = config["head_start_ray_commands"]
         assert any(HEAD_PORTS[0] in c for c in start), start
         start, node_type = [c.replace(*HEAD_PORTS) for c in start], config["head_node_type"]
     else:
-        start, node_type = with_head_node_ip(config["worker_start_ray_commands"], HEAD_IP), "gpu_spot"
-    env = {RESOURCES_ENVIRONMENT_VARIABLE: config["available_node_types"][node_type]["resources"]}
+        start, node_type = ray_autoscaler.with_head_ip(config["worker_start_ray_commands"], HEAD_IP), "gpu_spot"
+    env = ray_autoscaler.node_start_environment(config["available_node_types"][node_type]["resources"])
     return run_node_commands(node_runner(config, shell, kind), shell, start, env)
 
 
@@ -111,8 +104,7 @@ def launcher_configs() -> list[dict]:
     """Both files, as Ray prepares them. Their setup and head commands are the same and their worker
     commands differ only in the watcher's flags, so one rerun covers both: the AWS file's commands on
     fresh machines, then the GCP file's on the same live machines."""
-    from ray.autoscaler._private.util import prepare_config
-    configs = [prepare_config(yaml.safe_load((CLUSTER / name).read_text())) for name in FILES]
+    configs = [ray_autoscaler.prepared(yaml.safe_load((CLUSTER / name).read_text())) for name in FILES]
     for key in ("setup_commands", "head_start_ray_commands"):
         assert configs[0][key] == configs[1][key], f"{key} differ: run each file twice"
     first, second = (c["worker_start_ray_commands"] for c in configs)

@@ -408,8 +408,7 @@ def test_refused_credentials_fail_naming_the_variables(s3_server_with_auth):
 def test_poll_secs_reaches_ray_trains_controller_through_its_own_variable(monkeypatch, tiny_cfg):
     """Each report waits for the controller's next poll of the workers (Ray's default: every 2 s), so the
     run sets the interval through the variable Ray Train carries from the driver to its controller."""
-    from ray.train.v2._internal.constants import get_env_vars_to_propagate
-
+    from cyclegan.distributed.ray_internals import train_propagated_variables as get_env_vars_to_propagate
     from cyclegan.distributed.train import controller_poll
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     with controller_poll(tiny_cfg(poll_secs=0.3)):

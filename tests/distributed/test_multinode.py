@@ -25,6 +25,7 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import ray_autoscaler
 from tests.helpers.events import read_events
 from tests.helpers.leaks import places_holding
 from tests.helpers.processes import processes_mentioning, stop, stop_processes_mentioning, wait_for
@@ -295,14 +296,7 @@ def gpu_demand(gcs: str) -> bool:
     the "Demands:" of `ray status` (the autoscaler's last report in the GCS, formatted by the function
     `ray status` uses), read in this process: a `ray status` process per poll would take the CPUs from
     the sweep running meanwhile."""
-    from ray._private import ray_constants
-    from ray._raylet import GcsClient
-    from ray.autoscaler._private.util import LoadMetricsSummary, get_demand_report
-    status = GcsClient(address=gcs).internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), None)
-    report = json.loads(status).get("load_metrics_report") if status else None
-    return bool(report) and "GPU" in get_demand_report(LoadMetricsSummary(**report))
-
-
+    return "GPU" in ray_autoscaler.demand_report(gcs)
 
 
 def test_a_pods_sigterm_drains_its_node_and_the_run_checkpoints_before_it_goes(cluster, s3, tiny_pair):

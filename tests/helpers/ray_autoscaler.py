@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 # Ray's modules and the names the functions below take from them, for the internals test.
 NAMES = {
-    "ray.autoscaler._private.util": ("prepare_config", "validate_config", "with_head_node_ip"),
+    "ray.autoscaler._private.util": ("prepare_config", "validate_config", "with_head_node_ip", "LoadMetricsSummary",
+                                     "get_demand_report"),
+    "ray._private.ray_constants": ("DEBUG_AUTOSCALING_STATUS",),
+    "ray._raylet": ("GcsClient",),
     "ray.autoscaler._private.resource_demand_scheduler": ("ResourceDemandScheduler", "get_nodes_for"),
     "ray.autoscaler._private.node_provider_availability_tracker": ("NodeProviderAvailabilityTracker",),
     "ray.autoscaler._private.commands": ("_set_up_config_for_head_node",),
@@ -91,3 +94,16 @@ def with_head_ip(commands: list[str], head_ip: str) -> list[str]:
     """A worker's start commands as the autoscaler runs them: with the head's address (RAY_HEAD_IP)."""
     from ray.autoscaler._private.util import with_head_node_ip
     return with_head_node_ip(commands, head_ip)
+
+
+def demand_report(gcs: str) -> str:
+    """The "Demands:" part of `ray status`: the autoscaler's last report in the GCS at ``gcs``, formatted by
+    the function `ray status` uses, read in this process ('' before the autoscaler's first report)."""
+    import json
+
+    from ray._private import ray_constants
+    from ray._raylet import GcsClient
+    from ray.autoscaler._private.util import LoadMetricsSummary, get_demand_report
+    status = GcsClient(address=gcs).internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), None)
+    report = json.loads(status).get("load_metrics_report") if status else None
+    return get_demand_report(LoadMetricsSummary(**report)) if report else ""

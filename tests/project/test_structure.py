@@ -322,6 +322,30 @@ def test_the_tests_layer_check_finds_each_kind_of_use(tmp_path):
     assert "test_b.py:4:" not in problems and "test_c.py" not in problems
 
 
+# The test files that may reach into Ray's private modules: each name there is checked at a Ray upgrade.
+RAY_PRIVATE_USERS = {"tests/distributed/test_ray_internals.py", "tests/helpers/ray_autoscaler.py"}
+
+
+def ray_private_uses(tests: Path) -> list[str]:
+    """Each import of a private Ray module (a part of its name starting with _) outside RAY_PRIVATE_USERS."""
+    problems = []
+    for path in sorted(tests.rglob("*.py")):
+        name = path.relative_to(tests.parent).as_posix()
+        if name in RAY_PRIVATE_USERS:
+            continue
+        for module, line in used_modules(path):
+            parts = module.split(".")
+            if parts[0] == "ray" and any(part.startswith("_") for part in parts):
+                problems.append(f"{name}:{line}: {module} is private to Ray: use cyclegan/distributed/"
+                                f"ray_internals.py or tests/helpers/ray_autoscaler.py")
+    return problems
+
+
+def test_no_test_reads_rays_private_modules_but_the_internals_checks():
+    problems = ray_private_uses(TESTS)
+    assert not problems, "\n".join(problems)
+
+
 def test_ruff_finds_nothing():
     ruff = Path(sys.executable).parent / "ruff"
     command = str(ruff) if ruff.exists() else shutil.which("ruff")
