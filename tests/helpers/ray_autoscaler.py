@@ -39,7 +39,7 @@ def validate(config: dict) -> None:
     validate_config(prepared(config))
 
 
-def launched_v2(config: dict, bundle: dict, monitor: Any = None) -> list[str]:
+def launched_v2(config: dict, bundle: dict) -> list[str]:
     """The node types Ray's v2 autoscaler launches for one pending ``bundle``."""
     from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
     from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
@@ -49,8 +49,7 @@ def launched_v2(config: dict, bundle: dict, monitor: Any = None) -> list[str]:
         disable_launch_config_check=True, node_type_configs=autoscaling.get_node_type_configs(),
         max_num_nodes=autoscaling.get_max_num_worker_nodes(),
         resource_requests=ResourceRequestUtil.group_by_count([ResourceRequestUtil.make(bundle)]),
-        cloud_resource_availabilities=monitor.get_resource_availabilities() if monitor else {},
-        recoverable_resource_availabilities=monitor.get_recoverable_resource_availabilities() if monitor else {})
+        cloud_resource_availabilities={}, recoverable_resource_availabilities={})
     return [launch.instance_type for launch in ResourceDemandScheduler().schedule(request).to_launch
             for _ in range(launch.count)]
 

@@ -346,6 +346,19 @@ def test_no_test_reads_rays_private_modules_but_the_internals_checks():
     assert not problems, "\n".join(problems)
 
 
+def test_the_ray_private_check_finds_a_private_import_outside_the_internals_checks(tmp_path):
+    tests = tmp_path / "tests"
+    (tests / "distributed").mkdir(parents=True)
+    (tests / "distributed" / "test_a.py").write_text(
+        "import ray.util\nfrom ray.train.v2._internal.constants import x\n\ndef f():\n    import ray._raylet\n")
+    (tests / "distributed" / "test_ray_internals.py").write_text("from ray._private import worker\n")
+    assert ray_private_uses(tests) == [
+        "tests/distributed/test_a.py:2: ray.train.v2._internal.constants is private to Ray: use "
+        "cyclegan/distributed/ray_internals.py or tests/helpers/ray_autoscaler.py",
+        "tests/distributed/test_a.py:5: ray._raylet is private to Ray: use cyclegan/distributed/ray_internals.py "
+        "or tests/helpers/ray_autoscaler.py"]
+
+
 def test_ruff_finds_nothing():
     ruff = Path(sys.executable).parent / "ruff"
     command = str(ruff) if ruff.exists() else shutil.which("ruff")
